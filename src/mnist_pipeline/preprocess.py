@@ -1,0 +1,55 @@
+"""Turn decoded MNIST arrays into the representations the seed's models consume.
+
+Pure functions over NumPy arrays; ``pipeline/preprocess.py`` does the file I/O. Each split is
+stored in its own folder as several ``.npy`` arrays (``np.load(..., mmap_mode="r")`` maps them without copying):
+
+- ``pixels``: (N, 784) uint8, the raw 0-255 pixels the seed's scikit-learn homework uses;
+- ``flat``: (N, 784) float in [0, 1], the MLP's input;
+- ``image``: (N, 28, 28, 1) float in [0, 1], the CNN's input;
+- ``onehot``: (N, 10) float32, Keras' categorical targets;
+- ``labels``: (N,) uint8 digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES, PreprocessParams
+
+REPRESENTATIONS = ("pixels", "flat", "image", "onehot", "labels")
+SPLITS = ("train", "test")
+PIXEL_MAX = 255.0
+
+
+def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    encoded = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
+    encoded[np.arange(labels.shape[0]), labels] = 1.0
+    return encoded
+
+
+def represent(images: np.ndarray, labels: np.ndarray, params: PreprocessParams, limit: int | None) -> dict[str, np.ndarray]:
+    """All representations of one split, keyed by representation name."""
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    count = images.shape[0]
+    pixels = np.ascontiguousarray(images.reshape(count, IMAGE_SIDE * IMAGE_SIDE))
+    # Divide in the target dtype, as the seed does (astype("float32") / 255), so values match it bit for bit.
+    flat = pixels.astype(params.dtype)
+    flat /= np.asarray(PIXEL_MAX, dtype=params.dtype)
+    return {
+        "pixels": pixels,
+        "flat": flat,
+        "image": flat.reshape(count, IMAGE_SIDE, IMAGE_SIDE, 1),
+        "onehot": one_hot(labels),
+        "labels": np.ascontiguousarray(labels, dtype=np.uint8),
+    }
+
+
+def preprocess(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], params: PreprocessParams
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{"train": {"flat": ..., ...}, "test": {...}}``."""
+    return {
+        "train": represent(*train, params, params.train_limit),
+        "test": represent(*test, params, params.test_limit),
+    }

@@ -1,0 +1,48 @@
+"""What every ``pipeline/<stage>.py`` entry shares: logging set-up and turning errors into exits.
+
+A ``PipelineError`` (bad params, corrupt data, no working mirror) is the user's to fix, so it is
+logged as one clear message and the process exits with status 2, without a traceback. Anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from mnist_pipeline.errors import PipelineError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("mnist_pipeline")
+
+
+def configure_logging() -> None:
+    level = os.environ.get("MNIST_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Third-party chatter that buries the stage's own progress lines.
+    for noisy in ("urllib3", "matplotlib", "alembic", "mlflow.store.db.utils", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_stage(name: str, body: Callable[[], None]) -> int:
+    """Run one stage's body; return the process exit status."""
+    configure_logging()
+    stage_log = logging.getLogger(f"mnist_pipeline.{name}")
+    try:
+        body()
+    except PipelineError as exc:
+        stage_log.error("%s failed: %s", name, exc)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        stage_log.error("%s interrupted", name)
+        return EXIT_INTERRUPTED
+    return 0

@@ -1,0 +1,166 @@
+"""MLflow plumbing: where the store is, the shared experiment, run lifecycle and provenance tags.
+
+Nothing here runs at import time. A stage entry calls ``configure_tracking()`` in its ``main()``
+and passes the resulting run into the library code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "mnist"
+LOCAL_STORE_DIR = Path("mlruns")
+LOCAL_DB_NAME = "mlflow.db"
+LOCAL_ARTIFACTS_DIR = "artifacts"
+MLFLOW_RUN_FILE = "mlflow_run.json"
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    tracking_uri: str
+    artifact_location: str | None  # None: the tracking server decides
+    lock_path: Path | None  # serialises first-time set-up of a local store
+
+
+def resolve_tracking_target(environ: dict[str, str] | None = None, root: Path | None = None) -> TrackingTarget:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``<root>/mlruns``."""
+    environ = dict(os.environ if environ is None else environ)
+    configured = environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured:
+        return TrackingTarget(configured, None, None)
+    store = (root or Path.cwd()).resolve() / LOCAL_STORE_DIR
+    return TrackingTarget(
+        tracking_uri=f"sqlite:///{store / LOCAL_DB_NAME}",
+        artifact_location=(store / LOCAL_ARTIFACTS_DIR).as_uri(),
+        lock_path=store / ".setup.lock",
+    )
+
+
+def configure_tracking(environ: dict[str, str] | None = None, root: Path | None = None) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns the experiment id.
+
+    Stages may run concurrently (``dvc exp run --queue``, several ``dvc repro`` targets), and
+    the first one to touch a new SQLite store also runs its schema migrations. A file lock makes
+    that set-up and the experiment creation happen exactly once.
+    """
+    import mlflow
+    from filelock import FileLock
+
+    target = resolve_tracking_target(environ, root)
+    mlflow.set_tracking_uri(target.tracking_uri)
+    if target.lock_path is None:
+        return _ensure_experiment(target)
+    target.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.lock_path), timeout=300):
+        return _ensure_experiment(target)
+
+
+def _ensure_experiment(target: TrackingTarget) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=target.tracking_uri)
+    try:
+        existing = client.get_experiment_by_name(EXPERIMENT_NAME)
+        if existing is not None:
+            return existing.experiment_id
+        try:
+            return client.create_experiment(EXPERIMENT_NAME, artifact_location=target.artifact_location)
+        except MlflowException:
+            # Another process on a shared tracking server won the race; use its experiment.
+            existing = client.get_experiment_by_name(EXPERIMENT_NAME)
+            if existing is None:
+                raise
+            return existing.experiment_id
+    except MlflowException as exc:
+        raise PipelineError(f"MLflow tracking store {target.tracking_uri} is not usable: {exc}") from None
+
+
+@contextlib.contextmanager
+def tracked_run(
+    *, run_id: str | None = None, run_name: str | None = None, experiment_id: str | None = None, tags: dict[str, str] | None = None
+) -> Iterator[Any]:
+    """Start (or resume) a run and always leave it in a terminal state.
+
+    MLflow's own context manager marks Ctrl-C as FAILED; here an interrupt is KILLED, an
+    exception FAILED, success FINISHED, so no run is left RUNNING.
+    """
+    import mlflow
+
+    run = mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=experiment_id, tags=tags)
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status=status)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance_tags(stage: str) -> dict[str, str]:
+    """Tags every run carries: code version, stage, library versions and the machine."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    tags = {
+        "mlflow.source.git.commit": commit or "unknown",
+        "git.commit": commit or "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "dvc.stage": stage,
+        "host.cpu": _cpu_model(),
+        "host.cpu_count": str(os.cpu_count()),
+    }
+    for package in ("tensorflow", "keras", "scikit-learn", "mlflow", "numpy", "dvc"):
+        found = _version(package)
+        if found:
+            tags[f"version.{package}"] = found
+    return tags

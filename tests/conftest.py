@@ -1,0 +1,118 @@
+"""Shared fixtures: tiny synthetic MNIST-shaped data and throwaway copies of the project."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+PROJECT_FILES = ("pipeline", "src", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", "pyproject.toml")
+MNIST_FILENAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digit-like images: each class lights a different block, plus noise, so models can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(count, 28, 28), dtype=np.uint8)
+    for digit in range(10):
+        row, col = divmod(digit, 4)
+        images[labels == digit, 2 + row * 8 : 8 + row * 8, 2 + col * 6 : 8 + col * 6] = 230
+    return images, labels
+
+
+def write_mirror(directory: Path, n_train: int = 300, n_test: int = 120, seed: int = 0) -> dict[str, dict]:
+    """Write the four gzip IDX files of a synthetic MNIST; return their ``data.files`` pins."""
+    from mnist_pipeline.idx import encode_idx
+
+    train_images, train_labels = synthetic_digits(n_train, seed)
+    test_images, test_labels = synthetic_digits(n_test, seed + 1)
+    arrays = {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    pins = {}
+    for key, array in arrays.items():
+        raw = encode_idx(array)
+        (directory / MNIST_FILENAMES[key]).write_bytes(gzip.compress(raw))
+        pins[key] = {"filename": MNIST_FILENAMES[key], "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+    return pins
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this venv's python first on PATH, quiet TensorFlow."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+def run_cmd(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600):
+    result = subprocess.run(args, cwd=cwd, env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None, check: bool = True):
+    return run_cmd([sys.executable, "-m", "dvc", *args], cwd=project, env=env, check=check)
+
+
+def edit_params(project: Path, edit) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A git + DVC copy of the project whose download stage serves a tiny synthetic MNIST."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    pins = write_mirror(tmp_path / "mirror")
+
+    def use_synthetic(params: dict) -> None:
+        params["data"]["files"] = pins
+        params["data"]["mirrors"] = ["http://127.0.0.1:9/unreachable/"]
+        params["data"]["retries"] = 0
+
+    edit_params(root, use_synthetic)
+    run_cmd(["git", "init", "-q", "-b", "main"], cwd=root)
+    run_cmd(["git", "add", "-A"], cwd=root)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"], cwd=root)
+    return root
+
+
+@pytest.fixture
+def synthetic_mirror(project: Path) -> Path:
+    return project.parent / "mirror"

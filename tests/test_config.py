@@ -1,0 +1,179 @@
+"""The params loader: the shipped params.yaml is valid, and every kind of bad value is named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnist_pipeline.config import (
+    KerasCNNParams,
+    Params,
+    flatten,
+    load_params,
+    parse_params,
+    section_hash,
+)
+from mnist_pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def edited(edit) -> dict:
+    raw = copy.deepcopy(RAW)
+    edit(raw)
+    return raw
+
+
+def error_for(edit) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(edited(edit))
+    return str(caught.value)
+
+
+def test_shipped_params_are_valid_and_build_every_model_config():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert {"mlp", "cnn", "gaussian_nb", "sgd", "sgd_scaled", "mlp2", "mlp_regularized", "cnn_small"} <= set(params.models)
+    assert params.models["mlp"].hidden_units == [256]
+    assert params.models["cnn"].batch_size == 64
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda r: r["models"]["cnn"].__setitem__("epochs", -1), ["models.cnn.epochs", "-1", "greater than or equal to 1"]),
+        (lambda r: r["models"]["mlp"].__setitem__("validation_split", 1.0), ["models.mlp.validation_split", "less than 1"]),
+        (lambda r: r["models"]["mlp"].__setitem__("validation_split", -0.1), ["models.mlp.validation_split", "-0.1"]),
+        (lambda r: r["models"]["mlp"]["optimizer"].__setitem__("name", "adamx"), ["models.mlp.optimizer.name", "adamx", "'rmsprop'"]),
+        (lambda r: r["models"]["mlp"].__setitem__("activation", "relux"), ["models.mlp.activation", "relux", "'relu'"]),
+        (lambda r: r["models"]["sgd"].__setitem__("type", "random_forest"), ["models.sgd", "random_forest", "keras_mlp"]),
+        (lambda r: r["models"]["cnn"].__setitem__("epocs", 3), ["models.cnn.epocs", "unknown key"]),
+        (lambda r: r["models"]["cnn"].pop("epochs"), ["models.cnn.epochs", "missing required key"]),
+        (lambda r: r["models"]["cnn"].__setitem__("batch_size", 60_000), ["models.cnn", "batch_size 60000", "54000 training examples"]),
+        (lambda r: r.__setitem__("extra_section", {}), ["extra_section", "unknown key"]),
+        (lambda r: r["data"].__setitem__("mirrors", ["ftp://x/"]), ["data.mirrors.0", "ftp://x/"]),
+        (lambda r: r["data"]["files"]["train_images"].__setitem__("sha256", "abc"), ["data.files.train_images.sha256", "abc"]),
+        (lambda r: r["gate"]["floors"].__setitem__("resnet", {"accuracy": 0.9}), ["gate.floors", "resnet"]),
+        (lambda r: r["preprocess"].__setitem__("dtype", "int8"), ["preprocess.dtype", "int8"]),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(edit, expected):
+    message = error_for(edit)
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_too_much_pooling_for_28x28_is_rejected_naming_the_layer():
+    layers = [{"filters": 8, "kernel_size": 3, "pool": True}] * 4
+    message = error_for(lambda r: r["models"]["cnn"].__setitem__("conv_layers", layers))
+    assert "models.cnn" in message and "conv_layers[3]" in message and "28x28" in message
+
+
+def test_every_problem_is_reported_at_once():
+    def two_problems(raw):
+        raw["models"]["cnn"]["epochs"] = 0
+        raw["models"]["mlp"]["batch_size"] = "big"
+
+    message = error_for(two_problems)
+    assert "models.cnn.epochs" in message and "models.mlp.batch_size" in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(listy)
+
+
+def test_unknown_model_lookup_lists_known_models():
+    params = parse_params(RAW)
+    with pytest.raises(ConfigError, match=r"models\.resnet.*known models are"):
+        params.model("resnet")
+
+
+def test_section_hash_is_stable_and_sensitive():
+    params = parse_params(RAW)
+    again = parse_params(copy.deepcopy(RAW))
+    assert section_hash(params.models["cnn"]) == section_hash(again.models["cnn"])
+    changed = parse_params(edited(lambda r: r["models"]["cnn"].__setitem__("epochs", 3)))
+    assert section_hash(params.models["cnn"]) != section_hash(changed.models["cnn"])
+
+
+def test_flatten_dots_nested_keys():
+    assert flatten({"optimizer": {"name": "adam", "lr": 1}, "units": [1, 2]}) == {
+        "optimizer.name": "adam",
+        "optimizer.lr": 1,
+        "units": [1, 2],
+    }
+
+
+# -- property-based: the validator never crashes and never accepts nonsense -----------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(section=st.sampled_from(["paths", "data", "preprocess", "models", "evaluate", "report", "gate"]), value=json_values)
+def test_any_replacement_section_is_accepted_or_a_config_error(section, value):
+    raw = copy.deepcopy(RAW)
+    raw[section] = value
+    try:
+        parse_params(raw)
+    except ConfigError as exc:
+        assert str(exc).startswith("params.yaml is invalid")
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(["epochs", "batch_size", "validation_split", "dropout", "seed", "activation"]), value=json_values)
+def test_any_model_hyperparameter_value_is_accepted_or_names_the_key(key, value):
+    raw = copy.deepcopy(RAW)
+    raw["models"]["mlp"][key] = value
+    try:
+        parse_params(raw)
+    except ConfigError as exc:
+        assert "models.mlp" in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    layers=st.lists(
+        st.fixed_dictionaries({"filters": st.integers(1, 8), "kernel_size": st.integers(1, 9), "pool": st.booleans()}),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_cnn_geometry_check_agrees_with_a_direct_simulation(layers):
+    side, feasible = 28, True
+    for layer in layers:
+        side -= layer["kernel_size"] - 1
+        if side < 1:
+            feasible = False
+            break
+        if layer["pool"]:
+            side //= 2
+            if side < 1:
+                feasible = False
+                break
+    raw = {k: v for k, v in RAW["models"]["cnn"].items()} | {"conv_layers": layers}
+    try:
+        KerasCNNParams.model_validate(raw)
+        accepted = True
+    except Exception:  # noqa: BLE001 - pydantic's ValidationError; parse_params wraps it
+        accepted = False
+    assert accepted == feasible
