@@ -29,8 +29,10 @@ def configure_logging() -> None:
         stream=sys.stderr,
     )
     # Third-party chatter that buries the stage's own progress lines.
-    for noisy in ("urllib3", "matplotlib", "alembic", "mlflow.store.db.utils", "h5py", "absl"):
+    for noisy in ("urllib3", "matplotlib", "alembic", "mlflow.store.db.utils", "mlflow.utils.uv_utils", "h5py", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow warns that a uv venv has no pip; our pip requirements are explicit, so it's noise.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
 def run_stage(name: str, body: Callable[[], None]) -> int:

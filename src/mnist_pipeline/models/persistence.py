@@ -1,8 +1,9 @@
 """Save and load trained models in formats whose loading cannot run arbitrary code.
 
 Keras models use the native ``.keras`` format, loaded with ``safe_mode=True`` (no lambda
-deserialisation). scikit-learn models use skops, and loading accepts only the types on an
-allow-list of scikit-learn and NumPy classes: a tampered file naming anything else is refused.
+deserialisation). scikit-learn models use skops: beyond skops' own trusted set (scikit-learn
+estimators, NumPy), loading accepts only the types on the allow-list below, so a tampered file
+naming anything else (``os.system``, say) is refused before anything in it runs.
 """
 
 from __future__ import annotations

@@ -35,18 +35,20 @@ def build_sgd(params: SGDParams) -> Any:
     return Pipeline([("scaler", StandardScaler()), ("sgd", classifier)])
 
 
+LEARNED_ATTRIBUTES = ("coef_", "intercept_", "theta_", "var_", "class_prior_")
+SCALER_ATTRIBUTES = ("mean_", "scale_")  # var_ is scale_ squared: not a separate statistic
+
+
 def parameter_counts(model: Any) -> dict[str, int]:
     """Learned numbers: fitted weights count as trainable, a scaler's statistics as non-trainable."""
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    steps = model.steps if isinstance(model, Pipeline) else [("model", model)]
+    steps = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
     trainable = non_trainable = 0
-    for _, step in steps:
-        for attribute, value in vars(step).items():
-            if not attribute.endswith("_") or not hasattr(value, "size") or not hasattr(value, "dtype"):
-                continue
-            if attribute in ("coef_", "intercept_", "theta_", "var_", "class_prior_"):
-                trainable += int(value.size)
-            elif attribute in ("mean_", "scale_"):
-                non_trainable += int(value.size)
-    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
+    for step in steps:
+        if isinstance(step, StandardScaler):
+            non_trainable += sum(getattr(step, name).size for name in SCALER_ATTRIBUTES)
+        else:
+            trainable += sum(getattr(step, name).size for name in LEARNED_ATTRIBUTES if hasattr(step, name))
+    return {"total": int(trainable + non_trainable), "trainable": int(trainable), "non_trainable": int(non_trainable)}

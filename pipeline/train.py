@@ -1,0 +1,72 @@
+"""DVC stage `train@<model>`: fit one model from params.yaml `models.<model>`, save it, track it.
+
+Writes ``models/<model>/model/`` (weights + config.json + summary.txt), ``history.csv`` and
+``mlflow_run.json`` (the run that ``evaluate@<model>`` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from mnist_pipeline import mlflow_logging
+from mnist_pipeline.arrays import load_split
+from mnist_pipeline.config import load_params, section_hash
+from mnist_pipeline.model_store import write_training_outputs
+from mnist_pipeline.models import registry
+from mnist_pipeline.stage import run_stage
+from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
+from mnist_pipeline.training import fit, targets_for
+
+log = logging.getLogger("mnist_pipeline.train")
+
+
+def body(name: str) -> None:
+    params = load_params()
+    model_params = params.model(name)
+    paths = params.paths
+    framework = registry.kind_of(model_params).framework
+    representation = registry.input_representation(model_params)
+    inputs, labels = load_split(paths, "train", representation)
+    targets, _ = load_split(paths, "train", targets_for(model_params))
+
+    experiment_id = configure_tracking()
+    stage = os.environ.get("DVC_STAGE", f"train@{name}")
+    tags = provenance_tags(stage) | {
+        "model.name": name,
+        "model.type": model_params.type,
+        "model.params_hash": section_hash(model_params),
+        **{f"data.sha256.{key}": pin.sha256 for key, pin in params.data.files},
+    }
+    with tracked_run(run_name=name, experiment_id=experiment_id, tags=tags) as run:
+        mlflow_logging.log_hyperparameters(
+            model_params,
+            {"input": representation, "train_examples": int(inputs.shape[0]), "preprocess": params.preprocess.model_dump()},
+        )
+        mlflow_logging.log_dataset(inputs, labels, name=f"mnist-train-{representation}", source=str(paths.processed_dir("train")))
+        result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger])
+        logging_started = time.perf_counter()
+        mlflow_logging.log_parameter_counts(result.parameter_counts)
+        write_training_outputs(
+            paths.model_dir(name), name, model_params, framework, representation, result, run.info.run_id, experiment_id
+        )
+        mlflow_logging.log_fit_summary(name, framework, result, inputs)
+        log.info(
+            "%s: %s parameters, fit %.1f s (%d epochs), MLflow logging %.1f s, run %s",
+            name, f"{result.parameter_counts['total']:,}", result.fit_seconds, result.epochs,
+            time.perf_counter() - logging_started, run.info.run_id,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a key of `models` in params.yaml")
+    args = parser.parse_args(argv)
+    return run_stage(f"train@{args.model}", lambda: body(args.model))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The cross-model report: one table of every model in ``params.models``, best first.
+
+Pure functions build the rows, the sentence and the figure; ``collect_rows``, ``write_report``
+and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py``:
+
+- ``reports/summary.md``: a markdown table (model, type, parameters, test accuracy, test loss,
+  errors, fit time, epochs) sorted by test accuracy, with a sentence on the seed's contrast:
+  does the CNN, with fewer parameters, beat the MLP? The sentence is computed from the numbers;
+- ``reports/summary.json``: the same rows, machine-readable;
+- ``reports/accuracy_vs_params.png``: test accuracy against parameter count (log scale).
+
+``log_report`` records the three files in MLflow as a run of its own, named ``report``, in the
+shared experiment, with the best test accuracy as metric ``best_accuracy`` and the tag
+``dvc.stage=report``, so the comparison sits beside the per-model runs it summarises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.atomic import atomic_path, write_json, write_text
+from mnist_pipeline.config import Params, PathsParams
+from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.evaluation import read_json_file, read_model_config
+
+log = logging.getLogger(__name__)
+
+SUMMARY_MD = "summary.md"
+SUMMARY_JSON = "summary.json"
+SCATTER_PNG = "accuracy_vs_params.png"
+RUN_NAME = "report"
+# The seed's contrast is between these two; other names fall back to the first model of each type.
+SEED_CNN, SEED_MLP = "cnn", "mlp"
+REQUIRED_METRICS = ("accuracy", "loss", "errors")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    model: str
+    type: str
+    parameters: int
+    accuracy: float
+    loss: float
+    errors: int
+    fit_seconds: float
+    epochs: int
+
+
+def make_row(name: str, metrics: Mapping[str, Any], config: Mapping[str, Any]) -> ModelRow:
+    return ModelRow(
+        model=name,
+        type=str(config["type"]),
+        parameters=int(config["parameter_counts"]["total"]),
+        accuracy=float(metrics["accuracy"]),
+        loss=float(metrics["loss"]),
+        errors=int(metrics["errors"]),
+        fit_seconds=float(config["fit_seconds"]),
+        epochs=int(config["epochs"]),
+    )
+
+
+def sort_rows(rows: Sequence[ModelRow]) -> list[ModelRow]:
+    """Best test accuracy first; equal accuracies by lower loss, then by name, so the order is stable."""
+    return sorted(rows, key=lambda row: (-row.accuracy, row.loss, row.model))
+
+
+def _pick(rows: Sequence[ModelRow], name: str, model_type: str) -> ModelRow | None:
+    by_name = {row.model: row for row in rows}
+    if name in by_name and by_name[name].type == model_type:
+        return by_name[name]
+    return next((row for row in rows if row.type == model_type), None)
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def contrast_sentence(rows: Sequence[ModelRow]) -> str | None:
+    """Whether the CNN beats the MLP, and whether it does so with fewer parameters; None without both."""
+    cnn = _pick(rows, SEED_CNN, "keras_cnn")
+    mlp = _pick(rows, SEED_MLP, "keras_mlp")
+    if cnn is None or mlp is None:
+        return None
+    who = f"The CNN (`{cnn.model}`, {cnn.parameters:,} parameters)"
+    whom = f"the MLP (`{mlp.model}`, {mlp.parameters:,} parameters)"
+    scores = f"test accuracy {_percent(cnn.accuracy)} vs {_percent(mlp.accuracy)}, {cnn.errors:,} vs {mlp.errors:,} errors"
+    fewer = cnn.parameters < mlp.parameters
+    if cnn.accuracy > mlp.accuracy:
+        if fewer:
+            saving = 1 - cnn.parameters / mlp.parameters
+            return f"{who} beats {whom} with {saving:.0%} fewer parameters: {scores}."
+        return f"{who} beats {whom}, but not with fewer parameters: {scores}."
+    size = "despite having fewer parameters" if fewer else "and has no fewer parameters"
+    verb = "ties" if cnn.accuracy == mlp.accuracy else "does not beat"
+    return f"{who} {verb} {whom} {size}: {scores}."
+
+
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None) -> str:
+    header = ["model", "type", "parameters", "test accuracy", "test loss", "errors", "fit time (s)", "epochs"]
+    lines = [f"# {title}", "", _markdown_row(header), "| " + " | ".join(["---", "---"] + ["---:"] * 6) + " |"]
+    for row in rows:
+        lines.append(
+            _markdown_row(
+                [
+                    f"`{row.model}`",
+                    row.type,
+                    f"{row.parameters:,}",
+                    f"{row.accuracy:.4f}",
+                    f"{row.loss:.4f}",
+                    f"{row.errors:,}",
+                    f"{row.fit_seconds:.1f}",
+                    str(row.epochs),
+                ]
+            )
+        )
+    lines.append("")
+    if rows:
+        best = rows[0]
+        lines.append(f"Best: `{best.model}` at {_percent(best.accuracy)} test accuracy ({best.errors:,} errors).")
+    if contrast:
+        lines += ["", contrast]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) -> dict[str, Any]:
+    return {
+        "title": title,
+        "models": [asdict(row) for row in rows],
+        "best_model": rows[0].model if rows else None,
+        "best_accuracy": rows[0].accuracy if rows else None,
+        "contrast": contrast,
+    }
+
+
+def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
+    """Each model a labelled point; parameter counts span orders of magnitude, hence log x."""
+    from mnist_pipeline.plots import _pyplot
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        x = max(row.parameters, 1)  # log axis: a zero count would vanish
+        axis.scatter([x], [row.accuracy], s=40)
+        axis.annotate(row.model, (x, row.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    axis.set_xscale("log")
+    axis.set_xlabel("parameters (log scale)")
+    axis.set_ylabel("test accuracy")
+    axis.set_title(title)
+    axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# thin I/O
+
+
+def read_metrics(paths: PathsParams, name: str) -> dict[str, Any]:
+    path = paths.metrics_file(name)
+    metrics = read_json_file(path, f"test metrics of model '{name}'", f"run `dvc repro evaluate@{name}`")
+    bad = [
+        key
+        for key in REQUIRED_METRICS
+        if not isinstance(metrics, dict)
+        or not isinstance(metrics.get(key), (int, float))
+        or isinstance(metrics.get(key), bool)
+        or not math.isfinite(metrics[key])
+    ]
+    if bad:
+        raise ArtifactError(
+            f"{path}: test metrics of model '{name}' lack finite numbers for {bad}; "
+            f"expected the keys {list(REQUIRED_METRICS)} that `dvc repro evaluate@{name}` writes"
+        )
+    return metrics
+
+
+def collect_rows(params: Params) -> list[ModelRow]:
+    """One row per model in ``params.models``, best first; any missing file is an ``ArtifactError``."""
+    rows = []
+    for name in params.models:
+        metrics = read_metrics(params.paths, name)
+        config = read_model_config(params.paths.model_dir(name), name)
+        rows.append(make_row(name, metrics, config))
+    return sort_rows(rows)
+
+
+def save_figure(figure: Any, destination: Path) -> None:
+    from mnist_pipeline.plots import _pyplot
+
+    try:
+        with atomic_path(destination, suffix=destination.suffix) as tmp:
+            figure.savefig(tmp, dpi=120)
+    finally:
+        _pyplot().close(figure)
+
+
+def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow]) -> dict[str, Path]:
+    contrast = contrast_sentence(rows)
+    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG)}
+    write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast))
+    write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast))
+    save_figure(accuracy_vs_params_figure(rows, f"{title}: test accuracy vs parameters"), files[SCATTER_PNG])
+    if contrast:
+        log.info("%s", contrast)
+    return files
+
+
+def log_report(files: Mapping[str, Path], rows: Sequence[ModelRow]) -> str:
+    """One MLflow run named ``report`` holding the three files; returns its id."""
+    import mlflow
+
+    from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
+
+    experiment_id = configure_tracking()
+    stage = os.environ.get("DVC_STAGE") or RUN_NAME
+    tags = {**provenance_tags(stage), "dvc.stage": stage}
+    if rows:
+        tags["best_model"] = rows[0].model
+    with tracked_run(run_name=RUN_NAME, experiment_id=experiment_id, tags=tags) as run:
+        if rows:
+            mlflow.log_metric("best_accuracy", rows[0].accuracy)
+        for path in files.values():
+            mlflow.log_artifact(str(path), artifact_path=RUN_NAME)
+        return run.info.run_id

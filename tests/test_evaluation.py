@@ -1,0 +1,316 @@
+"""Evaluation: tiny models trained on synthetic digits, saved, reloaded and scored; the evaluate
+entry end to end against a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO_ROOT, synthetic_digits
+from mnist_pipeline.config import GaussianNBParams, KerasMLPParams, PreprocessParams, SGDParams
+from mnist_pipeline.evaluation import (
+    METRIC_KEYS,
+    compute_metrics,
+    confusion,
+    confusion_figure,
+    error_gallery,
+    most_confident_errors,
+    per_class,
+    predict_proba,
+    predictions_frame,
+)
+from mnist_pipeline.models import registry
+from mnist_pipeline.models.persistence import load_model, save_model
+from mnist_pipeline.preprocess import represent
+from mnist_pipeline.training import fit
+
+N_TRAIN, N_TEST = 300, 120
+
+MODEL_PARAMS = {
+    "mlp": KerasMLPParams.model_validate(
+        {
+            "type": "keras_mlp",
+            "seed": 0,
+            "hidden_units": [16],
+            "optimizer": {"name": "adam", "learning_rate": 0.01},
+            "epochs": 2,
+            "batch_size": 32,
+            "validation_split": 0.1,
+        }
+    ),
+    "gaussian_nb": GaussianNBParams(type="gaussian_nb"),
+    "sgd": SGDParams(type="sgd", seed=0, input="raw", loss="hinge", max_iter=5, tol=None, n_jobs=1),
+    "sgd_scaled": SGDParams(type="sgd", seed=0, input="scaled", standardize=True, loss="hinge", max_iter=5, tol=None, n_jobs=1),
+}
+
+
+def _split(count: int, seed: int) -> dict[str, np.ndarray]:
+    return represent(*synthetic_digits(count, seed), PreprocessParams(), None)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, dict[str, np.ndarray]]:
+    return {"train": _split(N_TRAIN, 0), "test": _split(N_TEST, 1)}
+
+
+def _fit(name: str, train: dict[str, np.ndarray]):
+    params = MODEL_PARAMS[name]
+    kind = registry.kind_of(params)
+    targets = train["onehot"] if kind.framework == "keras" else train["labels"]
+    return fit(name, params, train[registry.input_representation(params)], targets, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> dict[str, object]:
+    """name -> FitResult, trained once for the whole module."""
+    return {name: _fit(name, data["train"]) for name in MODEL_PARAMS}
+
+
+@pytest.fixture(scope="module")
+def reloaded(fitted, tmp_path_factory) -> dict[str, tuple[object, str, str, object]]:
+    """name -> (reloaded model, framework, input representation, in-memory fitted model)."""
+    models = {}
+    for name, params in MODEL_PARAMS.items():
+        framework = registry.kind_of(params).framework
+        directory = tmp_path_factory.mktemp(name)
+        save_model(fitted[name].model, framework, directory)
+        models[name] = (load_model(framework, directory), framework, registry.input_representation(params), fitted[name].model)
+    return models
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PARAMS))
+def test_reloaded_model_gives_probabilities_like_the_fitted_one(reloaded, data, name):
+    model, framework, representation, original = reloaded[name]
+    inputs = data["test"][representation]
+    proba = predict_proba(model, framework, inputs, batch_size=50)
+    assert proba.shape == (N_TEST, 10) and proba.dtype == np.float64
+    assert np.all(proba >= 0) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(proba, predict_proba(original, framework, inputs, batch_size=N_TEST), atol=1e-6)
+    if framework == "sklearn":
+        # Whatever the scores are, their argmax is the model's own prediction.
+        np.testing.assert_array_equal(proba.argmax(axis=1), model.predict(inputs))
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PARAMS))
+def test_metrics_have_the_documented_keys_and_count_errors(reloaded, data, name):
+    model, framework, representation, _ = reloaded[name]
+    labels = data["test"]["labels"]
+    proba = predict_proba(model, framework, data["test"][representation], batch_size=64)
+    metrics = compute_metrics(labels, proba)
+
+    assert tuple(metrics) == METRIC_KEYS
+    wrong = int(np.count_nonzero(proba.argmax(axis=1) != labels))
+    assert metrics["errors"] == wrong and isinstance(metrics["errors"], int)
+    assert metrics["accuracy"] == pytest.approx(1 - wrong / N_TEST)
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["loss"] > 0 and np.isfinite(metrics["loss"])
+    json.dumps(metrics)  # plain Python numbers, ready for metrics/<name>.json
+
+
+def test_the_synthetic_digits_are_learnable(reloaded, data):
+    model, framework, representation, _ = reloaded["gaussian_nb"]
+    proba = predict_proba(model, framework, data["test"][representation], batch_size=1000)
+    assert compute_metrics(data["test"]["labels"], proba)["accuracy"] > 0.9
+
+
+def test_hinge_sgd_scores_are_a_softmax_of_its_margins(reloaded, data):
+    model, _, representation, _ = reloaded["sgd_scaled"]
+    assert not hasattr(model, "predict_proba")
+    inputs = data["test"][representation]
+    margins = model.decision_function(inputs)
+    expected = np.exp(margins - margins.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(predict_proba(model, "sklearn", inputs, batch_size=7), expected, rtol=1e-10)
+
+
+def test_digits_a_model_never_saw_get_zero_probability(data):
+    from sklearn.naive_bayes import GaussianNB
+
+    train = data["train"]
+    seen = train["labels"] < 5
+    model = GaussianNB().fit(train["flat"][seen], train["labels"][seen])
+    proba = predict_proba(model, "sklearn", data["test"]["flat"], batch_size=1000)
+    assert proba.shape == (N_TEST, 10)
+    assert np.all(proba[:, 5:] == 0)
+    metrics = compute_metrics(data["test"]["labels"], proba)
+    assert np.isfinite(metrics["loss"]) and metrics["errors"] >= np.count_nonzero(data["test"]["labels"] >= 5)
+
+
+def test_tables_agree_with_each_other():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 200)
+    proba = rng.dirichlet(np.ones(10), 200).astype(np.float32)  # float32 rows sum to 1 +- eps
+    frame = predictions_frame(labels, proba)
+    assert list(frame.columns) == ["actual", "predicted", "confidence"] and len(frame) == 200
+    assert (frame["actual"] == labels).all() and (frame["predicted"] == proba.argmax(axis=1)).all()
+    np.testing.assert_allclose(frame["confidence"], proba.max(axis=1), rtol=1e-6)
+
+    cm = confusion(labels, frame["predicted"])
+    assert cm.shape == (10, 10) and cm.sum() == 200
+    metrics = compute_metrics(labels, proba)
+    assert np.trace(cm) == 200 - metrics["errors"]
+
+    table = per_class(labels, frame["predicted"])
+    assert list(table.columns) == ["digit", "precision", "recall", "f1", "support"]
+    assert list(table["digit"]) == list(range(10)) and table["support"].sum() == 200
+    np.testing.assert_array_equal(table["support"], cm.sum(axis=1))
+
+
+def test_gallery_orders_mistakes_by_confidence():
+    labels = np.array([1, 2, 3, 4, 5])
+    predicted = np.array([1, 7, 8, 4, 9])
+    confidence = np.array([0.99, 0.6, 0.9, 0.95, 0.6])
+    assert most_confident_errors(labels, predicted, confidence, limit=10).tolist() == [2, 1, 4]
+    assert most_confident_errors(labels, predicted, confidence, limit=2).tolist() == [2, 1]
+    assert most_confident_errors(labels, predicted, confidence, limit=0).tolist() == []
+
+
+def test_figures_render_to_png(tmp_path):
+    from matplotlib import pyplot as plt
+
+    images, labels = synthetic_digits(40, 5)
+    predicted = labels.copy()
+    predicted[::3] = (predicted[::3] + 1) % 10
+    confidence = np.linspace(0.3, 0.99, 40)
+    figures = {
+        "confusion.png": confusion_figure(confusion(labels, predicted), "test confusion"),
+        "gallery.png": error_gallery(images, labels, predicted, confidence, limit=9),
+        "gallery_flat.png": error_gallery(images.reshape(40, -1), labels, predicted, confidence, limit=100),
+        "no_errors.png": error_gallery(images, labels, labels, confidence, limit=9),
+    }
+    for filename, figure in figures.items():
+        figure.savefig(tmp_path / filename)
+        plt.close(figure)
+        assert (tmp_path / filename).stat().st_size > 0
+    assert (tmp_path / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline/evaluate.py entry
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, data):
+    """A project-shaped folder: params.yaml, processed test arrays, the default local MLflow store."""
+    import mlflow
+
+    from mnist_pipeline.arrays import save_split
+    from mnist_pipeline.config import load_params
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    save_split(load_params().paths, "test", data["test"])
+    yield tmp_path
+    # configure_tracking points MLflow (and, through it, the environment) at this folder's store.
+    mlflow.set_tracking_uri(None)
+
+
+def _write_trained_model(root: Path, name: str, result, run_id: str) -> None:
+    """What the train stage leaves: model/{model file, config.json}, mlflow_run.json."""
+    params = MODEL_PARAMS[name]
+    framework = registry.kind_of(params).framework
+    model_dir = root / "models" / name / "model"
+    model_dir.mkdir(parents=True)
+    save_model(result.model, framework, model_dir)
+    config = {
+        "name": name,
+        "type": params.type,
+        "framework": framework,
+        "input": registry.input_representation(params),
+        "params": params.model_dump(mode="json"),
+        "parameter_counts": result.parameter_counts,
+        "fit_seconds": result.fit_seconds,
+        "epochs": result.epochs,
+    }
+    (model_dir / "config.json").write_text(json.dumps(config))
+    (root / "models" / name / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "experiment_id": "1"}))
+
+
+def _training_run(name: str) -> str:
+    from mnist_pipeline.tracking import configure_tracking, tracked_run
+
+    experiment_id = configure_tracking()
+    with tracked_run(run_name=name, experiment_id=experiment_id, tags={"dvc.stage": f"train@{name}"}) as run:
+        import mlflow
+
+        mlflow.log_metric("val_accuracy", 0.5)
+        return run.info.run_id
+
+
+def _load_entry():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_entry", REPO_ROOT / "pipeline" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_entry_writes_metrics_and_continues_the_training_run(workdir, fitted):
+    from mlflow import MlflowClient
+
+    run_id = _training_run("mlp")
+    _write_trained_model(workdir, "mlp", fitted["mlp"], run_id)
+
+    assert _load_entry().main(["mlp"]) == 0
+
+    metrics = json.loads((workdir / "metrics/mlp.json").read_text())
+    assert set(metrics) == set(METRIC_KEYS) | {"params_total", "params_trainable", "fit_seconds", "epochs"}
+    assert all(isinstance(value, (int, float)) for value in metrics.values())
+    assert metrics["params_total"] == 784 * 16 + 16 + 16 * 10 + 10 and metrics["epochs"] == 2
+    predictions = pd.read_csv(workdir / "predictions/mlp.csv")
+    assert list(predictions.columns) == ["actual", "predicted", "confidence"] and len(predictions) == N_TEST
+    assert int((predictions["actual"] != predictions["predicted"]).sum()) == metrics["errors"]
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert run.data.metrics["test_errors"] == metrics["errors"]
+    assert {f"test_precision_digit_{d}" for d in range(10)} <= set(run.data.metrics)
+    assert {f"test_recall_digit_{d}" for d in range(10)} <= set(run.data.metrics)
+    assert run.data.metrics["val_accuracy"] == 0.5  # the training run, not a new one
+    assert run.data.tags["dvc.stage"] == "evaluate@mlp"
+    artifacts = {Path(item.path).name for item in client.list_artifacts(run_id, "evaluation")}
+    assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"}
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, fitted, caplog):
+    from mlflow import MlflowClient
+
+    from mnist_pipeline.tracking import configure_tracking
+
+    lost = "0123456789abcdef0123456789abcdef"
+    _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], lost)
+
+    with caplog.at_level(logging.WARNING):
+        assert _load_entry().main(["gaussian_nb"]) == 0
+
+    assert any(record.levelno == logging.WARNING and lost in record.getMessage() for record in caplog.records)
+    client = MlflowClient()
+    runs = client.search_runs([configure_tracking()])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_id != lost and run.info.run_name == "gaussian_nb" and run.info.status == "FINISHED"
+    assert run.data.tags["continues_missing_run"] == lost
+    assert run.data.tags["model.name"] == "gaussian_nb"
+    assert run.data.tags["dvc.stage"] == "evaluate@gaussian_nb"
+    assert "test_accuracy" in run.data.metrics
+    assert {Path(item.path).name for item in client.list_artifacts(run.info.run_id, "evaluation")} >= {"misclassified.png"}
+
+
+def test_evaluate_entry_without_a_trained_model_is_a_clear_user_error(workdir, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert _load_entry().main(["cnn"]) == 2
+    message = " ".join(record.getMessage() for record in caplog.records)
+    assert "models/cnn/model/config.json" in message and "train@cnn" in message

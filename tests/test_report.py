@@ -1,0 +1,150 @@
+"""The report: fabricated metrics for a few models -> markdown, JSON, scatter plot, MLflow run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+from mnist_pipeline.config import load_params
+from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
+
+SEED_MODELS = {
+    # name: (type, parameters, accuracy, loss, errors)
+    "mlp": ("keras_mlp", 203_530, 0.9801, 0.070, 199),
+    "cnn": ("keras_cnn", 130_890, 0.9912, 0.030, 88),
+}
+
+
+def _row(name, model_type, parameters, accuracy, loss=0.1, errors=None):
+    errors = round((1 - accuracy) * 10_000) if errors is None else errors
+    return ModelRow(name, model_type, parameters, accuracy, loss, errors, 1.5, 10)
+
+
+def test_rows_sort_by_accuracy_best_first():
+    rows = sort_rows([_row("a", "sgd", 10, 0.9), _row("b", "sgd", 10, 0.95), _row("c", "sgd", 10, 0.92)])
+    assert [row.model for row in rows] == ["b", "c", "a"]
+
+
+@pytest.mark.parametrize(
+    ("cnn", "mlp", "expected"),
+    [
+        ((130_890, 0.991), (203_530, 0.980), "beats the MLP (`mlp`, 203,530 parameters) with 36% fewer parameters"),
+        ((300_000, 0.991), (203_530, 0.980), "beats the MLP (`mlp`, 203,530 parameters), but not with fewer parameters"),
+        ((130_890, 0.970), (203_530, 0.980), "does not beat the MLP (`mlp`, 203,530 parameters) despite having fewer"),
+        ((300_000, 0.970), (203_530, 0.980), "does not beat the MLP (`mlp`, 203,530 parameters) and has no fewer"),
+        ((130_890, 0.980), (203_530, 0.980), "ties the MLP"),
+    ],
+)
+def test_contrast_sentence_follows_the_numbers(cnn, mlp, expected):
+    rows = [_row("cnn", "keras_cnn", *cnn), _row("mlp", "keras_mlp", *mlp), _row("nb", "gaussian_nb", 7840, 0.55)]
+    sentence = contrast_sentence(rows)
+    assert sentence.startswith(f"The CNN (`cnn`, {cnn[0]:,} parameters)")
+    assert expected in sentence
+    assert f"{cnn[1]:.2%} vs {mlp[1]:.2%}" in sentence
+
+
+def test_contrast_falls_back_to_model_types_and_needs_both():
+    rows = [_row("convnet", "keras_cnn", 100, 0.99), _row("dense", "keras_mlp", 1000, 0.98)]
+    assert "`convnet`" in contrast_sentence(rows) and "`dense`" in contrast_sentence(rows)
+    assert contrast_sentence([_row("dense", "keras_mlp", 1000, 0.98), _row("nb", "gaussian_nb", 10, 0.5)]) is None
+
+
+def test_markdown_table_has_one_line_per_model():
+    rows = sort_rows([_row("mlp", "keras_mlp", 203_530, 0.98), _row("cnn", "keras_cnn", 130_890, 0.99)])
+    text = render_markdown("Title", rows, contrast_sentence(rows))
+    lines = text.splitlines()
+    assert lines[0] == "# Title"
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 4 and "test accuracy" in table[0] and "`cnn`" in table[2] and "203,530" in table[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline/report.py entry, on fabricated stage outputs
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    import mlflow
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["models"] = {name: raw["models"][name] for name in SEED_MODELS}
+    raw["gate"]["floors"] = {name: floor for name, floor in raw["gate"]["floors"].items() if name in SEED_MODELS}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    for name, (model_type, parameters, accuracy, loss, errors) in SEED_MODELS.items():
+        metrics = {"accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters}
+        (tmp_path / "metrics").mkdir(exist_ok=True)
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
+        model_dir = tmp_path / "models" / name / "model"
+        model_dir.mkdir(parents=True)
+        config = {
+            "name": name, "type": model_type, "framework": "keras", "input": "flat", "params": {},
+            "parameter_counts": {"total": parameters, "trainable": parameters, "non_trainable": 0},
+            "fit_seconds": 12.5, "epochs": 10,
+        }
+        (model_dir / "config.json").write_text(json.dumps(config))
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def _entry():
+    spec = importlib.util.spec_from_file_location("report_entry", REPO_ROOT / "pipeline" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
+    from mlflow import MlflowClient
+
+    from mnist_pipeline.tracking import configure_tracking
+
+    assert _entry().main([]) == 0
+
+    markdown = (workdir / "reports/summary.md").read_text()
+    assert markdown.startswith("# MNIST model comparison")
+    assert markdown.index("`cnn`") < markdown.index("`mlp`")  # best first
+    assert "The CNN (`cnn`, 130,890 parameters) beats the MLP (`mlp`, 203,530 parameters) with 36% fewer" in markdown
+    summary = json.loads((workdir / "reports/summary.json").read_text())
+    assert [model["model"] for model in summary["models"]] == ["cnn", "mlp"]
+    assert summary["best_model"] == "cnn" and summary["best_accuracy"] == 0.9912
+    assert summary["models"][1] == {
+        "model": "mlp", "type": "keras_mlp", "parameters": 203_530, "accuracy": 0.9801, "loss": 0.07,
+        "errors": 199, "fit_seconds": 12.5, "epochs": 10,
+    }
+    png = workdir / "reports/accuracy_vs_params.png"
+    assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+    client = MlflowClient()
+    (run,) = client.search_runs([configure_tracking()])
+    assert run.info.run_name == "report" and run.info.status == "FINISHED"
+    assert run.data.metrics["best_accuracy"] == 0.9912
+    assert run.data.tags["dvc.stage"] == "report"
+    logged = {item.path for item in client.list_artifacts(run.info.run_id, "report")}
+    assert logged == {"report/summary.md", "report/summary.json", "report/accuracy_vs_params.png"}
+
+
+def test_missing_metrics_name_the_model_and_the_file(workdir, caplog):
+    (workdir / "metrics/cnn.json").unlink()
+    with pytest.raises(ArtifactError, match=r"model 'cnn'.*evaluate@cnn") as raised:
+        collect_rows(load_params())
+    assert "metrics/cnn.json" in str(raised.value)
+
+    with caplog.at_level(logging.ERROR):
+        assert _entry().main([]) == 2
+    assert "metrics/cnn.json" in caplog.text
+    assert not (workdir / "reports/summary.md").exists()
+
+
+def test_metrics_without_accuracy_are_rejected(workdir):
+    (workdir / "metrics/mlp.json").write_text(json.dumps({"loss": 0.1, "errors": 3}))
+    with pytest.raises(ArtifactError, match=r"metrics/mlp.json.*'accuracy'"):
+        collect_rows(load_params())

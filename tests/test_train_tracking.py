@@ -1,0 +1,152 @@
+"""The train stage's MLflow record, read back through MlflowClient from a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import dvc, edit_params, run_cmd, subprocess_env, synthetic_digits
+from mnist_pipeline.tracking import EXPERIMENT_NAME, configure_tracking, resolve_tracking_target, tracked_run
+
+
+def shrink_models(params: dict) -> None:
+    """Two quick models: one Keras, one scikit-learn."""
+    params["models"] = {
+        "mlp": params["models"]["mlp"] | {"epochs": 2, "batch_size": 32},
+        "gaussian_nb": params["models"]["gaussian_nb"],
+    }
+    params["gate"]["floors"] = {}
+
+
+@pytest.fixture
+def trained_project(project: Path, synthetic_mirror: Path) -> Path:
+    edit_params(project, shrink_models)
+    env = subprocess_env(MNIST_MIRROR=str(synthetic_mirror))
+    dvc(project, "repro", "train@mlp", "train@gaussian_nb", env=env)
+    return project
+
+
+def client_for(project: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_tracking_target({}, project).tracking_uri)
+
+
+def test_train_stage_logs_everything_to_one_run_per_model(trained_project: Path):
+    client = client_for(trained_project)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"mlp", "gaussian_nb"}
+
+    mlp = runs["mlp"]
+    record = json.loads((trained_project / "models/mlp/mlflow_run.json").read_text())
+    assert record["run_id"] == mlp.info.run_id and mlp.info.status == "FINISHED"
+
+    # Hyperparameters, flattened, and the data they saw.
+    assert mlp.data.params["optimizer.name"] == "rmsprop"
+    assert mlp.data.params["epochs"] == "2" and mlp.data.params["hidden_units"] == "[256]"
+    assert mlp.data.params["data.train_examples"] == "300" and mlp.data.params["data.input"] == "flat"
+    # Parameter counts as params and metrics.
+    assert mlp.data.params["params_total"] == "203530"
+    assert mlp.data.metrics["params_trainable"] == 203530.0
+    # Per-epoch curves with step = epoch.
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [point.step for point in client.get_metric_history(mlp.info.run_id, metric)] == [0, 1]
+    assert mlp.data.metrics["fit_seconds"] > 0 and mlp.data.metrics["seconds_per_epoch"] > 0
+
+    tags = mlp.data.tags
+    assert tags["dvc.stage"] == "train@mlp"
+    assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in {"true", "false"}
+    assert tags["data.sha256.train_images"] == json.loads(json.dumps(_pins(trained_project)))["train_images"]["sha256"]
+    assert len(tags["model.params_hash"]) == 16
+    for package in ("tensorflow", "keras", "scikit-learn", "mlflow"):
+        assert tags[f"version.{package}"]
+    assert tags["host.cpu"] and int(tags["host.cpu_count"]) >= 1
+
+    artifacts = {item.path for item in client.list_artifacts(mlp.info.run_id)}
+    assert {"model_summary.txt", "training_curves.png"} <= artifacts
+    # The model, with signature and input example (the MLflow 3.17 keras input_example bug worked around).
+    logged = client.search_logged_models([experiment.experiment_id])
+    by_run = {model.source_run_id: model for model in logged}
+    assert mlp.info.run_id in by_run and runs["gaussian_nb"].info.run_id in by_run
+    import mlflow
+
+    model_uri = f"models:/{by_run[mlp.info.run_id].model_id}"
+    mlflow.set_tracking_uri(resolve_tracking_target({}, trained_project).tracking_uri)
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature is not None and info.saved_input_example_info["artifact_path"] == "input_example.json"
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    assert (local / "input_example.json").exists()
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    assert pyfunc.predict(np.zeros((3, 784), dtype=np.float32)).shape == (3, 10)
+
+    # The training dataset, with its digest.
+    inputs = mlp.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name == "mnist-train-flat"
+
+    # history.csv and the model folder beside it.
+    history = (trained_project / "models/mlp/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy") and len(history) == 3
+    config = json.loads((trained_project / "models/mlp/model/config.json").read_text())
+    assert config["parameter_counts"]["total"] == 203530 and config["params"]["epochs"] == 2
+
+
+def _pins(project: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((project / "params.yaml").read_text())["data"]["files"]
+
+
+def test_changing_one_model_reruns_only_that_model(trained_project: Path):
+    edit_params(trained_project, lambda p: p["models"]["mlp"].__setitem__("epochs", 1))
+    status = json.loads(dvc(trained_project, "status", "--json").stdout)
+    stale = {stage for stage in status if stage.startswith("train@")}
+    assert stale == {"train@mlp"}, status
+
+
+def test_runs_end_failed_or_killed_never_running(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    experiment_id = configure_tracking({}, tmp_path)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_target({}, tmp_path).tracking_uri)
+    ids = {}
+    for outcome, exception in (("failed", RuntimeError("boom")), ("killed", KeyboardInterrupt())):
+        with pytest.raises(type(exception)):
+            with tracked_run(run_name=outcome, experiment_id=experiment_id) as run:
+                ids[outcome] = run.info.run_id
+                raise exception
+    with tracked_run(run_name="ok", experiment_id=experiment_id) as run:
+        ids["ok"] = run.info.run_id
+    assert client.get_run(ids["failed"]).info.status == "FAILED"
+    assert client.get_run(ids["killed"]).info.status == "KILLED"
+    assert client.get_run(ids["ok"]).info.status == "FINISHED"
+
+
+def test_experiment_creation_does_not_race(tmp_path: Path):
+    """Four processes set up the same fresh store at once; one experiment results, no errors."""
+    script = (
+        "import sys; from pathlib import Path; from mnist_pipeline.tracking import configure_tracking; "
+        "print(configure_tracking({}, Path(sys.argv[1])))"
+    )
+    import subprocess
+    import sys
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1
+
+
+def test_tracking_server_uri_is_used_when_configured(tmp_path: Path):
+    target = resolve_tracking_target({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}, tmp_path)
+    assert target.tracking_uri == "http://127.0.0.1:5000" and target.artifact_location is None
+    default = resolve_tracking_target({}, tmp_path)
+    assert default.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert default.artifact_location == (tmp_path.resolve() / "mlruns/artifacts").as_uri()

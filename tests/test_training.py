@@ -1,0 +1,140 @@
+"""Model registry, builders, training and persistence, on tiny synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, synthetic_digits
+from mnist_pipeline.config import KerasCNNParams, KerasMLPParams, SGDParams, load_params
+from mnist_pipeline.errors import ArtifactError, ConfigError
+from mnist_pipeline.models import persistence, registry
+from mnist_pipeline.preprocess import represent
+from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline.training import fit, targets_for
+
+PARAMS = load_params(REPO_ROOT / "params.yaml")
+
+
+def tiny_data(count: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    return represent(*synthetic_digits(count, seed), PreprocessParams(), limit=None)
+
+
+def tiny_keras(kind: type, **overrides):
+    base = {
+        "seed": 0,
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+        "epochs": 2,
+        "batch_size": 32,
+        "validation_split": 0.2,
+    }
+    if kind is KerasMLPParams:
+        base |= {"type": "keras_mlp", "hidden_units": [16]}
+    else:
+        base |= {"type": "keras_cnn", "conv_layers": [{"filters": 4, "kernel_size": 3, "pool": True}], "dense_units": [8]}
+    return kind.model_validate(base | overrides)
+
+
+def test_every_shipped_model_config_builds():
+    for name, params in PARAMS.models.items():
+        model = registry.build(params, name)
+        assert model is not None, name
+        assert registry.input_representation(params) in {"flat", "image", "pixels"}
+
+
+def test_seed_networks_have_the_seed_parameter_counts_exactly():
+    mlp = registry.build(PARAMS.models["mlp"], "mlp")
+    cnn = registry.build(PARAMS.models["cnn"], "cnn")
+    assert registry.parameter_counts(PARAMS.models["mlp"], mlp) == {"total": 203_530, "trainable": 203_530, "non_trainable": 0}
+    assert registry.parameter_counts(PARAMS.models["cnn"], cnn) == {"total": 130_890, "trainable": 130_890, "non_trainable": 0}
+    # Layer by layer, as the seed's model summary prints them.
+    assert [layer.count_params() for layer in cnn.layers if layer.count_params()] == [320, 18_496, 36_928, 73_856, 1_290]
+
+
+def test_variants_are_what_their_names_say():
+    mlp2 = registry.build(PARAMS.models["mlp2"], "mlp2")
+    assert sum(1 for layer in mlp2.layers if type(layer).__name__ == "Dense") == 3
+    regularized = registry.build(PARAMS.models["mlp_regularized"], "mlp_regularized")
+    names = {type(layer).__name__ for layer in regularized.layers}
+    assert {"Dropout", "RandomRotation", "RandomTranslation"} <= names
+    small = registry.build(PARAMS.models["cnn_small"], "cnn_small")
+    assert sum(1 for layer in small.layers if type(layer).__name__ == "Conv2D") == 1
+
+
+def test_keras_fit_is_reproducible_with_the_same_seed():
+    data = tiny_data()
+    params = tiny_keras(KerasMLPParams)
+    first = fit("tiny", params, data["flat"], data["onehot"], verbose=0)
+    second = fit("tiny", params, data["flat"], data["onehot"], verbose=0)
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert [row["val_accuracy"] for row in first.history] == [row["val_accuracy"] for row in second.history]
+    assert first.epochs == 2 and set(first.history[0]) >= {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_keras_fit_calls_observers_once_per_epoch():
+    data = tiny_data()
+    seen: list[tuple[int, dict]] = []
+    fit("tiny", tiny_keras(KerasCNNParams), data["image"], data["onehot"], observers=[lambda e, row: seen.append((e, row))], verbose=0)
+    assert [epoch for epoch, _ in seen] == [0, 1]
+    assert "val_accuracy" in seen[0][1] and seen[0][1]["epoch_seconds"] > 0
+
+
+def test_sklearn_models_learn_synthetic_digits_and_count_parameters():
+    data = tiny_data(300)
+    sgd = SGDParams.model_validate({"type": "sgd", "seed": 0, "input": "scaled", "standardize": True, "max_iter": 20})
+    result = fit("sgd", sgd, data["flat"], data["labels"])
+    assert result.history[0]["accuracy"] > 0.9
+    assert result.parameter_counts == {"total": 7850 + 2 * 784, "trainable": 7850, "non_trainable": 2 * 784}
+    nb = PARAMS.models["gaussian_nb"]
+    nb_result = fit("gaussian_nb", nb, data["flat"], data["labels"])
+    assert nb_result.parameter_counts["trainable"] == 2 * 10 * 784 + 10
+    assert targets_for(nb) == "labels" and targets_for(PARAMS.models["mlp"]) == "onehot"
+
+
+def test_batch_larger_than_a_shrunk_training_set_fails_before_training():
+    data = tiny_data(100)
+    params = tiny_keras(KerasMLPParams, batch_size=90)
+    with pytest.raises(ConfigError, match=r"models\.tiny\.batch_size: 90 is larger than the 80"):
+        fit("tiny", params, data["flat"], data["onehot"])
+
+
+def test_keras_model_round_trips_through_safe_loading(tmp_path: Path):
+    data = tiny_data()
+    result = fit("tiny", tiny_keras(KerasMLPParams), data["flat"], data["onehot"], verbose=0)
+    persistence.save_model(result.model, "keras", tmp_path)
+    loaded = persistence.load_model("keras", tmp_path)
+    np.testing.assert_allclose(loaded.predict(data["flat"][:5], verbose=0), result.model.predict(data["flat"][:5], verbose=0), rtol=1e-6)
+
+
+def test_sklearn_model_round_trips_and_foreign_types_are_refused(tmp_path: Path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    import skops.io
+
+    data = tiny_data()
+    result = fit("nb", PARAMS.models["gaussian_nb"], data["flat"], data["labels"])
+    persistence.save_model(result.model, "sklearn", tmp_path)
+    loaded = persistence.load_model("sklearn", tmp_path)
+    np.testing.assert_array_equal(loaded.predict(data["flat"]), result.model.predict(data["flat"]))
+
+    # A file that smuggles in a call to os.system (inside a FunctionTransformer) is refused.
+    import os
+
+    evil = make_pipeline(FunctionTransformer(os.system), result.model)
+    skops.io.dump(evil, tmp_path / persistence.SKOPS_FILE)
+    with pytest.raises(ArtifactError, match="allow-list"):
+        persistence.load_model("sklearn", tmp_path)
+
+
+def test_missing_or_corrupt_model_files_are_artifact_errors(tmp_path: Path):
+    with pytest.raises(ArtifactError, match="no trained model"):
+        persistence.load_model("keras", tmp_path)
+    (tmp_path / persistence.KERAS_FILE).write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError, match="not a loadable Keras model"):
+        persistence.load_model("keras", tmp_path)
+    (tmp_path / persistence.SKOPS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="not a readable skops file"):
+        persistence.load_model("sklearn", tmp_path)
