@@ -25,7 +25,6 @@ from mnist_pipeline.arrays import load_split
 from mnist_pipeline.atomic import atomic_open, write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.evaluation import (
-    MODEL_SUBDIR,
     compute_metrics,
     confusion,
     confusion_figure,
@@ -37,9 +36,10 @@ from mnist_pipeline.evaluation import (
     read_model_config,
 )
 from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.model_store import MODEL_SUBDIR, RUN_FILE
 from mnist_pipeline.models.persistence import load_model
 from mnist_pipeline.stage import run_stage
-from mnist_pipeline.tracking import MLFLOW_RUN_FILE, configure_tracking, provenance_tags, tracked_run
+from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
 
 log = logging.getLogger("mnist_pipeline.evaluate")
 
@@ -108,7 +108,8 @@ def log_evaluation(
     with open_run(name, run_id, stage) as run:
         # Tags, not params: a rerun with another batch size continues the same run, and MLflow
         # refuses to change a logged param.
-        mlflow.set_tags({"dvc.stage": stage, **{f"evaluate.{key}": str(value) for key, value in evaluate_settings.items()}})
+        # The run keeps dvc.stage=train@<m> from training; the evaluation stage gets its own tag.
+        mlflow.set_tags({"dvc.evaluate_stage": stage, **{f"evaluate.{key}": str(value) for key, value in evaluate_settings.items()}})
         mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()})
         for row in per_digit.itertuples(index=False):
             mlflow.log_metrics(
@@ -137,7 +138,7 @@ def evaluate(name: str) -> None:
     paths, settings = params.paths, params.evaluate
     model_dir = paths.model_dir(name)
     config = read_model_config(model_dir, name)
-    run_id = read_run_record(model_dir / MLFLOW_RUN_FILE, name)
+    run_id = read_run_record(model_dir / RUN_FILE, name)
 
     model = load_model(config["framework"], model_dir / MODEL_SUBDIR)
     inputs, labels = load_split(paths, "test", config["input"])

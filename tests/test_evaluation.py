@@ -215,24 +215,14 @@ def workdir(tmp_path, monkeypatch, data):
 
 
 def _write_trained_model(root: Path, name: str, result, run_id: str) -> None:
-    """What the train stage leaves: model/{model file, config.json}, mlflow_run.json."""
+    """Exactly what the train stage leaves, written by its own writer."""
+    from mnist_pipeline.model_store import write_training_outputs
+
     params = MODEL_PARAMS[name]
-    framework = registry.kind_of(params).framework
-    model_dir = root / "models" / name / "model"
-    model_dir.mkdir(parents=True)
-    save_model(result.model, framework, model_dir)
-    config = {
-        "name": name,
-        "type": params.type,
-        "framework": framework,
-        "input": registry.input_representation(params),
-        "params": params.model_dump(mode="json"),
-        "parameter_counts": result.parameter_counts,
-        "fit_seconds": result.fit_seconds,
-        "epochs": result.epochs,
-    }
-    (model_dir / "config.json").write_text(json.dumps(config))
-    (root / "models" / name / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "experiment_id": "1"}))
+    write_training_outputs(
+        root / "models" / name, name, params, registry.kind_of(params).framework,
+        registry.input_representation(params), result, run_id, "1",
+    )
 
 
 def _training_run(name: str) -> str:
@@ -279,7 +269,8 @@ def test_evaluate_entry_writes_metrics_and_continues_the_training_run(workdir, f
     assert {f"test_precision_digit_{d}" for d in range(10)} <= set(run.data.metrics)
     assert {f"test_recall_digit_{d}" for d in range(10)} <= set(run.data.metrics)
     assert run.data.metrics["val_accuracy"] == 0.5  # the training run, not a new one
-    assert run.data.tags["dvc.stage"] == "evaluate@mlp"
+    assert run.data.tags["dvc.stage"] == "train@mlp"  # training's tag survives
+    assert run.data.tags["dvc.evaluate_stage"] == "evaluate@mlp"
     artifacts = {Path(item.path).name for item in client.list_artifacts(run_id, "evaluation")}
     assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"}
     assert len(client.search_runs([run.info.experiment_id])) == 1
@@ -304,7 +295,7 @@ def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, f
     assert run.info.run_id != lost and run.info.run_name == "gaussian_nb" and run.info.status == "FINISHED"
     assert run.data.tags["continues_missing_run"] == lost
     assert run.data.tags["model.name"] == "gaussian_nb"
-    assert run.data.tags["dvc.stage"] == "evaluate@gaussian_nb"
+    assert run.data.tags["dvc.stage"] == run.data.tags["dvc.evaluate_stage"] == "evaluate@gaussian_nb"
     assert "test_accuracy" in run.data.metrics
     assert {Path(item.path).name for item in client.list_artifacts(run.info.run_id, "evaluation")} >= {"misclassified.png"}
 

@@ -26,7 +26,7 @@ def test_download_and_preprocess_through_dvc_then_noop_then_selective_rerun(proj
 
     # A preprocess-only key reruns preprocess, not download.
     edit_params(project, lambda p: p["preprocess"].__setitem__("train_limit", 200))
-    status = json.loads(dvc(project, "status", "--json", env=env).stdout)
+    status = json.loads(dvc(project, "status", "--json", "preprocess", env=env).stdout)
     assert set(status) == {"preprocess"}, status
     rerun = dvc(project, "repro", "preprocess", env=env)
     assert "Running stage 'preprocess'" in rerun.stdout and "Running stage 'download'" not in rerun.stdout

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.model_store import CONFIG_FILE, MODEL_SUBDIR
 
 DIGITS = list(range(NUM_CLASSES))
 METRIC_KEYS = ("accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro")
@@ -206,8 +207,6 @@ def error_gallery(
 # ---------------------------------------------------------------------------------------------
 # reading what the train stage left (thin I/O, shared by the evaluate and report entries)
 
-MODEL_SUBDIR = "model"  # models/<name>/model/ holds the model file, config.json and summary.txt
-MODEL_CONFIG_FILE = "config.json"
 FRAMEWORKS = ("keras", "sklearn")
 REPRESENTATIONS = ("flat", "image", "pixels")
 
@@ -247,7 +246,7 @@ def check_model_config(config: Any, source: str) -> dict[str, Any]:
 
 
 def read_model_config(model_dir: Path, name: str) -> dict[str, Any]:
-    """``models/<name>/model/config.json``, checked."""
-    path = model_dir / MODEL_SUBDIR / MODEL_CONFIG_FILE
+    """``models/<name>/model/config.json`` (layout: ``model_store``), checked."""
+    path = model_dir / MODEL_SUBDIR / CONFIG_FILE
     fix = f"is '{name}' a model in params.yaml? run `dvc repro train@{name}` to create it"
     return check_model_config(read_json_file(path, f"model config of '{name}'", fix), str(path))

@@ -126,3 +126,9 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
 
         plt.close(figure)
     log_model(result.model, framework, inputs)
+
+
+def log_overhead(seconds: float) -> None:
+    import mlflow
+
+    mlflow.log_metric("stage_overhead_seconds", seconds)

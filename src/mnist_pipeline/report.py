@@ -154,6 +154,7 @@ def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
         axis.scatter([x], [row.accuracy], s=40)
         axis.annotate(row.model, (x, row.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=9)
     axis.set_xscale("log")
+    axis.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     axis.set_xlabel("parameters (log scale)")
     axis.set_ylabel("test accuracy")
     axis.set_title(title)

@@ -1,0 +1,65 @@
+"""Helpers shared by the benchmark scripts: a throwaway copy of the project and a timed child."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+PROJECT_FILES = ("pipeline", "src", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", "pyproject.toml")
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak_rss_mib: float
+    stdout: str
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MNIST_MIRROR", str(SHARED / "datasets" / "mnist"))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra)
+    return env
+
+
+def timed(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Timed:
+    """Run a child; its wall time and its own peak RSS (from wait4, not the whole process tree)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{args} failed ({proc.returncode}):\n{output[-4000:]}")
+    return Timed(seconds, usage.ru_maxrss / 1024, output)
+
+
+def project_copy() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="mnist-bench-")) / "project"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source, target = REPO_ROOT / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
+        subprocess.run(args, cwd=root, check=True)
+    return root
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
