@@ -86,9 +86,9 @@ def edit_params(project: Path, edit) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A git + DVC copy of the project whose download stage serves a tiny synthetic MNIST."""
+def make_project(tmp_path: Path) -> Path:
+    """A git + DVC copy of the project in ``tmp_path/project`` whose download stage serves a
+    tiny synthetic MNIST from ``tmp_path/mirror``."""
     root = tmp_path / "project"
     root.mkdir()
     for name in PROJECT_FILES:
@@ -111,6 +111,11 @@ def project(tmp_path: Path) -> Path:
     run_cmd(["git", "add", "-A"], cwd=root)
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"], cwd=root)
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
 
 
 @pytest.fixture
