@@ -61,6 +61,8 @@ def test_shipped_params_are_valid_and_build_every_model_config():
         (lambda r: r["data"]["files"]["train_images"].__setitem__("sha256", "abc"), ["data.files.train_images.sha256", "abc"]),
         (lambda r: r["gate"]["floors"].__setitem__("resnet", {"accuracy": 0.9}), ["gate.floors", "resnet"]),
         (lambda r: r["preprocess"].__setitem__("dtype", "int8"), ["preprocess.dtype", "int8"]),
+        (lambda r: r["models"]["sgd"].__setitem__("n_jobs", 0), ["models.sgd", "n_jobs must be -1"]),
+        (lambda r: r["models"]["sgd"].__setitem__("loss", "hinge2"), ["models.sgd.loss", "hinge2"]),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(edit, expected):

@@ -206,6 +206,12 @@ class SGDParams(_Section):
     average: bool = False
     n_jobs: Annotated[int, Field(ge=-1, le=64)] = -1  # one-vs-rest classes fit in parallel
 
+    @model_validator(mode="after")
+    def _n_jobs_not_zero(self) -> "SGDParams":
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be -1 (all cores) or a positive count, not 0")
+        return self
+
 
 ModelParams = Annotated[
     KerasMLPParams | KerasCNNParams | GaussianNBParams | SGDParams, Field(discriminator="type")

@@ -50,6 +50,19 @@ def _compile(model: Any, optimizer: OptimizerParams) -> Any:
     return model
 
 
+def _classifier_head(hidden_units: list[int], params: KerasMLPParams | KerasCNNParams) -> list[Any]:
+    """Dense hidden layers (each followed by dropout, if any), then the 10-way softmax."""
+    from keras import layers
+
+    head: list[Any] = []
+    for units in hidden_units:
+        head.append(layers.Dense(units, activation=params.activation))
+        if params.dropout:
+            head.append(layers.Dropout(params.dropout, seed=params.seed))
+    head.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    return head
+
+
 def build_mlp(params: KerasMLPParams, name: str = "mlp") -> Any:
     """Dense(256, relu) -> Dense(10, softmax) in the seed; deeper stacks and dropout by params."""
     import keras
@@ -59,11 +72,7 @@ def build_mlp(params: KerasMLPParams, name: str = "mlp") -> Any:
     augment = _augmentation_layers(params.augmentation, params.seed)
     if augment:
         stack += [layers.Reshape((IMAGE_SIDE, IMAGE_SIDE, 1)), *augment, layers.Flatten()]
-    for units in params.hidden_units:
-        stack.append(layers.Dense(units, activation=params.activation))
-        if params.dropout:
-            stack.append(layers.Dropout(params.dropout, seed=params.seed))
-    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    stack += _classifier_head(params.hidden_units, params)
     return _compile(keras.Sequential(stack, name=name), params.optimizer)
 
 
@@ -78,11 +87,7 @@ def build_cnn(params: KerasCNNParams, name: str = "cnn") -> Any:
         if conv.pool:
             stack.append(layers.MaxPooling2D((2, 2)))
     stack.append(layers.Flatten())
-    for units in params.dense_units:
-        stack.append(layers.Dense(units, activation=params.activation))
-        if params.dropout:
-            stack.append(layers.Dropout(params.dropout, seed=params.seed))
-    stack.append(layers.Dense(NUM_CLASSES, activation="softmax"))
+    stack += _classifier_head(params.dense_units, params)
     return _compile(keras.Sequential(stack, name=name), params.optimizer)
 
 
