@@ -64,6 +64,15 @@ def test_a_drop_beyond_tolerance_fails_naming_model_and_metric():
     assert failure_message(rows) == "gate FAILED: mlp accuracy 0.9745 < baseline 0.9801 - tolerance 0.005"
 
 
+def test_a_per_model_tolerance_overrides_the_metric_rule():
+    gate = GATE.model_copy(update={"tolerances": {"mlp": {"accuracy": 0.01}}})
+    drop = _current(mlp__accuracy=0.9745, cnn__accuracy=0.9912 - 0.006)
+    failed = failures(check(drop, BASELINE, gate, MODELS))
+    # mlp's 0.0056 drop is inside its own 0.01; cnn's 0.006 is outside the rule's 0.005.
+    assert [(row.model, row.metric) for row in failed] == [("cnn", "accuracy")]
+    assert "tolerance 0.005" in failed[0].reason
+
+
 def test_a_lower_is_better_metric_regresses_upwards():
     (failed,) = failures(check(_current(cnn__loss=0.06), BASELINE, GATE, MODELS))
     assert (failed.model, failed.metric, failed.verdict) == ("cnn", "loss", "REGRESSION")

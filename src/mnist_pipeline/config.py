@@ -251,6 +251,8 @@ class MetricRule(_Section):
 class GateParams(_Section):
     baseline_ref: str = "HEAD"
     rules: dict[MetricName, MetricRule]
+    # Per-model tolerance overrides: models differ in how much a reseed moves them.
+    tolerances: dict[str, dict[MetricName, Annotated[float, Field(ge=0.0)]]] = {}
     floors: dict[str, dict[MetricName, float]] = {}
 
 
@@ -268,12 +270,13 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _floors_name_models(self) -> "Params":
-        unknown = sorted(set(self.gate.floors) - set(self.models))
-        if unknown:
-            raise ValueError(
-                f"gate.floors names models that are not in models: {unknown}; "
-                f"known models are {sorted(self.models)}"
-            )
+        for section in ("floors", "tolerances"):
+            unknown = sorted(set(getattr(self.gate, section)) - set(self.models))
+            if unknown:
+                raise ValueError(
+                    f"gate.{section} names models that are not in models: {unknown}; "
+                    f"known models are {sorted(self.models)}"
+                )
         return self
 
     def model(self, name: str) -> ModelParams:

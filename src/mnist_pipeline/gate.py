@@ -112,6 +112,15 @@ def _below_floor(model: str, metric: str, now: float, floor: float, higher_is_be
     return None
 
 
+def rule_for(gate: GateParams, model: str, metric: str) -> MetricRule | None:
+    """The metric's rule, with the model's own tolerance when ``gate.tolerances`` sets one."""
+    rule = gate.rules.get(metric)
+    override = gate.tolerances.get(model, {}).get(metric)
+    if rule is None or override is None:
+        return rule
+    return rule.model_copy(update={"tolerance": override})
+
+
 def check_one(
     model: str, metric: str, now: float | None, baseline: float | None, rule: MetricRule | None, floor: float | None,
     higher_is_better: bool, missing_reason: str = "",
@@ -151,7 +160,7 @@ def check(
                 reason = "no metrics file" if current.get(model) is None else "not a finite number in the metrics file"
             rows.append(
                 check_one(
-                    model, metric, now, _number(baseline.get(model), metric), gate.rules.get(metric),
+                    model, metric, now, _number(baseline.get(model), metric), rule_for(gate, model, metric),
                     gate.floors.get(model, {}).get(metric), _higher_is_better(gate, metric), reason,
                 )
             )
