@@ -16,10 +16,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from mnist_pipeline.arrays import load_split
 from mnist_pipeline.atomic import atomic_open, write_json
@@ -27,118 +23,27 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.evaluation import (
     compute_metrics,
     confusion,
-    confusion_figure,
+    dvc_metrics,
     error_gallery,
     per_class,
     predict_proba,
     predictions_frame,
-    read_json_file,
-    read_model_config,
 )
-from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.model_store import MODEL_SUBDIR, RUN_FILE
+from mnist_pipeline.evaluation_tracking import log_evaluation
+from mnist_pipeline.model_store import MODEL_SUBDIR, read_config, read_run
 from mnist_pipeline.models.persistence import load_model
 from mnist_pipeline.stage import run_stage
-from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
 
 log = logging.getLogger("mnist_pipeline.evaluate")
-
-ARTIFACT_DIR = "evaluation"
-
-
-def dvc_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, float | int]:
-    """What DVC tracks and the gate compares: test metrics plus the model's size and training cost."""
-    counts = config["parameter_counts"]
-    return {
-        **metrics,
-        "params_total": int(counts["total"]),
-        "params_trainable": int(counts["trainable"]),
-        "fit_seconds": float(config["fit_seconds"]),
-        "epochs": int(config["epochs"]),
-    }
-
-
-def read_run_record(path: Path, name: str) -> str:
-    record = read_json_file(path, f"MLflow run record of '{name}'", f"rerun `dvc repro -f train@{name}`")
-    run_id = record.get("run_id") if isinstance(record, dict) else None
-    if not isinstance(run_id, str) or not run_id:
-        raise ArtifactError(f"{path}: expected {{\"run_id\": \"...\", \"experiment_id\": \"...\"}}, got {record!r}")
-    return run_id
-
-
-def _run_exists(run_id: str) -> bool:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    # A deleted run is still returned, but resuming it would hide the results in the trash.
-    return run.info.lifecycle_stage != "deleted"
-
-
-def open_run(name: str, run_id: str, stage: str) -> Any:
-    """Continue the training run, or open a new one (with a warning) if the store lost it."""
-    experiment_id = configure_tracking()
-    if _run_exists(run_id):
-        return tracked_run(run_id=run_id)
-    log.warning(
-        "%s: MLflow run %s recorded by the train stage is not in the tracking store (wiped or deleted); "
-        "logging the evaluation to a new run tagged continues_missing_run=%s",
-        name, run_id, run_id,
-    )
-    tags = {**provenance_tags(stage), "model.name": name, "continues_missing_run": run_id}
-    return tracked_run(run_name=name, experiment_id=experiment_id, tags=tags)
-
-
-def log_evaluation(
-    name: str,
-    run_id: str,
-    stage: str,
-    metrics: dict[str, Any],
-    per_digit: Any,
-    cm: np.ndarray,
-    gallery: Any,
-    evaluate_settings: dict[str, Any],
-) -> str:
-    import mlflow
-    import pandas as pd
-
-    with open_run(name, run_id, stage) as run:
-        # Tags, not params: a rerun with another batch size continues the same run, and MLflow
-        # refuses to change a logged param.
-        # The run keeps dvc.stage=train@<m> from training; the evaluation stage gets its own tag.
-        mlflow.set_tags({"dvc.evaluate_stage": stage, **{f"evaluate.{key}": str(value) for key, value in evaluate_settings.items()}})
-        mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()})
-        for row in per_digit.itertuples(index=False):
-            mlflow.log_metrics(
-                {f"test_precision_digit_{row.digit}": float(row.precision), f"test_recall_digit_{row.digit}": float(row.recall)}
-            )
-        mlflow.log_text(per_digit.to_csv(index=False, float_format="%.6f"), f"{ARTIFACT_DIR}/per_class.csv")
-        frame = pd.DataFrame(cm, index=pd.Index(range(cm.shape[0]), name="actual"), columns=range(cm.shape[1]))
-        mlflow.log_text(frame.to_csv(), f"{ARTIFACT_DIR}/confusion_matrix.csv")
-        confusion_png = confusion_figure(cm, f"{name}: test confusion matrix")
-        mlflow.log_figure(confusion_png, f"{ARTIFACT_DIR}/confusion_matrix.png")
-        mlflow.log_figure(gallery, f"{ARTIFACT_DIR}/misclassified.png")
-        _close(confusion_png, gallery)
-        return run.info.run_id
-
-
-def _close(*figures: Any) -> None:
-    from mnist_pipeline.plots import _pyplot
-
-    plt = _pyplot()
-    for figure in figures:
-        plt.close(figure)
 
 
 def evaluate(name: str) -> None:
     params = load_params()
     paths, settings = params.paths, params.evaluate
     model_dir = paths.model_dir(name)
-    config = read_model_config(model_dir, name)
-    run_id = read_run_record(model_dir / RUN_FILE, name)
+    config = read_config(model_dir, name)
+    # Before the (slow) model load, so a missing run record fails fast.
+    run_id = read_run(model_dir, name)
 
     model = load_model(config["framework"], model_dir / MODEL_SUBDIR)
     inputs, labels = load_split(paths, "test", config["input"])

@@ -79,6 +79,14 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None, check: boo
     return run_cmd([sys.executable, "-m", "dvc", *args], cwd=project, env=env, check=check)
 
 
+def keep_models(params: dict, models: dict) -> None:
+    """Replace ``params["models"]`` and drop gate entries for models no longer there (the params
+    validator rejects gate settings that name unknown models)."""
+    params["models"] = models
+    for section in ("floors", "tolerances"):
+        params["gate"][section] = {name: value for name, value in params["gate"].get(section, {}).items() if name in models}
+
+
 def edit_params(project: Path, edit) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -13,16 +13,16 @@ import pytest
 
 import shutil
 
-from conftest import dvc, edit_params, make_project, run_cmd, subprocess_env
+from conftest import dvc, edit_params, keep_models, make_project, run_cmd, subprocess_env
 
 
 def smoke_models(params: dict) -> None:
-    params["models"] = {
+    keep_models(params, {
         "mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1},
         "cnn": params["models"]["cnn"] | {"epochs": 1, "batch_size": 32},
         "gaussian_nb": params["models"]["gaussian_nb"],
         "sgd_scaled": params["models"]["sgd_scaled"],
-    }
+    })
     params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}
 
 

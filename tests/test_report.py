@@ -9,7 +9,7 @@ import logging
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, keep_models
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
@@ -73,8 +73,7 @@ def workdir(tmp_path, monkeypatch):
     import mlflow
 
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["models"] = {name: raw["models"][name] for name in SEED_MODELS}
-    raw["gate"]["floors"] = {name: floor for name, floor in raw["gate"]["floors"].items() if name in SEED_MODELS}
+    keep_models(raw, {name: raw["models"][name] for name in SEED_MODELS})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import dvc, edit_params, run_cmd, subprocess_env, synthetic_digits
+from conftest import dvc, edit_params, keep_models, subprocess_env
 from mnist_pipeline.tracking import EXPERIMENT_NAME, configure_tracking, resolve_tracking_target, tracked_run
 
 
 def shrink_models(params: dict) -> None:
     """Two quick models: one Keras, one scikit-learn."""
-    params["models"] = {
+    keep_models(params, {
         "mlp": params["models"]["mlp"] | {"epochs": 2, "batch_size": 32},
         "gaussian_nb": params["models"]["gaussian_nb"],
-    }
+    })
     params["gate"]["floors"] = {}
 
 

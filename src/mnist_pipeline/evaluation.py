@@ -1,7 +1,8 @@
 """Score a trained model on the test digits: pure functions of (model, inputs, labels).
 
-``pipeline/evaluate.py`` does the file and MLflow I/O around them. Everything works on class
-probabilities of shape (N, 10), one column per digit, whatever the framework:
+``pipeline/evaluate.py`` does the file I/O around them and ``evaluation_tracking`` the MLflow
+logging. Everything works on class probabilities of shape (N, 10), one column per digit, whatever
+the framework:
 
 - Keras models end in a softmax, so ``predict`` already returns probabilities;
 - GaussianNB has ``predict_proba``;
@@ -13,17 +14,14 @@ probabilities of shape (N, 10), one column per digit, whatever the framework:
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES
-from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.model_store import CONFIG_FILE, MODEL_SUBDIR
+from mnist_pipeline.plots import _pyplot
 
 DIGITS = list(range(NUM_CLASSES))
 METRIC_KEYS = ("accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro")
@@ -119,6 +117,18 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=DIGITS)
 
 
+def dvc_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, float | int]:
+    """What DVC tracks and the gate compares: test metrics plus the model's size and training cost."""
+    counts = config["parameter_counts"]
+    return {
+        **metrics,
+        "params_total": int(counts["total"]),
+        "params_trainable": int(counts["trainable"]),
+        "fit_seconds": float(config["fit_seconds"]),
+        "epochs": int(config["epochs"]),
+    }
+
+
 def predictions_frame(labels: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
     """One row per test digit, in test-set order: actual, predicted, confidence of the prediction."""
     proba = _normalised(proba)
@@ -134,12 +144,6 @@ def predictions_frame(labels: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # figures
-
-
-def _pyplot() -> Any:
-    from mnist_pipeline.plots import _pyplot as headless_pyplot
-
-    return headless_pyplot()
 
 
 def confusion_figure(cm: np.ndarray, title: str) -> Any:
@@ -202,51 +206,3 @@ def error_gallery(
     figure.suptitle(f"{title}: {chosen.size} most confident of {int(np.count_nonzero(np.asarray(labels) != np.asarray(predicted)))}")
     figure.tight_layout()
     return figure
-
-
-# ---------------------------------------------------------------------------------------------
-# reading what the train stage left (thin I/O, shared by the evaluate and report entries)
-
-FRAMEWORKS = ("keras", "sklearn")
-REPRESENTATIONS = ("flat", "image", "pixels")
-
-
-def read_json_file(path: Path, what: str, fix: str) -> Any:
-    """Parse one JSON artifact; a missing or damaged file is an ``ArtifactError`` saying how to fix it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: {what} not found; {fix}") from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: {what} is not readable ({exc}); {fix}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: {what} is not valid JSON ({exc}); {fix}") from None
-
-
-def check_model_config(config: Any, source: str) -> dict[str, Any]:
-    """The keys evaluate and report rely on, with the values they can handle."""
-    if not isinstance(config, dict):
-        raise ArtifactError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    problems = []
-    if config.get("framework") not in FRAMEWORKS:
-        problems.append(f"framework must be one of {list(FRAMEWORKS)}, got {config.get('framework')!r}")
-    if config.get("input") not in REPRESENTATIONS:
-        problems.append(f"input must be one of {list(REPRESENTATIONS)}, got {config.get('input')!r}")
-    counts = config.get("parameter_counts")
-    if not isinstance(counts, dict) or not all(isinstance(counts.get(key), int) for key in ("total", "trainable")):
-        problems.append(f"parameter_counts must hold integer 'total' and 'trainable', got {counts!r}")
-    for key, kind in (("fit_seconds", (int, float)), ("epochs", int), ("type", str)):
-        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
-            problems.append(f"{key} is missing or has the wrong type (got {config.get(key)!r})")
-    if problems:
-        raise ArtifactError(f"{source}: not a model config the train stage writes: " + "; ".join(problems))
-    return config
-
-
-def read_model_config(model_dir: Path, name: str) -> dict[str, Any]:
-    """``models/<name>/model/config.json`` (layout: ``model_store``), checked."""
-    path = model_dir / MODEL_SUBDIR / CONFIG_FILE
-    fix = f"is '{name}' a model in params.yaml? run `dvc repro train@{name}` to create it"
-    return check_model_config(read_json_file(path, f"model config of '{name}'", fix), str(path))

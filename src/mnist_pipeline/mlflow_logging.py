@@ -128,7 +128,9 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
     log_model(result.model, framework, inputs)
 
 
-def log_overhead(seconds: float) -> None:
+def log_overhead(sections: dict[str, float], mlflow_seconds: float) -> None:
+    """Where the stage's time went besides fit, so the tracking overhead is itself tracked."""
     import mlflow
 
-    mlflow.log_metric("stage_overhead_seconds", seconds)
+    metrics = {f"stage_seconds.{name.replace(' ', '_').replace('-', '_')}": seconds for name, seconds in sections.items()}
+    mlflow.log_metrics({**metrics, "mlflow_overhead_seconds": mlflow_seconds})

@@ -1,4 +1,4 @@
-"""The on-disk layout of a trained model, shared by the train (writer) and evaluate (reader) stages.
+"""The on-disk layout of a trained model, shared by the train (writer), evaluate and report (readers) stages.
 
 ``models/<name>/``
     ``model/``            the weights (``model.keras`` or ``model.skops``), ``config.json``, ``summary.txt``
@@ -73,23 +73,64 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
             writer.writerow(row)
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# reading what the train stage left (shared by the evaluate and report stages)
+
+FRAMEWORKS = ("keras", "sklearn")
+REPRESENTATIONS = ("flat", "image", "pixels")
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """Parse one JSON artifact; a missing or damaged file is an ``ArtifactError`` saying how to fix it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing {what}; run the model's train stage (`dvc repro`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: {what} is not valid JSON ({exc})") from None
+        raise ArtifactError(f"{path}: {what} not found; {fix}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: {what} is not readable ({exc}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: {what} is not valid JSON ({exc}); {fix}") from None
 
 
-def read_config(directory: Path) -> dict[str, Any]:
-    return read_json(directory / MODEL_SUBDIR / CONFIG_FILE, "model config")
+def check_config(config: Any, source: str) -> dict[str, Any]:
+    """The keys evaluate and report rely on, with the values they can handle."""
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{source}: expected a JSON object, got {type(config).__name__}")
+    problems = []
+    if config.get("framework") not in FRAMEWORKS:
+        problems.append(f"framework must be one of {list(FRAMEWORKS)}, got {config.get('framework')!r}")
+    if config.get("input") not in REPRESENTATIONS:
+        problems.append(f"input must be one of {list(REPRESENTATIONS)}, got {config.get('input')!r}")
+    counts = config.get("parameter_counts")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(key), int) for key in ("total", "trainable")):
+        problems.append(f"parameter_counts must hold integer 'total' and 'trainable', got {counts!r}")
+    for key, kind in (("fit_seconds", (int, float)), ("epochs", int), ("type", str)):
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            problems.append(f"{key} is missing or has the wrong type (got {config.get(key)!r})")
+    if problems:
+        raise ArtifactError(f"{source}: not a model config the train stage writes: " + "; ".join(problems))
+    return config
 
 
-def read_run(directory: Path) -> dict[str, Any]:
-    return read_json(directory / RUN_FILE, "MLflow run record")
+def read_config(directory: Path, name: str) -> dict[str, Any]:
+    """``<directory>/model/config.json``, checked."""
+    path = directory / MODEL_SUBDIR / CONFIG_FILE
+    fix = f"is '{name}' a model in params.yaml? run `dvc repro train@{name}` to create it"
+    return check_config(read_json(path, f"model config of '{name}'", fix), str(path))
 
 
-def load_trained(directory: Path) -> tuple[Any, dict[str, Any]]:
-    config = read_config(directory)
+def read_run(directory: Path, name: str) -> str:
+    """The id of the MLflow run the train stage recorded in ``<directory>/mlflow_run.json``."""
+    path = directory / RUN_FILE
+    record = read_json(path, f"MLflow run record of '{name}'", f"rerun `dvc repro -f train@{name}`")
+    run_id = record.get("run_id") if isinstance(record, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise ArtifactError(f"{path}: expected {{\"run_id\": \"...\", \"experiment_id\": \"...\"}}, got {record!r}")
+    return run_id
+
+
+def load_trained(directory: Path, name: str) -> tuple[Any, dict[str, Any]]:
+    config = read_config(directory, name)
     return persistence.load_model(config["framework"], directory / MODEL_SUBDIR), config

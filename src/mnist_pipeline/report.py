@@ -27,7 +27,7 @@ from typing import Any
 from mnist_pipeline.atomic import atomic_path, write_json, write_text
 from mnist_pipeline.config import Params, PathsParams
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.evaluation import read_json_file, read_model_config
+from mnist_pipeline.model_store import read_config, read_json
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
 
 def read_metrics(paths: PathsParams, name: str) -> dict[str, Any]:
     path = paths.metrics_file(name)
-    metrics = read_json_file(path, f"test metrics of model '{name}'", f"run `dvc repro evaluate@{name}`")
+    metrics = read_json(path, f"test metrics of model '{name}'", f"run `dvc repro evaluate@{name}`")
     bad = [
         key
         for key in REQUIRED_METRICS
@@ -191,7 +191,7 @@ def collect_rows(params: Params) -> list[ModelRow]:
     rows = []
     for name in params.models:
         metrics = read_metrics(params.paths, name)
-        config = read_model_config(params.paths.model_dir(name), name)
+        config = read_config(params.paths.model_dir(name), name)
         rows.append(make_row(name, metrics, config))
     return sort_rows(rows)
 
