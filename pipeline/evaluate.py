@@ -12,7 +12,6 @@ warning says so: the metrics are still tracked, but not beside the training curv
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from mnist_pipeline.evaluation import (
 from mnist_pipeline.evaluation_tracking import log_evaluation
 from mnist_pipeline.model_store import MODEL_SUBDIR, read_config, read_run
 from mnist_pipeline.models.persistence import load_model
-from mnist_pipeline.stage import run_stage
+from mnist_pipeline.stage import run_model_stage
 
 log = logging.getLogger("mnist_pipeline.evaluate")
 
@@ -74,11 +73,7 @@ def evaluate(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="model name, a key of `models` in params.yaml")
-    args = parser.parse_args(argv)
-    return run_stage(f"evaluate@{args.name}", lambda: evaluate(args.name))
-
+    return run_model_stage("evaluate", evaluate, __doc__.splitlines()[0], argv)
 
 if __name__ == "__main__":
     sys.exit(main())

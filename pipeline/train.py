@@ -6,7 +6,6 @@ Writes ``models/<model>/model/`` (weights + config.json + summary.txt), ``histor
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
@@ -17,7 +16,7 @@ from mnist_pipeline.arrays import load_split
 from mnist_pipeline.config import load_params, section_hash
 from mnist_pipeline.model_store import write_training_outputs
 from mnist_pipeline.models import registry
-from mnist_pipeline.stage import run_stage
+from mnist_pipeline.stage import run_model_stage
 from mnist_pipeline.timing import Stopwatch
 from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
 from mnist_pipeline.training import fit, targets_for
@@ -77,11 +76,7 @@ def body(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a key of `models` in params.yaml")
-    args = parser.parse_args(argv)
-    return run_stage(f"train@{args.model}", lambda: body(args.model))
-
+    return run_model_stage("train", body, __doc__.splitlines()[0], argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,10 +7,11 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mnist_pipeline.errors import PipelineError
 
@@ -48,3 +49,11 @@ def run_stage(name: str, body: Callable[[], None]) -> int:
         stage_log.error("%s interrupted", name)
         return EXIT_INTERRUPTED
     return 0
+
+
+def run_model_stage(stage: str, body: Callable[[str], None], description: str, argv: Sequence[str] | None = None) -> int:
+    """The ``main()`` of a per-model stage (``train@<model>``, ``evaluate@<model>``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("model", help="a key of `models` in params.yaml")
+    args = parser.parse_args(argv)
+    return run_stage(f"{stage}@{args.model}", lambda: body(args.model))
