@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: env run test test-all ui gate bench-data clean-store
+.PHONY: env run test test-all ui bench-data bench-training bench-pipeline seed-spread
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -25,3 +25,12 @@ ui: env  ## browse the runs at http://127.0.0.1:5000
 
 bench-data: env  ## download + preprocess + no-op repro timings, preprocess peak memory
 	$(UV) run --locked python benchmarks/bench_data.py
+
+bench-training: env  ## s/epoch vs the seed's own script, MLflow overhead, peak memory
+	$(UV) run --locked python benchmarks/bench_training.py
+
+bench-pipeline: env  ## from-scratch repro over pure fit time; no-op repro
+	$(UV) run --locked python benchmarks/bench_pipeline.py
+
+seed-spread: env  ## test accuracy of every Keras model over seeds 0-4 (needs `dvc repro preprocess`)
+	$(UV) run --locked python benchmarks/seed_spread.py

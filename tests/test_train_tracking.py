@@ -21,12 +21,39 @@ def shrink_models(params: dict) -> None:
     params["gate"]["floors"] = {}
 
 
+# Loaded by every Python process of the repro below: records whether it imported TensorFlow.
+MODULE_PROBE = """
+import atexit, json, os, sys
+
+def _record():
+    with open(os.path.join(os.environ["MODULE_PROBE_DIR"], f"{os.getpid()}.json"), "w") as handle:
+        json.dump({"argv": sys.argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+
+atexit.register(_record)
+"""
+
+
 @pytest.fixture
 def trained_project(project: Path, synthetic_mirror: Path) -> Path:
     edit_params(project, shrink_models)
-    env = subprocess_env(MNIST_MIRROR=str(synthetic_mirror))
+    probe = project.parent / "probe"
+    (probe / "records").mkdir(parents=True)
+    (probe / "sitecustomize.py").write_text(MODULE_PROBE)
+    env = subprocess_env(MNIST_MIRROR=str(synthetic_mirror), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
     dvc(project, "repro", "train@mlp", "train@gaussian_nb", env=env)
     return project
+
+
+def test_only_keras_stages_import_tensorflow(trained_project: Path):
+    records = [json.loads(path.read_text()) for path in (trained_project.parent / "probe/records").glob("*.json")]
+    stages = {" ".join(record["argv"][-2:]) if "train.py" in record["argv"][0] else record["argv"][0]: record["tensorflow"]
+              for record in records if record["argv"] and record["argv"][0].startswith("pipeline/")}
+    assert stages == {
+        "pipeline/download.py": False,
+        "pipeline/preprocess.py": False,
+        "pipeline/train.py gaussian_nb": False,
+        "pipeline/train.py mlp": True,
+    }
 
 
 def client_for(project: Path):
@@ -150,3 +177,46 @@ def test_tracking_server_uri_is_used_when_configured(tmp_path: Path):
     default = resolve_tracking_target({}, tmp_path)
     assert default.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
     assert default.artifact_location == (tmp_path.resolve() / "mlruns/artifacts").as_uri()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_training_stage_leaves_its_run_killed(project: Path, synthetic_mirror: Path, signal_name: str):
+    """A real train process stopped mid-fit: its run ends KILLED and no model folder is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    edit_params(project, lambda p: keep_models(p, {"mlp": p["models"]["mlp"] | {"epochs": 500, "batch_size": 16}}))
+    env = subprocess_env(MNIST_MIRROR=str(synthetic_mirror))
+    dvc(project, "repro", "preprocess", env=env)
+    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "mlp"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if (project / "mlruns" / "mlflow.db").exists():
+                if client is None:
+                    # The training process may be creating the store's tables right now; its
+                    # set-up lock keeps this client from migrating the same database at once.
+                    from filelock import FileLock
+
+                    with FileLock(str(resolve_tracking_target({}, project).lock_path)):
+                        client = client_for(project)
+                experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+                runs = client.search_runs([experiment.experiment_id]) if experiment else []
+                if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
+                    break
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never logged an epoch")
+        proc.send_signal(getattr(signal, signal_name))
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "KILLED"
+    assert not (project / "models/mlp/model").exists()

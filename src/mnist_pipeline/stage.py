@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,9 +37,16 @@ def configure_logging() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    # `kill`, a CI timeout or a scheduler stop: unwind like Ctrl-C, so open MLflow runs are
+    # marked KILLED and temporary files are removed instead of left behind.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_stage(name: str, body: Callable[[], None]) -> int:
     """Run one stage's body; return the process exit status."""
     configure_logging()
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     stage_log = logging.getLogger(f"mnist_pipeline.{name}")
     try:
         body()
