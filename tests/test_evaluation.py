@@ -305,3 +305,12 @@ def test_evaluate_entry_without_a_trained_model_is_a_clear_user_error(workdir, c
         assert _load_entry().main(["cnn"]) == 2
     message = " ".join(record.getMessage() for record in caplog.records)
     assert "models/cnn/model/config.json" in message and "train@cnn" in message
+
+
+def test_non_finite_probabilities_are_an_artifact_error_not_a_traceback():
+    from mnist_pipeline.errors import ArtifactError
+
+    proba = np.full((4, 10), 0.1)
+    proba[2, 3] = np.nan
+    with pytest.raises(ArtifactError, match="non-finite probabilities for 1 of 4 test digits"):
+        compute_metrics(np.array([0, 1, 2, 3]), proba)

@@ -79,17 +79,12 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     for name, (model_type, parameters, accuracy, loss, errors) in SEED_MODELS.items():
-        metrics = {"accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters}
-        (tmp_path / "metrics").mkdir(exist_ok=True)
-        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
-        model_dir = tmp_path / "models" / name / "model"
-        model_dir.mkdir(parents=True)
-        config = {
-            "name": name, "type": model_type, "framework": "keras", "input": "flat", "params": {},
-            "parameter_counts": {"total": parameters, "trainable": parameters, "non_trainable": 0},
+        metrics = {
+            "accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters,
             "fit_seconds": 12.5, "epochs": 10,
         }
-        (model_dir / "config.json").write_text(json.dumps(config))
+        (tmp_path / "metrics").mkdir(exist_ok=True)
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
     yield tmp_path
     mlflow.set_tracking_uri(None)
 

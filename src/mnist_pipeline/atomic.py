@@ -17,7 +17,15 @@ from typing import IO, Any
 
 
 def _current_umask() -> int:
-    mask = os.umask(0)
+    # Read it from /proc where possible: os.umask() can only be read by setting it, which would
+    # briefly make files other threads create (TensorFlow, MLflow) world-writable.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

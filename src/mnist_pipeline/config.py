@@ -185,8 +185,7 @@ InputScale = Literal["raw", "scaled"]
 
 
 class GaussianNBParams(_Section):
-    type: Literal["gaussian_nb"]
-    seed: Seed = 0
+    type: Literal["gaussian_nb"]  # deterministic: no seed
     input: InputScale = "scaled"
     var_smoothing: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-9
 

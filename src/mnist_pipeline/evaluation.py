@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES
+from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.plots import _pyplot
 
 DIGITS = list(range(NUM_CLASSES))
@@ -85,6 +86,12 @@ def compute_metrics(labels: np.ndarray, proba: np.ndarray) -> dict[str, float | 
     from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
     labels = np.asarray(labels, dtype=np.int64)
+    if not np.all(np.isfinite(proba)):
+        bad = int(np.count_nonzero(~np.isfinite(proba).all(axis=1)))
+        raise ArtifactError(
+            f"the model predicted non-finite probabilities for {bad} of {len(proba)} test digits "
+            "(did training diverge? check its loss curve and learning rate)"
+        )
     proba = _normalised(proba)
     predicted = predicted_labels(proba)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)

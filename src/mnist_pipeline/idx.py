@@ -20,13 +20,12 @@ from typing import Literal
 
 import numpy as np
 
+from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.errors import IdxFormatError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 UNSIGNED_BYTE = 0x08
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
 
 Kind = Literal["images", "labels"]
 

@@ -129,8 +129,3 @@ def read_run(directory: Path, name: str) -> str:
     if not isinstance(run_id, str) or not run_id:
         raise ArtifactError(f"{path}: expected {{\"run_id\": \"...\", \"experiment_id\": \"...\"}}, got {record!r}")
     return run_id
-
-
-def load_trained(directory: Path, name: str) -> tuple[Any, dict[str, Any]]:
-    config = read_config(directory, name)
-    return persistence.load_model(config["framework"], directory / MODEL_SUBDIR), config

@@ -16,8 +16,6 @@ import numpy as np
 
 from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES, PreprocessParams
 
-REPRESENTATIONS = ("pixels", "flat", "image", "onehot", "labels")
-SPLITS = ("train", "test")
 PIXEL_MAX = 255.0
 
 

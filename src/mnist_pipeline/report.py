@@ -27,7 +27,7 @@ from typing import Any
 from mnist_pipeline.atomic import atomic_path, write_json, write_text
 from mnist_pipeline.config import Params, PathsParams
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.model_store import read_config, read_json
+from mnist_pipeline.model_store import read_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ SCATTER_PNG = "accuracy_vs_params.png"
 RUN_NAME = "report"
 # The seed's contrast is between these two; other names fall back to the first model of each type.
 SEED_CNN, SEED_MLP = "cnn", "mlp"
-REQUIRED_METRICS = ("accuracy", "loss", "errors")
+REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total", "fit_seconds", "epochs")
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,17 @@ class ModelRow:
     epochs: int
 
 
-def make_row(name: str, metrics: Mapping[str, Any], config: Mapping[str, Any]) -> ModelRow:
+def make_row(name: str, model_type: str, metrics: Mapping[str, Any]) -> ModelRow:
+    """Everything but the type comes from ``metrics/<name>.json``, the report stage's declared input."""
     return ModelRow(
         model=name,
-        type=str(config["type"]),
-        parameters=int(config["parameter_counts"]["total"]),
+        type=model_type,
+        parameters=int(metrics["params_total"]),
         accuracy=float(metrics["accuracy"]),
         loss=float(metrics["loss"]),
         errors=int(metrics["errors"]),
-        fit_seconds=float(config["fit_seconds"]),
-        epochs=int(config["epochs"]),
+        fit_seconds=float(metrics["fit_seconds"]),
+        epochs=int(metrics["epochs"]),
     )
 
 
@@ -190,9 +191,7 @@ def collect_rows(params: Params) -> list[ModelRow]:
     """One row per model in ``params.models``, best first; any missing file is an ``ArtifactError``."""
     rows = []
     for name in params.models:
-        metrics = read_metrics(params.paths, name)
-        config = read_config(params.paths.model_dir(name), name)
-        rows.append(make_row(name, metrics, config))
+        rows.append(make_row(name, params.models[name].type, read_metrics(params.paths, name)))
     return sort_rows(rows)
 
 

@@ -7,7 +7,6 @@ and passes the resulting run into the library code.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import platform
@@ -25,7 +24,6 @@ EXPERIMENT_NAME = "mnist"
 LOCAL_STORE_DIR = Path("mlruns")
 LOCAL_DB_NAME = "mlflow.db"
 LOCAL_ARTIFACTS_DIR = "artifacts"
-MLFLOW_RUN_FILE = "mlflow_run.json"
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,10 @@ def _ensure_experiment(target: TrackingTarget) -> str:
     client = MlflowClient(tracking_uri=target.tracking_uri)
     try:
         existing = client.get_experiment_by_name(EXPERIMENT_NAME)
+        if existing is not None and existing.lifecycle_stage == "deleted":
+            # Deleted in the UI: runs can't start in it, and a new one can't take its name.
+            log.warning("MLflow experiment %r was deleted; restoring it", EXPERIMENT_NAME)
+            client.restore_experiment(existing.experiment_id)
         if existing is not None:
             return existing.experiment_id
         try:
@@ -137,14 +139,6 @@ def _version(module: str) -> str | None:
         return version(module)
     except PackageNotFoundError:
         return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance_tags(stage: str) -> dict[str, str]:

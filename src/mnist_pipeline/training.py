@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import sys
 import threading
 import time
@@ -40,11 +39,6 @@ class FitResult:
 def targets_for(params: ModelParams) -> str:
     """Keras trains on one-hot targets (categorical cross-entropy); scikit-learn on digit labels."""
     return "onehot" if registry.kind_of(params).framework == "keras" else "labels"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
 
 
 def check_batch_fits(name: str, params: ModelParams, n_examples: int) -> None:
@@ -140,8 +134,7 @@ def heartbeat(message: str, every_s: float = 15.0) -> Iterator[None]:
 
 
 def _fit_sklearn(name, params, inputs, targets) -> FitResult:
-    seed_everything(params.seed)
-    model = registry.build(params, name)
+    model = registry.build(params, name)  # seeded through random_state where the estimator is random
     log.info("%s: fitting %s on %d digits (%s input)", name, type(model).__name__, inputs.shape[0], params.input)
     started = time.perf_counter()
     with heartbeat(f"{name}: still fitting"):
