@@ -150,10 +150,12 @@ def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
-    for row in rows:
+    # Neighbours along x take turns labelling above and below their point, so names don't collide.
+    for index, row in enumerate(sorted(rows, key=lambda row: row.parameters)):
         x = max(row.parameters, 1)  # log axis: a zero count would vanish
         axis.scatter([x], [row.accuracy], s=40)
-        axis.annotate(row.model, (x, row.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        offset = (5, 6) if index % 2 == 0 else (5, -13)
+        axis.annotate(row.model, (x, row.accuracy), textcoords="offset points", xytext=offset, fontsize=9)
     axis.set_xscale("log")
     axis.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     axis.set_xlabel("parameters (log scale)")
