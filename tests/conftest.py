@@ -79,6 +79,16 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None, check: boo
     return run_cmd([sys.executable, "-m", "dvc", *args], cwd=project, env=env, check=check)
 
 
+def load_entry(stage: str):
+    """``pipeline/<stage>.py`` as a module, so a test can call its ``main()`` in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{stage}_entry", REPO_ROOT / "pipeline" / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def keep_models(params: dict, models: dict) -> None:
     """Replace ``params["models"]`` and drop gate entries for models no longer there (the params
     validator rejects gate settings that name unknown models)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, synthetic_digits
+from conftest import REPO_ROOT, load_entry, synthetic_digits
 from mnist_pipeline.config import GaussianNBParams, KerasMLPParams, PreprocessParams, SGDParams
 from mnist_pipeline.evaluation import (
     METRIC_KEYS,
@@ -236,13 +236,6 @@ def _training_run(name: str) -> str:
         return run.info.run_id
 
 
-def _load_entry():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_entry", REPO_ROOT / "pipeline" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_evaluate_entry_writes_metrics_and_continues_the_training_run(workdir, fitted):
@@ -251,7 +244,7 @@ def test_evaluate_entry_writes_metrics_and_continues_the_training_run(workdir, f
     run_id = _training_run("mlp")
     _write_trained_model(workdir, "mlp", fitted["mlp"], run_id)
 
-    assert _load_entry().main(["mlp"]) == 0
+    assert load_entry("evaluate").main(["mlp"]) == 0
 
     metrics = json.loads((workdir / "metrics/mlp.json").read_text())
     assert set(metrics) == set(METRIC_KEYS) | {"params_total", "params_trainable", "fit_seconds", "epochs"}
@@ -285,7 +278,7 @@ def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, f
     _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], lost)
 
     with caplog.at_level(logging.WARNING):
-        assert _load_entry().main(["gaussian_nb"]) == 0
+        assert load_entry("evaluate").main(["gaussian_nb"]) == 0
 
     assert any(record.levelno == logging.WARNING and lost in record.getMessage() for record in caplog.records)
     client = MlflowClient()
@@ -302,7 +295,7 @@ def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, f
 
 def test_evaluate_entry_without_a_trained_model_is_a_clear_user_error(workdir, caplog):
     with caplog.at_level(logging.ERROR):
-        assert _load_entry().main(["cnn"]) == 2
+        assert load_entry("evaluate").main(["cnn"]) == 2
     message = " ".join(record.getMessage() for record in caplog.records)
     assert "models/cnn/model/config.json" in message and "train@cnn" in message
 

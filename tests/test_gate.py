@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -13,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, keep_models
+from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import GateParams
 from mnist_pipeline.gate import check, failure_message, failures, format_markdown, format_table
 
@@ -195,18 +194,13 @@ def repo(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _entry():
-    spec = importlib.util.spec_from_file_location("gate_entry", REPO_ROOT / "pipeline" / "gate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_gate_entry_passes_on_equal_metrics_and_appends_the_summary(repo, caplog):
     summary = repo / "step_summary.md"
     summary.write_text("earlier step\n")
     with caplog.at_level(logging.INFO):
-        assert _entry().main(["--summary-file", str(summary)]) == 0
+        assert load_entry("gate").main(["--summary-file", str(summary)]) == 0
     assert "gate passed" in caplog.text
     report = (repo / "reports/gate.md").read_text()
     assert "**Metric gate passed**" in report and "| `cnn` | accuracy | 0.9912 | 0.9912 |" in report
@@ -216,7 +210,7 @@ def test_gate_entry_passes_on_equal_metrics_and_appends_the_summary(repo, caplog
 def test_gate_entry_fails_on_a_regression_and_names_it(repo, caplog):
     _write_metrics(repo, {"mlp": 0.9312, "cnn": 0.9912})
     with caplog.at_level(logging.INFO):
-        assert _entry().main([]) == 1
+        assert load_entry("gate").main([]) == 1
     last = [record for record in caplog.records if record.name.startswith("mnist_pipeline")][-1]
     assert last.levelno == logging.ERROR
     assert last.getMessage().startswith("gate FAILED: mlp accuracy 0.9312 < baseline 0.9801 - tolerance 0.008")  # mlp's own tolerance
@@ -227,7 +221,7 @@ def test_gate_entry_fails_on_a_regression_and_names_it(repo, caplog):
 def test_gate_entry_fails_on_a_missing_metrics_file(repo, caplog):
     (repo / "metrics/cnn.json").unlink()
     with caplog.at_level(logging.ERROR):
-        assert _entry().main([]) == 1
+        assert load_entry("gate").main([]) == 1
     assert "cnn accuracy missing" in caplog.text and "metrics/cnn.json not found" in caplog.text
 
 
@@ -236,7 +230,7 @@ def test_gate_entry_treats_an_uncommitted_model_as_new(repo):
     _git(repo, "rm", "-rq", "--cached", "metrics")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "no baseline")
     _write_metrics(repo, {"mlp": 0.98, "cnn": 0.995})
-    assert _entry().main([]) == 0
+    assert load_entry("gate").main([]) == 0
     assert (repo / "reports/gate.md").read_text().count("| NEW |") == 2
 
 
@@ -244,5 +238,5 @@ def test_gate_entry_with_an_unknown_baseline_ref_is_a_user_error(repo, caplog):
     text = (repo / "params.yaml").read_text().replace("baseline_ref: HEAD", "baseline_ref: no-such-branch")
     (repo / "params.yaml").write_text(text)
     with caplog.at_level(logging.ERROR):
-        assert _entry().main([]) == 2
+        assert load_entry("gate").main([]) == 2
     assert "gate.baseline_ref: 'no-such-branch' is not a commit" in caplog.text

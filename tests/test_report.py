@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, keep_models
+from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
@@ -89,11 +88,6 @@ def workdir(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
-def _entry():
-    spec = importlib.util.spec_from_file_location("report_entry", REPO_ROOT / "pipeline" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
@@ -101,7 +95,7 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
 
     from mnist_pipeline.tracking import configure_tracking
 
-    assert _entry().main([]) == 0
+    assert load_entry("report").main([]) == 0
 
     markdown = (workdir / "reports/summary.md").read_text()
     assert markdown.startswith("# MNIST model comparison")
@@ -133,7 +127,7 @@ def test_missing_metrics_name_the_model_and_the_file(workdir, caplog):
     assert "metrics/cnn.json" in str(raised.value)
 
     with caplog.at_level(logging.ERROR):
-        assert _entry().main([]) == 2
+        assert load_entry("report").main([]) == 2
     assert "metrics/cnn.json" in caplog.text
     assert not (workdir / "reports/summary.md").exists()
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.evaluation import confusion_figure
+from mnist_pipeline.plots import close_figures
 from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,5 @@ def log_evaluation(
         confusion_png = confusion_figure(cm, f"{name}: test confusion matrix")
         mlflow.log_figure(confusion_png, f"{ARTIFACT_DIR}/confusion_matrix.png")
         mlflow.log_figure(gallery, f"{ARTIFACT_DIR}/misclassified.png")
-        _close(confusion_png, gallery)
+        close_figures(confusion_png, gallery)
         return run.info.run_id
-
-
-def _close(*figures: Any) -> None:
-    from mnist_pipeline.plots import _pyplot
-
-    plt = _pyplot()
-    for figure in figures:
-        plt.close(figure)

@@ -109,7 +109,7 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
     import mlflow
 
     from mnist_pipeline.model_store import model_summary
-    from mnist_pipeline.plots import training_curves
+    from mnist_pipeline.plots import close_figures, training_curves
 
     mlflow.log_metrics(
         {
@@ -122,9 +122,7 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
     if framework == "keras":  # scikit-learn fits have a single point, not a curve
         figure = training_curves(result.history, f"{name}: training vs validation")
         mlflow.log_figure(figure, "training_curves.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+        close_figures(figure)
     log_model(result.model, framework, inputs)
 
 

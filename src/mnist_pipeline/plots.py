@@ -33,3 +33,10 @@ def training_curves(history: Sequence[dict[str, float]], title: str) -> Any:
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def close_figures(*figures: Any) -> None:
+    """Free figures once saved or logged: pyplot keeps every open figure alive otherwise."""
+    plt = _pyplot()
+    for figure in figures:
+        plt.close(figure)

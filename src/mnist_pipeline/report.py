@@ -198,13 +198,13 @@ def collect_rows(params: Params) -> list[ModelRow]:
 
 
 def save_figure(figure: Any, destination: Path) -> None:
-    from mnist_pipeline.plots import _pyplot
+    from mnist_pipeline.plots import close_figures
 
     try:
         with atomic_path(destination, suffix=destination.suffix) as tmp:
             figure.savefig(tmp, dpi=120)
     finally:
-        _pyplot().close(figure)
+        close_figures(figure)
 
 
 def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow]) -> dict[str, Path]:
