@@ -3,15 +3,20 @@
 UV_VERSION := 0.13.8
 UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
+# The gate's baseline for `make run`: HEAD means "the committed metrics reproduce within noise".
+# CI on GitHub passes a pull request's merge-base instead. GATE_ARGS: e.g. --summary-file FILE.
+GATE_BASELINE ?= HEAD
+GATE_ARGS ?=
 
-.PHONY: env run test test-all ui bench-data bench-training bench-pipeline seed-spread
+.PHONY: env run test test-all ui bench-data bench-training bench-pipeline noise
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --locked
 
-run: env  ## the whole pipeline: download -> preprocess -> train@* -> evaluate@* -> report -> gate
+run: env  ## the whole pipeline, then the gate's verdict as the exit status (non-zero names each failing model)
 	$(UV) run --locked dvc repro
+	$(UV) run --locked python pipeline/gate.py --enforce --baseline-ref "$(GATE_BASELINE)" $(GATE_ARGS)
 
 test: env  ## the default test suite (no full-dataset or long-training tests)
 	$(UV) run --locked pytest
@@ -32,5 +37,6 @@ bench-training: env  ## s/epoch vs the seed's own script, MLflow overhead, peak 
 bench-pipeline: env  ## from-scratch repro over pure fit time; no-op repro
 	$(UV) run --locked python benchmarks/bench_pipeline.py
 
-seed-spread: env  ## test accuracy of every Keras model over seeds 0-4 (needs `dvc repro preprocess`)
+noise: env  ## measure the gate's noise model: every model over 10-20 seeds (about an hour; resumes if stopped)
+	$(UV) run --locked dvc repro preprocess
 	$(UV) run --locked python benchmarks/seed_spread.py

@@ -1,11 +1,15 @@
-"""Seed-to-seed spread of every Keras model's test accuracy, with the project's own training code.
+"""Measure the noise model: every model's test accuracy over many training seeds, with the project's own code.
 
-The gate's tolerance and each model's default seed come from this table: a default seed should
-land near the median, so the pipeline reproduces the seed notebook's figures typically, not by luck.
+Every model in params.yaml is trained and scored exactly as `train@<m>` and `evaluate@<m>` do it
+(``training.fit``, ``evaluation.predict_proba``, ``evaluation.compute_metrics``), once per seed:
+20 seeds where one fit takes under 30 s, 10 otherwise, a single run for a model without a seed
+(GaussianNB is deterministic). Each run is appended to ``noise/runs.jsonl`` as it finishes, so an
+interrupted measurement resumes where it stopped; runs already there (same model, same params
+apart from the seed, same seed) are not repeated. At the end the runs of the current params are
+summarised into ``noise/noise.json``, which the gate reads (see ``mnist_pipeline.noise``).
 
-Usage: python benchmarks/seed_spread.py [--seeds 0 1 2 3 4] [--models mlp cnn ...] [--json OUT]
-Needs the processed arrays (`dvc repro preprocess`). Prints one line per (model, seed), then a
-table of median / min / max / standard deviation per model.
+Usage: python benchmarks/seed_spread.py [--models cnn mlp ...] [--seeds N] [--summarize-only]
+Needs the processed arrays (`dvc repro preprocess`). Runs outside CI: about an hour on 2 cores.
 """
 
 from __future__ import annotations
@@ -13,56 +17,156 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
+import os
+import platform
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from mnist_pipeline import noise
 from mnist_pipeline.arrays import load_split
-from mnist_pipeline.config import is_keras, load_params
-from mnist_pipeline.models import registry
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.config import ModelParams, load_params, section_hash_without_seed
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import configure_logging
-from mnist_pipeline.training import fit
+from mnist_pipeline.tracking import machine_facts, library_versions
 
 log = logging.getLogger("seed_spread")
+
+FAST_FIT_SECONDS = 30.0
+SEEDS_IF_FAST = 20
+SEEDS_IF_SLOW = 10
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PipelineError(f"{path}:{number}: not a JSON line ({exc}); remove or fix that line") from None
+    return rows
+
+
+def append_run(path: Path, row: dict[str, Any]) -> None:
+    # One line per write, flushed and synced: an interrupted measurement loses at most the run in flight.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def run_once(name: str, params: ModelParams, paths: Any, seed: int | None) -> dict[str, Any]:
+    from mnist_pipeline.evaluation import compute_metrics, predict_proba
+    from mnist_pipeline.models import registry
+    from mnist_pipeline.training import fit, targets_for
+
+    kind = registry.kind_of(params)
+    representation = registry.input_representation(params)
+    x_train, _ = load_split(paths, "train", representation)
+    y_train, _ = load_split(paths, "train", targets_for(params))
+    x_test, y_test = load_split(paths, "test", representation)
+    model_params = params if seed is None else params.model_copy(update={"seed": seed})
+    result = fit(name, model_params, x_train, y_train, verbose=0)
+    metrics = compute_metrics(y_test, predict_proba(result.model, kind.framework, x_test, 1000))
+    return {
+        "model": name,
+        "type": params.type,
+        "params_hash": section_hash_without_seed(params),
+        "seed": seed,
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "fit_seconds": round(result.fit_seconds, 2),
+        "epochs": result.epochs,
+        "machine": machine_facts(),
+        "versions": library_versions(),
+    }
+
+
+def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None) -> None:
+    done = read_runs(runs_path)
+    for name in names:
+        model = params.model(name)
+        params_hash = section_hash_without_seed(model)
+        have = {row["seed"] for row in done if row["model"] == name and row["params_hash"] == params_hash}
+        if not hasattr(model, "seed"):
+            if None not in have:
+                row = run_once(name, model, params.paths, None)
+                append_run(runs_path, row)
+                done.append(row)
+                log.info("%s (deterministic): accuracy %.4f, fit %.1f s", name, row["accuracy"], row["fit_seconds"])
+            continue
+        target = seeds_override
+        seed = 0
+        while target is None or len([s for s in have if s is not None and s < target]) < target:
+            if seed not in have:
+                started = time.perf_counter()
+                row = run_once(name, model, params.paths, seed)
+                append_run(runs_path, row)
+                done.append(row)
+                have.add(seed)
+                log.info(
+                    "%s seed %d: accuracy %.4f, fit %.1f s (wall %.1f s)",
+                    name, seed, row["accuracy"], row["fit_seconds"], time.perf_counter() - started,
+                )
+            if target is None:
+                fit_times = [row["fit_seconds"] for row in done if row["model"] == name and row["params_hash"] == params_hash]
+                target = SEEDS_IF_FAST if sorted(fit_times)[len(fit_times) // 2] < FAST_FIT_SECONDS else SEEDS_IF_SLOW
+                log.info("%s: fit takes %.0f s, so %d seeds", name, fit_times[0], target)
+            seed += 1
+
+
+def write_summary(params: Any, runs_path: Path, out_path: Path, wall_seconds: float | None) -> dict[str, Any]:
+    hashes = {name: section_hash_without_seed(model) for name, model in params.models.items()}
+    models = noise.summarize(read_runs(runs_path), hashes)
+    missing = sorted(set(hashes) - set(models))
+    payload = {
+        "schema": noise.SCHEMA_VERSION,
+        "measured_with": "benchmarks/seed_spread.py",
+        "runs_file": str(runs_path),
+        "machine": machine_facts() | {"platform": platform.platform(), "python": platform.python_version()},
+        "versions": library_versions(),
+        "wall_seconds": wall_seconds,
+        "models": models,
+    }
+    write_json(out_path, payload)
+    for name, entry in models.items():
+        acc = entry["accuracy"]
+        log.info(
+            "%-16s n=%2d  mean %.2f%%  sd %.3f pts  range %.2f-%.2f%%",
+            name, entry["n"], 100 * acc["mean"], 100 * acc["sd"], 100 * acc["min"], 100 * acc["max"],
+        )
+    if missing:
+        log.warning("no runs with the current params for %s: the gate will use its default tolerance for them", missing)
+    return payload
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--models", nargs="+", default=None, help="default: every Keras model in params.yaml")
-    parser.add_argument("--json", default=None, help="also write the raw results here")
+    parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 20 if a fit < 30 s, else 10)")
+    parser.add_argument("--summarize-only", action="store_true", help="only rebuild noise.json from the runs file")
     args = parser.parse_args(argv)
     configure_logging()
     params = load_params()
-    names = args.models or [name for name, model in params.models.items() if is_keras(model)]
-    results: dict[str, list[dict]] = {}
-    for name in names:
-        base = params.model(name)
-        representation = registry.input_representation(base)
-        x_train, _ = load_split(params.paths, "train", representation)
-        y_train, _ = load_split(params.paths, "train", "onehot")
-        x_test, y_test = load_split(params.paths, "test", representation)
-        for seed in args.seeds:
-            model_params = base.model_copy(update={"seed": seed})
-            started = time.perf_counter()
-            result = fit(name, model_params, x_train, y_train, verbose=0)
-            proba = result.model.predict(np.asarray(x_test), batch_size=1000, verbose=0)
-            accuracy = float(np.mean(proba.argmax(axis=1) == y_test))
-            row = {"seed": seed, "test_accuracy": accuracy, "fit_seconds": result.fit_seconds,
-                   "wall_seconds": time.perf_counter() - started}
-            results.setdefault(name, []).append(row)
-            print(json.dumps({"model": name, **row}), flush=True)
-    print("\n| model | seeds | median | min | max | std |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, rows in results.items():
-        accs = [row["test_accuracy"] for row in rows]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"| {name} | {len(accs)} | {statistics.median(accs):.4f} | {min(accs):.4f} | {max(accs):.4f} | {std:.4f} |")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    runs_path, out_path = Path(params.paths.noise_runs), Path(params.paths.noise_model)
+    started = time.perf_counter()
+    try:
+        if not args.summarize_only:
+            names = args.models or list(params.models)
+            for name in names:
+                params.model(name)
+            measure(names, params, runs_path, args.seeds)
+        write_summary(params, runs_path, out_path, None if args.summarize_only else round(time.perf_counter() - started, 1))
+    except PipelineError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("noise model written to %s (%.0f s)", out_path, time.perf_counter() - started)
     return 0
 
 

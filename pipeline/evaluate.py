@@ -1,13 +1,11 @@
 """DVC stage `evaluate@<name>`: score one trained model on the test digits.
 
-Writes ``metrics/<name>.json`` (DVC metrics, numbers only) and ``predictions/<name>.csv`` (one
-row per test digit, drawn by DVC as a confusion plot), then continues the MLflow run the train
-stage opened (``models/<name>/mlflow_run.json``) with the test metrics, per-digit precision and
-recall, the confusion matrix and a gallery of the most confident mistakes under ``evaluation/``.
-
-If that run no longer exists (the store was wiped or the run deleted), a new run named
-``<name>`` is opened in the experiment, tagged ``continues_missing_run=<old id>``, and a
-warning says so: the metrics are still tracked, but not beside the training curves.
+Writes ``metrics/<name>.json`` (DVC metrics, numbers only, no timings) and
+``predictions/<name>.csv`` (one row per test digit, drawn by DVC as a confusion plot), then logs
+the evaluation to MLflow as a child run of the training run recorded in
+``models/<name>/mlflow_run.json``: test metrics (also linked to the logged model and the test
+dataset, for the Models tab), per-digit precision and recall, the confusion matrix and a gallery
+of the most confident mistakes (see ``mnist_pipeline.evaluation_tracking``).
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ def evaluate(name: str) -> None:
     model_dir = paths.model_dir(name)
     config = read_config(model_dir, name)
     # Before the (slow) model load, so a missing run record fails fast.
-    run_id = read_run(model_dir, name)
+    record = read_run(model_dir, name)
 
     model = load_model(config["framework"], model_dir / MODEL_SUBDIR)
     inputs, labels = load_split(paths, "test", config["input"])
@@ -66,8 +64,9 @@ def evaluate(name: str) -> None:
     )
     stage = os.environ.get("DVC_STAGE") or f"evaluate@{name}"
     logged = log_evaluation(
-        name, run_id, stage, metrics, per_class(labels, predicted), confusion(labels, predicted), gallery,
-        settings.model_dump(),
+        name, record, stage, metrics, per_class(labels, predicted), confusion(labels, predicted), gallery,
+        settings.model_dump(), inputs, labels, dataset_name=f"mnist-test-{config['input']}",
+        dataset_source=str(paths.processed_dir("test")),
     )
     log.info("%s: evaluation logged to MLflow run %s", name, logged)
 

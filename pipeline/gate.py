@@ -1,10 +1,15 @@
-"""DVC stage `gate`: fail the pipeline when a model's test metrics regressed.
+"""DVC stage `gate`: judge each model's test metrics against the baseline, beyond measured noise.
 
-Compares each model's ``metrics/<name>.json`` in the working tree with the same file committed
-at ``gate.baseline_ref`` (see ``mnist_pipeline.gate`` for the rules and how to pick tolerances),
-logs the table, writes it as markdown to ``reports/gate.md`` (and appends it to
-``--summary-file``, e.g. ``$GITHUB_STEP_SUMMARY``), then exits 0 if every check passed and 1
-otherwise, with a last line naming each failing model and metric. Bad params or no git: exit 2.
+As a stage (no flags) it *records* the verdict and exits 0, so `dvc exp run` keeps an experiment
+that made a model worse: ``reports/gate.json`` (a DVC metric: pass or fail per model, shown by
+`dvc exp show`) and ``reports/gate.md`` (the table, and where each tolerance comes from).
+
+``--enforce`` is for CI and `make run`: it judges again, writes no DVC output, logs the table,
+appends it to ``--summary-file`` (e.g. ``$GITHUB_STEP_SUMMARY``) and exits 1 when any check
+failed, with a last line naming each failing model and metric. ``--baseline-ref REV`` compares
+with another commit than ``gate.baseline_ref`` (a pull request's merge-base, say).
+
+Bad params, no git, an unknown ref or a damaged baseline file: exit 2, in either mode.
 """
 
 from __future__ import annotations
@@ -14,72 +19,74 @@ import logging
 import sys
 from pathlib import Path
 
-from mnist_pipeline.atomic import write_text
+from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.gate import (
-    baseline_metrics,
-    check,
-    current_metrics,
+    GateOutcome,
     failure_message,
-    failures,
     format_markdown,
     format_table,
-    verify_ref,
+    run_gate,
+    verdict_record,
 )
 from mnist_pipeline.stage import run_stage
 
 log = logging.getLogger("mnist_pipeline.gate")
 
-GATE_REPORT = "gate.md"
+GATE_TABLE = "gate.md"
+GATE_VERDICT = "gate.json"
 EXIT_FAILED = 1
 
 
-def run_gate(summary_file: Path | None) -> bool:
+def _append_summary(summary_file: Path, markdown: str) -> None:
+    # GitHub collects the step summary by appending; other steps may have written to it already.
+    try:
+        with open(summary_file, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+    except OSError as exc:
+        raise PipelineError(f"--summary-file {summary_file}: cannot append the gate table ({exc})") from None
+
+
+def judge(baseline_ref: str | None, enforce: bool, summary_file: Path | None) -> GateOutcome:
     params = load_params()
-    gate, paths = params.gate, params.paths
-    commit = verify_ref(gate.baseline_ref)
-    names = list(params.models)
-    current, reasons, baseline = {}, {}, {}
-    for name in names:
-        current[name], reasons[name] = current_metrics(paths.metrics_file(name))
-        baseline[name] = baseline_metrics(gate.baseline_ref, paths.metrics_file(name))
-    rows = check(current, baseline, gate, names, reasons)
-
-    log.info("metric gate against %s (%s):\n%s", gate.baseline_ref, commit[:12], format_table(rows))
-    markdown = format_markdown(rows, gate.baseline_ref)
-    # Written whether or not the gate passes (it is not a DVC output), so a failure can be read.
-    write_text(paths.report_file(GATE_REPORT), markdown)
+    outcome = run_gate(params, baseline_ref)
+    log.info("metric gate against %s (%s):\n%s", outcome.baseline_ref, outcome.commit[:12], format_table(outcome.rows))
+    for tolerance in outcome.tolerances.values():
+        if tolerance.note:
+            log.warning("%s", tolerance.note)
+    markdown = format_markdown(outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate)
+    if not enforce:
+        write_text(params.paths.report_file(GATE_TABLE), markdown)
+        write_json(params.paths.report_file(GATE_VERDICT), verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit))
     if summary_file is not None:
-        # GitHub collects the step summary by appending; other steps may have written to it already.
-        try:
-            with open(summary_file, "a", encoding="utf-8") as handle:
-                handle.write(markdown + "\n")
-        except OSError as exc:
-            raise PipelineError(f"--summary-file {summary_file}: cannot append the gate table ({exc})") from None
-
-    failed = failures(rows)
-    if failed:
-        log.error("%s", failure_message(rows))
-        return False
-    new = sorted({row.model for row in rows if row.verdict == "NEW"})
-    log.info("gate passed: %d checks%s", len(rows), f" (no baseline yet for {', '.join(new)})" if new else "")
-    return True
+        _append_summary(summary_file, markdown)
+    if not outcome.passed:
+        if enforce:
+            log.error("%s", failure_message(outcome.rows))
+        else:
+            log.warning("verdict recorded in %s: %s", params.paths.report_file(GATE_VERDICT), failure_message(outcome.rows))
+    else:
+        new = sorted({row.model for row in outcome.rows if row.verdict == "NEW"})
+        log.info("gate passed: %d checks%s", len(outcome.rows), f" (no baseline yet for {', '.join(new)})" if new else "")
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--enforce", action="store_true", help="exit 1 when any check fails; write no DVC output")
+    parser.add_argument("--baseline-ref", metavar="REV", help="compare with this commit instead of gate.baseline_ref")
     parser.add_argument("--summary-file", type=Path, help="also append the markdown table here (e.g. $GITHUB_STEP_SUMMARY)")
     args = parser.parse_args(argv)
-    outcome: dict[str, bool] = {}
+    outcome: dict[str, GateOutcome] = {}
 
     def body() -> None:
-        outcome["passed"] = run_gate(args.summary_file)
+        outcome["gate"] = judge(args.baseline_ref, args.enforce, args.summary_file)
 
     status = run_stage("gate", body)
     if status != 0:
         return status
-    return 0 if outcome["passed"] else EXIT_FAILED
+    return EXIT_FAILED if args.enforce and not outcome["gate"].passed else 0
 
 
 if __name__ == "__main__":

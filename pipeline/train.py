@@ -1,7 +1,8 @@
 """DVC stage `train@<model>`: fit one model from params.yaml `models.<model>`, save it, track it.
 
 Writes ``models/<model>/model/`` (weights + config.json + summary.txt), ``history.csv`` and
-``mlflow_run.json`` (the run that ``evaluate@<model>`` continues).
+``mlflow_run.json`` (the training run, and the logged model that ``evaluate@<model>`` scores).
+Before training, this model's runs left RUNNING by a process that died (SIGKILL) are closed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import sys
 from mnist_pipeline import mlflow_logging
 from mnist_pipeline.arrays import load_split
 from mnist_pipeline.config import load_params, section_hash
-from mnist_pipeline.model_store import write_training_outputs
+from mnist_pipeline.model_store import RunRecord, write_run_record, write_training_outputs
 from mnist_pipeline.models import registry
 from mnist_pipeline.stage import run_model_stage
 from mnist_pipeline.timing import Stopwatch
-from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
+from mnist_pipeline.tracking import close_stale_runs, configure_tracking, process_tags, provenance_tags, tracked_run
 from mnist_pipeline.training import fit, targets_for
 
 log = logging.getLogger("mnist_pipeline.train")
@@ -45,8 +46,9 @@ def body(name: str) -> None:
 
     with watch.section("tracking set-up"):
         experiment_id = configure_tracking()
+        close_stale_runs(experiment_id, name)
         stage = os.environ.get("DVC_STAGE", f"train@{name}")
-        tags = provenance_tags(stage) | {
+        tags = provenance_tags(stage) | process_tags() | {
             "model.name": name,
             "model.type": model_params.type,
             "model.params_hash": section_hash(model_params),
@@ -61,13 +63,12 @@ def body(name: str) -> None:
             mlflow_logging.log_dataset(inputs, labels, name=f"mnist-train-{representation}", source=str(paths.processed_dir("train")))
         result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger])
         with watch.section("saving"):
-            write_training_outputs(
-                paths.model_dir(name), name, model_params, framework, representation, result, run.info.run_id, experiment_id
-            )
+            write_training_outputs(paths.model_dir(name), name, model_params, framework, representation, result)
         with watch.section("MLflow logging"):
             mlflow_logging.log_parameter_counts(result.parameter_counts)
-            mlflow_logging.log_fit_summary(name, framework, result, inputs)
+            model_info = mlflow_logging.log_fit_summary(name, framework, result, inputs)
             mlflow_logging.log_overhead(watch.seconds, watch.total(*MLFLOW_SECTIONS))
+        write_run_record(paths.model_dir(name), RunRecord(run.info.run_id, experiment_id, model_info.model_id))
     log.info(
         "%s: %s parameters, fit %.1f s (%d epochs); besides fit: %s (MLflow %.1f s); run %s",
         name, f"{result.parameter_counts['total']:,}", result.fit_seconds, result.epochs, watch.describe(),

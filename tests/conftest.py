@@ -16,7 +16,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
-PROJECT_FILES = ("pipeline", "src", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", "pyproject.toml")
+PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore", "pyproject.toml")
 MNIST_FILENAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -93,8 +93,7 @@ def keep_models(params: dict, models: dict) -> None:
     """Replace ``params["models"]`` and drop gate entries for models no longer there (the params
     validator rejects gate settings that name unknown models)."""
     params["models"] = models
-    for section in ("floors", "tolerances"):
-        params["gate"][section] = {name: value for name, value in params["gate"].get(section, {}).items() if name in models}
+    params["gate"]["floors"] = {name: value for name, value in params["gate"].get("floors", {}).items() if name in models}
 
 
 def edit_params(project: Path, edit) -> None:

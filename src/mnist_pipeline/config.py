@@ -43,6 +43,8 @@ class PathsParams(_Section):
     metrics_dir: str
     predictions_dir: str
     reports_dir: str
+    noise_runs: str  # one line per seeded run of benchmarks/seed_spread.py
+    noise_model: str  # their per-model summary, which the gate's tolerances come from
 
     def raw(self, filename: str) -> Path:
         return Path(self.raw_dir) / filename
@@ -241,17 +243,21 @@ MetricName = Literal["accuracy", "loss", "errors", "precision_macro", "recall_ma
 
 
 class MetricRule(_Section):
-    """How one metric may move against the committed baseline before the gate calls it a regression."""
+    """Which way a metric improves, and the tolerance used for a model the noise model hasn't measured."""
 
     higher_is_better: bool
     tolerance: Annotated[float, Field(ge=0.0)]
 
 
 class GateParams(_Section):
+    # The committed metrics the gate compares with; `pipeline/gate.py --baseline-ref` overrides it.
     baseline_ref: str = "HEAD"
+    # The chance that the whole gate fails when nothing regressed (all models, one run each):
+    # each model's tolerance follows from it and its measured spread (mnist_pipeline.noise).
+    false_alarm_rate: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.01
+    # The smallest tolerance: a deterministic model may still flip a few digits on another CPU.
+    resolution: Annotated[float, Field(ge=0.0, le=0.1)] = 0.001
     rules: dict[MetricName, MetricRule]
-    # Per-model tolerance overrides: models differ in how much a reseed moves them.
-    tolerances: dict[str, dict[MetricName, Annotated[float, Field(ge=0.0)]]] = {}
     floors: dict[str, dict[MetricName, float]] = {}
 
 
@@ -269,13 +275,11 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _floors_name_models(self) -> "Params":
-        for section in ("floors", "tolerances"):
-            unknown = sorted(set(getattr(self.gate, section)) - set(self.models))
-            if unknown:
-                raise ValueError(
-                    f"gate.{section} names models that are not in models: {unknown}; "
-                    f"known models are {sorted(self.models)}"
-                )
+        unknown = sorted(set(self.gate.floors) - set(self.models))
+        if unknown:
+            raise ValueError(
+                f"gate.floors names models that are not in models: {unknown}; known models are {sorted(self.models)}"
+            )
         return self
 
     def model(self, name: str) -> ModelParams:
@@ -330,6 +334,12 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_PATH) -> Params:
 def section_hash(section: BaseModel) -> str:
     """A stable short hash of one section, recorded as a tag so runs with equal configs group."""
     canonical = json.dumps(section.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def section_hash_without_seed(section: BaseModel) -> str:
+    """The hash of a model's settings apart from its seed: runs that differ only by seed share it."""
+    canonical = json.dumps(section.model_dump(mode="json", exclude={"seed"}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -1,9 +1,21 @@
-"""The evaluate stage's MLflow logging: continue the run the train stage opened.
+"""The evaluate stage's MLflow logging: one child run per evaluation, linked to the logged model.
 
-The test metrics, per-digit precision and recall, the confusion matrix and the gallery of the most
-confident mistakes go under ``evaluation/`` in the run recorded in ``models/<name>/mlflow_run.json``.
-If the store lost that run (wiped, or the run deleted), a new run named ``<name>`` is opened in the
-experiment, tagged ``continues_missing_run=<old id>``, with a warning.
+Each evaluation of a model is a run of its own, named ``<name>-evaluation``, nested under the
+training run recorded in ``models/<name>/mlflow_run.json``. Re-evaluating the same trained model
+(after an ``evaluate.*`` change, say) opens another child run, so two evaluations never share a
+run's metrics. The child holds:
+
+- the training run's params (so evaluation runs compare by hyperparameter in ``mlflow ui``) and
+  the ``evaluate.*`` settings;
+- the test metrics, logged against the logged model and the test dataset, so MLflow's Models tab
+  shows each model's test accuracy on that dataset (the metric entry names this run);
+- per-digit precision and recall, the confusion matrix and the gallery of the most confident
+  mistakes, under ``evaluation/``.
+
+If the store has lost the training run (wiped, or the run deleted), the evaluation run is opened
+at the top level, tagged ``continues_missing_run=<old id>``, with a warning. Only "does not
+exist" gets that treatment: any other tracking error (authentication, a server error, a locked
+database) fails the stage with the store's URI named, instead of scattering results.
 """
 
 from __future__ import annotations
@@ -13,64 +25,119 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.evaluation import confusion_figure
+from mnist_pipeline.model_store import RunRecord
 from mnist_pipeline.plots import close_figures
 from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "evaluation"
+RUN_SUFFIX = "-evaluation"
 
 
-def _run_exists(run_id: str) -> bool:
+def _does_not_exist(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _tracking_failure(what: str, exc: Exception) -> PipelineError:
+    import mlflow
+
+    return PipelineError(f"MLflow tracking store {mlflow.get_tracking_uri()} failed while {what}: {exc}")
+
+
+def find_training_run(run_id: str) -> Any | None:
+    """The training run, or None if the store does not have it (or it was deleted)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
         run = MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    # A deleted run is still returned, but resuming it would hide the results in the trash.
-    return run.info.lifecycle_stage != "deleted"
+    except MlflowException as exc:
+        if _does_not_exist(exc):
+            return None
+        raise _tracking_failure(f"reading training run {run_id}", exc) from None
+    except OSError as exc:  # the HTTP client's connection errors
+        raise _tracking_failure(f"reading training run {run_id}", exc) from None
+    # A deleted run is still returned, but nesting under it would hide the results in the trash.
+    return None if run.info.lifecycle_stage == "deleted" else run
 
 
-def open_run(name: str, run_id: str, stage: str) -> Any:
-    """Continue the training run, or open a new one (with a warning) if the store lost it."""
+def find_logged_model(model_id: str | None) -> str | None:
+    """``model_id`` if the store still has that logged model, else None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if model_id is None:
+        return None
+    try:
+        model = MlflowClient().get_logged_model(model_id)
+    except MlflowException as exc:
+        if _does_not_exist(exc):
+            return None
+        raise _tracking_failure(f"reading logged model {model_id}", exc) from None
+    except OSError as exc:
+        raise _tracking_failure(f"reading logged model {model_id}", exc) from None
+    return None if getattr(model, "status", None) == "FAILED" else model.model_id
+
+
+def open_evaluation_run(name: str, record: RunRecord, stage: str, training: Any | None) -> Any:
     experiment_id = configure_tracking()
-    if _run_exists(run_id):
-        return tracked_run(run_id=run_id)
+    tags = {**provenance_tags(stage), "model.name": name, "evaluation.training_run": record.run_id}
+    if training is not None:
+        return tracked_run(run_name=f"{name}{RUN_SUFFIX}", experiment_id=experiment_id, parent_run_id=record.run_id, tags=tags)
     log.warning(
         "%s: MLflow run %s recorded by the train stage is not in the tracking store (wiped or deleted); "
-        "logging the evaluation to a new run tagged continues_missing_run=%s",
-        name, run_id, run_id,
+        "logging the evaluation to a new top-level run tagged continues_missing_run=%s",
+        name, record.run_id, record.run_id,
     )
-    tags = {**provenance_tags(stage), "model.name": name, "continues_missing_run": run_id}
-    return tracked_run(run_name=name, experiment_id=experiment_id, tags=tags)
+    tags["continues_missing_run"] = record.run_id
+    return tracked_run(run_name=f"{name}{RUN_SUFFIX}", experiment_id=experiment_id, tags=tags)
 
 
 def log_evaluation(
     name: str,
-    run_id: str,
+    record: RunRecord,
     stage: str,
     metrics: dict[str, Any],
     per_digit: Any,
     cm: np.ndarray,
     gallery: Any,
     evaluate_settings: dict[str, Any],
+    test_inputs: np.ndarray,
+    test_labels: np.ndarray,
+    dataset_name: str,
+    dataset_source: str,
 ) -> str:
+    """Log one evaluation as a child run of the training run; returns the child run's id."""
+    import warnings
+
     import mlflow
     import pandas as pd
+    from mlflow.entities import LoggedModelInput
 
-    with open_run(name, run_id, stage) as run:
-        # Tags, not params: a rerun with another batch size continues the same run, and MLflow
-        # refuses to change a logged param.
-        # The run keeps dvc.stage=train@<m> from training; the evaluation stage gets its own tag.
-        mlflow.set_tags({"dvc.evaluate_stage": stage, **{f"evaluate.{key}": str(value) for key, value in evaluate_settings.items()}})
-        mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()})
+    configure_tracking()
+    training = find_training_run(record.run_id)
+    model_id = find_logged_model(record.model_id) if training is not None else None
+    if training is not None and record.model_id and model_id is None:
+        log.warning("%s: logged model %s is not in the tracking store; test metrics stay on the run only", name, record.model_id)
+    with warnings.catch_warnings():
+        # A bare local path matches two equivalent MLflow source types; it warns, then picks one.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(np.asarray(test_inputs), targets=np.asarray(test_labels), source=dataset_source, name=dataset_name)
+
+    with open_evaluation_run(name, record, stage, training) as run:
+        params = dict(training.data.params) if training is not None else {}
+        params.update({f"evaluate.{key}": value for key, value in evaluate_settings.items()})
+        mlflow.log_params(params)
+        mlflow.log_input(dataset, context="testing", model=LoggedModelInput(model_id) if model_id else None)
+        mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()}, model_id=model_id, dataset=dataset)
+        per_digit_metrics: dict[str, float] = {}
         for row in per_digit.itertuples(index=False):
-            mlflow.log_metrics(
-                {f"test_precision_digit_{row.digit}": float(row.precision), f"test_recall_digit_{row.digit}": float(row.recall)}
-            )
+            per_digit_metrics[f"test_precision_digit_{row.digit}"] = float(row.precision)
+            per_digit_metrics[f"test_recall_digit_{row.digit}"] = float(row.recall)
+        mlflow.log_metrics(per_digit_metrics)
         mlflow.log_text(per_digit.to_csv(index=False, float_format="%.6f"), f"{ARTIFACT_DIR}/per_class.csv")
         frame = pd.DataFrame(cm, index=pd.Index(range(cm.shape[0]), name="actual"), columns=range(cm.shape[1]))
         mlflow.log_text(frame.to_csv(), f"{ARTIFACT_DIR}/confusion_matrix.csv")

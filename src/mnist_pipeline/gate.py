@@ -1,28 +1,26 @@
-"""The metric-regression gate: compare this run's test metrics with a committed baseline.
+"""The metric-regression gate: is this run's test accuracy worse than the baseline's, beyond noise?
 
 For every model in ``params.models`` and every metric in ``gate.rules`` (plus any metric the model
 has a floor for) one ``Row`` gets a verdict:
 
-- ``REGRESSION``: worse than the baseline by more than the rule's ``tolerance`` (higher-is-better:
+- ``REGRESSION``: worse than the baseline by more than the model's tolerance (higher-is-better:
   ``now < baseline - tolerance``; lower-is-better: ``now > baseline + tolerance``);
 - ``BELOW FLOOR``: past the absolute floor in ``gate.floors[model][metric]`` (``now < floor`` for a
   higher-is-better metric, ``now > floor`` for a lower-is-better one), whatever the baseline says;
 - ``MISSING``: the model's metrics file is absent or unreadable, or lacks the metric. A model that
   produced no numbers fails: silence is never a pass;
-- ``NEW``: no baseline yet (first run, new model, metric not in the committed file). It passes,
-  but the table says so;
+- ``NEW``: the metrics file is not in the baseline commit (a new model). It passes, but the
+  table says so, and the floor still applies;
 - ``ok``: otherwise.
 
-Choosing ``tolerance``. Retraining the same model with another seed moves test accuracy by a few
-tenths of a percent, so a tolerance of zero would fail on noise. Measure that spread: train each
-model with several seeds (e.g. ``dvc exp run -S models.<name>.seed=...``), take the range (or
-about three standard deviations) of its test metric, and set the tolerance to the largest such
-spread among the gated models, rounded up. Smaller than the spread, the gate fails on reruns that
-changed nothing; much larger, it lets real regressions through. Floors are the coarse, absolute
-backstop (a broken preprocessing step), set well below the expected value.
+Tolerances are not chosen by hand. Each follows from the model's measured seed-to-seed spread
+(``noise/noise.json``) and ``gate.false_alarm_rate``, as ``mnist_pipeline.noise`` derives. A model
+the noise model has not measured falls back to ``gate.rules[metric].tolerance``, and the table
+says so.
 
-``check`` and the formatters are pure; ``current_metrics`` and ``baseline_metrics`` read the
-working tree and git; ``pipeline/gate.py`` turns the rows into an exit status.
+``check``, ``derive_tolerances`` and the formatters are pure; ``current_metrics``,
+``baseline_metrics`` and ``run_gate`` read the working tree and git; ``pipeline/gate.py`` records
+the verdict (the DVC stage) or turns it into an exit status (``--enforce``, for CI and ``make run``).
 """
 
 from __future__ import annotations
@@ -32,18 +30,26 @@ import logging
 import math
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.config import GateParams, MetricRule
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline import noise as noise_model
+from mnist_pipeline.config import GateParams, Params, section_hash_without_seed
+from mnist_pipeline.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
 PASSING = frozenset({OK, NEW})
-COLUMNS = ("model", "metric", "baseline", "now", "delta", "floor", "verdict")
+COLUMNS = ("model", "metric", "baseline", "now", "delta", "tolerance", "floor", "verdict")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    source: str  # where the value came from, e.g. "noise: 20 seeds, sd 0.0011"
+    note: str = ""  # a caveat worth reading, e.g. the noise was measured for other settings
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Row:
     baseline: float | None
     now: float | None
     delta: float | None  # now - baseline
+    tolerance: float | None
     floor: float | None
     verdict: str
     reason: str = ""  # why it failed, for the final log line; empty when it passed
@@ -96,11 +103,52 @@ def _fmt(value: float | None, metric: str, sign: bool = False) -> str:
     return format(value, ("+" if sign else "") + spec)
 
 
-def _regression(model: str, metric: str, now: float, baseline: float, rule: MetricRule) -> str | None:
-    if rule.higher_is_better and now < baseline - rule.tolerance:
-        return f"{model} {metric} {_fmt(now, metric)} < baseline {_fmt(baseline, metric)} - tolerance {rule.tolerance:g}"
-    if not rule.higher_is_better and now > baseline + rule.tolerance:
-        return f"{model} {metric} {_fmt(now, metric)} > baseline {_fmt(baseline, metric)} + tolerance {rule.tolerance:g}"
+# ---------------------------------------------------------------------------------------------
+# tolerances from the measured noise
+
+
+def derive_tolerances(
+    gate: GateParams, noise: noise_model.NoiseModel | None, model_hashes: Mapping[str, str]
+) -> dict[tuple[str, str], Tolerance]:
+    """One tolerance per (model, ruled metric), for a false-alarm rate of the whole gate.
+
+    ``model_hashes`` maps each gated model to the hash of its params apart from the seed, so a
+    tolerance measured for other settings is flagged (an experiment that changes a model is
+    still judged by the default's noise, which is what makes a real drop fail).
+    """
+    checks = [(model, metric) for model in model_hashes for metric in gate.rules]
+    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, len(checks))
+    tolerances: dict[tuple[str, str], Tolerance] = {}
+    for model, metric in checks:
+        measured = noise.get(model, metric) if noise is not None else None
+        if measured is None or not measured.measured_spread:
+            tolerances[(model, metric)] = Tolerance(
+                gate.rules[metric].tolerance,
+                "gate.rules default",
+                f"{model} has no noise measurement; gate.rules.{metric}.tolerance applies",
+            )
+            continue
+        value = noise_model.tolerance(measured, alpha, gate.resolution)
+        if measured.deterministic:
+            source = "resolution (deterministic)"
+        else:
+            source = f"noise: {measured.n} seeds, sd {measured.sd:.4f}"
+        note = ""
+        if measured.params_hash and measured.params_hash != model_hashes[model]:
+            note = f"{model}'s params differ from those its noise was measured with; the measured tolerance applies"
+        tolerances[(model, metric)] = Tolerance(value, source, note)
+    return tolerances
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+
+def _regression(model: str, metric: str, now: float, baseline: float, tolerance: float, higher_is_better: bool) -> str | None:
+    if higher_is_better and now < baseline - tolerance:
+        return f"{model} {metric} {_fmt(now, metric)} < baseline {_fmt(baseline, metric)} - tolerance {tolerance:.4f}"
+    if not higher_is_better and now > baseline + tolerance:
+        return f"{model} {metric} {_fmt(now, metric)} > baseline {_fmt(baseline, metric)} + tolerance {tolerance:.4f}"
     return None
 
 
@@ -112,34 +160,27 @@ def _below_floor(model: str, metric: str, now: float, floor: float, higher_is_be
     return None
 
 
-def rule_for(gate: GateParams, model: str, metric: str) -> MetricRule | None:
-    """The metric's rule, with the model's own tolerance when ``gate.tolerances`` sets one."""
-    rule = gate.rules.get(metric)
-    override = gate.tolerances.get(model, {}).get(metric)
-    if rule is None or override is None:
-        return rule
-    return rule.model_copy(update={"tolerance": override})
-
-
 def check_one(
-    model: str, metric: str, now: float | None, baseline: float | None, rule: MetricRule | None, floor: float | None,
+    model: str, metric: str, now: float | None, baseline: float | None, tolerance: float | None, floor: float | None,
     higher_is_better: bool, missing_reason: str = "",
 ) -> Row:
-    """The verdict for one (model, metric)."""
+    """The verdict for one (model, metric); ``tolerance`` None means the metric has no rule (floor only)."""
     delta = None if now is None or baseline is None else now - baseline
     if now is None:
         reason = f"{model} {metric} missing" + (f" ({missing_reason})" if missing_reason else "")
-        return Row(model, metric, baseline, None, None, floor, MISSING, reason)
+        return Row(model, metric, baseline, None, None, tolerance, floor, MISSING, reason)
     failures = []
-    if rule is not None and baseline is not None:
-        failures.append((REGRESSION, _regression(model, metric, now, baseline, rule)))
+    if tolerance is not None and baseline is not None:
+        failures.append((REGRESSION, _regression(model, metric, now, baseline, tolerance, higher_is_better)))
     if floor is not None:
         failures.append((BELOW_FLOOR, _below_floor(model, metric, now, floor, higher_is_better)))
     failures = [(verdict, reason) for verdict, reason in failures if reason]
     if failures:
-        return Row(model, metric, baseline, now, delta, floor, failures[0][0], "; ".join(reason for _, reason in failures))
-    verdict = NEW if rule is not None and baseline is None else OK
-    return Row(model, metric, baseline, now, delta, floor, verdict)
+        return Row(
+            model, metric, baseline, now, delta, tolerance, floor, failures[0][0], "; ".join(reason for _, reason in failures)
+        )
+    verdict = NEW if tolerance is not None and baseline is None else OK
+    return Row(model, metric, baseline, now, delta, tolerance, floor, verdict)
 
 
 def check(
@@ -147,9 +188,14 @@ def check(
     baseline: Mapping[str, Mapping[str, Any] | None],
     gate: GateParams,
     model_names: Iterable[str],
+    tolerances: Mapping[tuple[str, str], Tolerance | float] | None = None,
     missing_reasons: Mapping[str, str] | None = None,
 ) -> list[Row]:
-    """One row per (model, metric); ``current[name]``/``baseline[name]`` is None when there is no file."""
+    """One row per (model, metric); ``current[name]``/``baseline[name]`` is None when there is no file.
+
+    ``tolerances`` comes from ``derive_tolerances``; a (model, metric) it lacks uses the rule's own.
+    """
+    tolerances = tolerances or {}
     missing_reasons = missing_reasons or {}
     rows = []
     for model in model_names:
@@ -158,9 +204,13 @@ def check(
             reason = missing_reasons.get(model, "")
             if now is None and not reason:
                 reason = "no metrics file" if current.get(model) is None else "not a finite number in the metrics file"
+            tolerance: float | None = None
+            if metric in gate.rules:
+                found = tolerances.get((model, metric), gate.rules[metric].tolerance)
+                tolerance = found.value if isinstance(found, Tolerance) else float(found)
             rows.append(
                 check_one(
-                    model, metric, now, _number(baseline.get(model), metric), rule_for(gate, model, metric),
+                    model, metric, now, _number(baseline.get(model), metric), tolerance,
                     gate.floors.get(model, {}).get(metric), _higher_is_better(gate, metric), reason,
                 )
             )
@@ -171,11 +221,16 @@ def failures(rows: Iterable[Row]) -> list[Row]:
     return [row for row in rows if not row.passed]
 
 
+# ---------------------------------------------------------------------------------------------
+# presenting the verdict
+
+
 def _cells(row: Row) -> list[str]:
     floor = "-" if row.floor is None else f"{row.floor:g}"
+    tolerance = "-" if row.tolerance is None else f"{row.tolerance:.4f}"
     return [
         row.model, row.metric, _fmt(row.baseline, row.metric), _fmt(row.now, row.metric),
-        _fmt(row.delta, row.metric, sign=True), floor, row.verdict,
+        _fmt(row.delta, row.metric, sign=True), tolerance, floor, row.verdict,
     ]
 
 
@@ -183,7 +238,7 @@ def format_table(rows: Iterable[Row]) -> str:
     """Fixed-width text: names left-aligned, numbers right-aligned."""
     body = [_cells(row) for row in rows]
     widths = [max(len(cells[i]) for cells in [list(COLUMNS), *body]) for i in range(len(COLUMNS))]
-    numeric = {2, 3, 4, 5}
+    numeric = {2, 3, 4, 5, 6}
 
     def line(cells: list[str]) -> str:
         return "  ".join(cell.rjust(width) if i in numeric else cell.ljust(width) for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
@@ -191,8 +246,11 @@ def format_table(rows: Iterable[Row]) -> str:
     return "\n".join([line(list(COLUMNS)), line(["-" * width for width in widths]), *map(line, body)]) + "\n"
 
 
-def format_markdown(rows: Iterable[Row], baseline_ref: str) -> str:
-    """The same table for GitHub's job summary, with a one-line verdict on top."""
+def format_markdown(
+    rows: Iterable[Row], baseline_ref: str, tolerances: Mapping[tuple[str, str], Tolerance] | None = None,
+    false_alarm_rate: float | None = None,
+) -> str:
+    """The same table for GitHub's job summary and reports/gate.md, with a one-line verdict on top."""
     rows = list(rows)
     failed = failures(rows)
     headline = (
@@ -200,7 +258,14 @@ def format_markdown(rows: Iterable[Row], baseline_ref: str) -> str:
         if not failed
         else f"**Metric gate FAILED** against `{baseline_ref}`: {len(failed)} of {len(rows)} checks."
     )
-    lines = ["## Metric gate", "", headline, "", "| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["## Metric gate", "", headline, ""]
+    if false_alarm_rate is not None:
+        lines += [
+            f"Tolerances follow from each model's measured seed-to-seed spread, for a {false_alarm_rate:.0%} chance "
+            "that the whole gate fails on noise alone (README: the gate).",
+            "",
+        ]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         cells = _cells(row)
         cells[0] = f"`{cells[0]}`"
@@ -209,11 +274,35 @@ def format_markdown(rows: Iterable[Row], baseline_ref: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if failed:
         lines += ["", *[f"- {row.reason}" for row in failed]]
+    if tolerances:
+        lines += ["", "Where each tolerance comes from:", ""]
+        lines += [f"- `{model}` {metric}: {tol.value:.4f} ({tol.source})" for (model, metric), tol in tolerances.items()]
+        notes = [tol.note for tol in tolerances.values() if tol.note]
+        if notes:
+            lines += ["", "Notes:", "", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 
 
 def failure_message(rows: Iterable[Row]) -> str:
     return "gate FAILED: " + "; ".join(row.reason for row in failures(rows))
+
+
+def verdict_record(rows: Iterable[Row], baseline_ref: str, commit: str) -> dict[str, Any]:
+    """What the gate stage records as a DVC metric: ``dvc exp show`` shows it per experiment."""
+    rows = list(rows)
+    per_model: dict[str, str] = {}
+    for row in rows:
+        if not row.passed:
+            per_model[row.model] = f"fail: {row.verdict.lower()}"
+        else:
+            per_model.setdefault(row.model, "new" if row.verdict == NEW else "pass")
+    failed = sorted({row.model for row in failures(rows)})
+    return {
+        "passed": not failed,
+        "failed": ", ".join(failed),
+        "baseline": f"{baseline_ref} ({commit[:12]})",
+        "verdict": per_model,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,28 +330,73 @@ def _git(*args: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ConfigError(f"gate.baseline_ref: cannot run git to read the baseline ({exc}); the gate needs a git checkout") from None
+        raise ConfigError(f"cannot run git to read the baseline metrics ({exc}); the gate needs git and a git checkout") from None
 
 
 def verify_ref(ref: str) -> str:
-    """The commit ``ref`` names; a ref git cannot resolve is a ``ConfigError``."""
+    """The commit ``ref`` names; no git checkout, or a ref git cannot resolve, is a ``ConfigError``."""
+    inside = _git("rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0:
+        raise ConfigError(
+            f"the gate reads its baseline from git, but this is not a git checkout ({inside.stderr.strip()})"
+        )
     result = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if result.returncode != 0:
         raise ConfigError(
-            f"gate.baseline_ref: {ref!r} is not a commit in this git repository "
-            "(expected a branch, tag or commit holding the baseline metrics; CI clones need fetch-depth 0)"
+            f"baseline ref {ref!r} is not a commit in this git repository (expected a branch, tag or commit "
+            "holding the baseline metrics; CI clones need the history, e.g. fetch-depth 0)"
         )
     return result.stdout.strip()
 
 
-def baseline_metrics(ref: str, path: Path) -> dict[str, Any] | None:
-    """``path`` as committed at ``ref``; None when it isn't there (or can't be parsed: a warning)."""
+def baseline_metrics(commit: str, path: Path) -> dict[str, Any] | None:
+    """``path`` as committed at ``commit``; None only when the file is not in that commit (a NEW model).
+
+    Any other failure (git cannot read it, the JSON is damaged) is an ``ArtifactError``: a broken
+    baseline must never pass as "no baseline".
+    """
+    # ls-tree resolves the path against the working directory, like the stages' own paths.
+    listed = _git("ls-tree", "--name-only", commit, "--", path.as_posix())
+    if listed.returncode != 0:
+        raise ArtifactError(f"git cannot list {path} at {commit[:12]}: {listed.stderr.strip()}")
+    if not listed.stdout.strip():
+        return None
     # "./" makes git resolve the path against the working directory, not the repository root.
-    result = _git("show", f"{ref}:./{path.as_posix()}")
-    if result.returncode != 0:
-        return None
+    shown = _git("show", f"{commit}:./{path.as_posix()}")
+    if shown.returncode != 0:
+        raise ArtifactError(f"git cannot read {path} at {commit[:12]}: {shown.stderr.strip()}")
     try:
-        return parse_metrics(result.stdout)
+        return parse_metrics(shown.stdout)
     except ValueError as exc:
-        log.warning("%s at %s is not a metrics JSON object (%s); treating it as no baseline", path, ref, exc)
-        return None
+        raise ArtifactError(
+            f"{path} at {commit[:12]} is not a metrics JSON object ({exc}); the baseline is broken, so the gate "
+            "cannot judge against it (fix that commit's file, or compare with another ref: --baseline-ref)"
+        ) from None
+
+
+@dataclass
+class GateOutcome:
+    rows: list[Row]
+    baseline_ref: str
+    commit: str
+    tolerances: dict[tuple[str, str], Tolerance] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not failures(self.rows)
+
+
+def run_gate(params: Params, baseline_ref: str | None = None) -> GateOutcome:
+    """Judge the working tree's metrics against ``baseline_ref`` (default ``gate.baseline_ref``)."""
+    gate, paths = params.gate, params.paths
+    ref = baseline_ref or gate.baseline_ref
+    commit = verify_ref(ref)
+    noise = noise_model.load(Path(paths.noise_model))
+    names = list(params.models)
+    tolerances = derive_tolerances(gate, noise, {name: section_hash_without_seed(params.models[name]) for name in names})
+    current, reasons, baseline = {}, {}, {}
+    for name in names:
+        current[name], reasons[name] = current_metrics(paths.metrics_file(name))
+        baseline[name] = baseline_metrics(commit, paths.metrics_file(name))
+    rows = check(current, baseline, gate, names, tolerances, reasons)
+    return GateOutcome(rows, ref, commit, tolerances)

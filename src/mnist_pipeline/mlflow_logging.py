@@ -16,8 +16,6 @@ from mnist_pipeline.models.persistence import TRUSTED_SKLEARN_TYPES
 
 log = logging.getLogger(__name__)
 
-MODEL_ARTIFACT_NAME = "model"
-
 
 def log_hyperparameters(params: ModelParams, dataset_params: dict[str, Any]) -> None:
     import mlflow
@@ -74,8 +72,15 @@ def _keras_flavor_with_example_fix() -> Any:
     return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
 
 
-def log_model(model: Any, framework: str, example_inputs: np.ndarray) -> Any:
-    """Log the model with a signature and an input example; returns MLflow's ``ModelInfo``."""
+def log_model(model: Any, name: str, framework: str, example_inputs: np.ndarray, epochs: int) -> Any:
+    """Log the model as MLflow logged model ``name`` with a signature and input example; returns ``ModelInfo``.
+
+    ``step=epochs``: the model is what the run has after ``epochs`` epochs. MLflow 3 copies the
+    run's metrics logged at the model's step onto the model, and the per-epoch metrics sit at
+    steps 0 .. epochs-1, so none of them becomes a "model metric" (they would show in the Models
+    tab as if they were the model's results). Its real results, the test metrics, are linked by
+    the evaluate stage.
+    """
     import mlflow
     from mlflow.models import Model, infer_signature
 
@@ -85,27 +90,29 @@ def log_model(model: Any, framework: str, example_inputs: np.ndarray) -> Any:
         signature = infer_signature(example, outputs)
         return Model.log(
             artifact_path=None,
-            name=MODEL_ARTIFACT_NAME,
+            name=name,
             flavor=_keras_flavor_with_example_fix(),
             model=model,
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(framework),
+            step=epochs,
         )
     signature = infer_signature(example, model.predict(example))
     return mlflow.sklearn.log_model(
         model,
-        name=MODEL_ARTIFACT_NAME,
+        name=name,
         signature=signature,
         input_example=example,
         pip_requirements=pip_requirements(framework),
         serialization_format="skops",
         skops_trusted_types=sorted(TRUSTED_SKLEARN_TYPES),
+        step=epochs,
     )
 
 
-def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) -> None:
-    """Fit timings, the model summary, the training-curve figure and the model itself."""
+def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) -> Any:
+    """Fit timings, the model summary, the training-curve figure and the model itself (its ``ModelInfo``)."""
     import mlflow
 
     from mnist_pipeline.model_store import model_summary
@@ -123,7 +130,7 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
         figure = training_curves(result.history, f"{name}: training vs validation")
         mlflow.log_figure(figure, "training_curves.png")
         close_figures(figure)
-    log_model(result.model, framework, inputs)
+    return log_model(result.model, name, framework, inputs, result.epochs)
 
 
 def log_overhead(sections: dict[str, float], mlflow_seconds: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,27 @@ def write_training_outputs(
     framework: str,
     representation: str,
     result: FitResult,
-    run_id: str,
-    experiment_id: str,
 ) -> None:
-    # The model folder appears whole or not at all; the two small files are each atomic.
+    # The model folder appears whole or not at all; the history file is atomic.
     with atomic_directory(directory / MODEL_SUBDIR) as staging:
         persistence.save_model(result.model, framework, staging)
         write_json(staging / CONFIG_FILE, training_config(name, params, framework, representation, result))
         write_text(staging / SUMMARY_FILE, model_summary(framework, result.model))
     write_history(directory / HISTORY_FILE, result.history)
-    write_json(directory / RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Where the training went in MLflow: its run, and the logged model the evaluation scores."""
+
+    run_id: str
+    experiment_id: str
+    model_id: str | None  # None in records written before models were linked
+
+
+def write_run_record(directory: Path, record: RunRecord) -> None:
+    # Written last, after the model is logged: its presence means the training run is complete.
+    write_json(directory / RUN_FILE, asdict(record))
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -121,11 +133,16 @@ def read_config(directory: Path, name: str) -> dict[str, Any]:
     return check_config(read_json(path, f"model config of '{name}'", fix), str(path))
 
 
-def read_run(directory: Path, name: str) -> str:
-    """The id of the MLflow run the train stage recorded in ``<directory>/mlflow_run.json``."""
+def read_run(directory: Path, name: str) -> RunRecord:
+    """The MLflow run (and logged model) the train stage recorded in ``<directory>/mlflow_run.json``."""
     path = directory / RUN_FILE
     record = read_json(path, f"MLflow run record of '{name}'", f"rerun `dvc repro -f train@{name}`")
-    run_id = record.get("run_id") if isinstance(record, dict) else None
-    if not isinstance(run_id, str) or not run_id:
-        raise ArtifactError(f"{path}: expected {{\"run_id\": \"...\", \"experiment_id\": \"...\"}}, got {record!r}")
-    return run_id
+    fields = {key: record.get(key) if isinstance(record, dict) else None for key in ("run_id", "experiment_id", "model_id")}
+    if not all(isinstance(fields[key], str) and fields[key] for key in ("run_id", "experiment_id")) or not (
+        fields["model_id"] is None or isinstance(fields["model_id"], str)
+    ):
+        raise ArtifactError(
+            f"{path}: expected {{\"run_id\": \"...\", \"experiment_id\": \"...\", \"model_id\": \"...\"}}, got {record!r}; "
+            f"rerun `dvc repro -f train@{name}`"
+        )
+    return RunRecord(**fields)

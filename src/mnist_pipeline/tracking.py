@@ -33,13 +33,27 @@ class TrackingTarget:
     lock_path: Path | None  # serialises first-time set-up of a local store
 
 
+def project_root(environ: dict[str, str] | None = None) -> Path:
+    """The repository the user works in, even when DVC runs the stage somewhere else.
+
+    ``dvc exp run --temp``, ``--queue`` and ``dvc queue start`` run stages in a throwaway copy
+    under ``.dvc/tmp/exps/``, which is deleted afterwards. DVC sets ``DVC_ROOT`` to the main
+    repository's root for every stage it runs (and for those experiments too), so the default
+    store lives there, not in the copy. Without DVC (a stage run by hand) it is the working
+    directory.
+    """
+    environ = os.environ if environ is None else environ
+    root = environ.get("DVC_ROOT", "").strip()
+    return Path(root).resolve() if root else Path.cwd().resolve()
+
+
 def resolve_tracking_target(environ: dict[str, str] | None = None, root: Path | None = None) -> TrackingTarget:
-    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``<root>/mlruns``."""
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``<project root>/mlruns``."""
     environ = dict(os.environ if environ is None else environ)
     configured = environ.get("MLFLOW_TRACKING_URI", "").strip()
     if configured:
         return TrackingTarget(configured, None, None)
-    store = (root or Path.cwd()).resolve() / LOCAL_STORE_DIR
+    store = (root or project_root(environ)).resolve() / LOCAL_STORE_DIR
     return TrackingTarget(
         tracking_uri=f"sqlite:///{store / LOCAL_DB_NAME}",
         artifact_location=(store / LOCAL_ARTIFACTS_DIR).as_uri(),
@@ -93,7 +107,12 @@ def _ensure_experiment(target: TrackingTarget) -> str:
 
 @contextlib.contextmanager
 def tracked_run(
-    *, run_id: str | None = None, run_name: str | None = None, experiment_id: str | None = None, tags: dict[str, str] | None = None
+    *,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    experiment_id: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:
     """Start (or resume) a run and always leave it in a terminal state.
 
@@ -102,7 +121,9 @@ def tracked_run(
     """
     import mlflow
 
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=experiment_id, tags=tags)
+    run = mlflow.start_run(
+        run_id=run_id, run_name=run_name, experiment_id=experiment_id, parent_run_id=parent_run_id, tags=tags
+    )
     status = "FAILED"
     try:
         yield run
@@ -141,8 +162,31 @@ def _version(module: str) -> str | None:
         return None
 
 
+LIBRARIES = ("tensorflow", "keras", "scikit-learn", "mlflow", "numpy", "dvc")
+
+
+def library_versions() -> dict[str, str]:
+    return {package: found for package in LIBRARIES if (found := _version(package))}
+
+
+def machine_facts() -> dict[str, object]:
+    """What moves a seeded result from one machine to the next: CPU, core count, architecture."""
+    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "arch": platform.machine(), "host": platform.node()}
+
+
+def dvc_experiment_tags(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The DVC experiment a stage runs in (``dvc exp run`` sets these), empty for a plain ``dvc repro``."""
+    environ = os.environ if environ is None else environ
+    tags = {}
+    if environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = environ["DVC_EXP_NAME"]
+    if environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.experiment_baseline"] = environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
 def provenance_tags(stage: str) -> dict[str, str]:
-    """Tags every run carries: code version, stage, library versions and the machine."""
+    """Tags every run carries: code version, stage, DVC experiment, library versions and the machine."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags = {
@@ -152,9 +196,75 @@ def provenance_tags(stage: str) -> dict[str, str]:
         "dvc.stage": stage,
         "host.cpu": _cpu_model(),
         "host.cpu_count": str(os.cpu_count()),
+        **dvc_experiment_tags(),
     }
-    for package in ("tensorflow", "keras", "scikit-learn", "mlflow", "numpy", "dvc"):
-        found = _version(package)
-        if found:
-            tags[f"version.{package}"] = found
+    tags.update({f"version.{package}": found for package, found in library_versions().items()})
     return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# runs whose process died without closing them (SIGKILL, the OOM killer, a power cut)
+
+HOST_TAG = "host.name"
+PID_TAG = "process.pid"
+STARTED_TAG = "process.started"  # the process's start time: a pid alone may have been reused
+STALE_TAG = "closed_as_stale"
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Who owns a run: enough for a later stage on the same host to tell whether it still runs."""
+    pid = os.getpid()
+    return {HOST_TAG: platform.node(), PID_TAG: str(pid), STARTED_TAG: repr(_process_started(pid))}
+
+
+def owner_is_gone(tags: dict[str, str], host: str) -> str | None:
+    """Why the run's process is gone (a sentence), or None if it may still run or can't be checked here."""
+    if tags.get(HOST_TAG) != host:
+        return None  # another machine's process: nothing here can tell
+    try:
+        pid = int(tags[PID_TAG])
+    except (KeyError, ValueError):
+        return None
+    started = _process_started(pid)
+    if started is None:
+        return f"process {pid} on {host} no longer exists"
+    if repr(started) != tags.get(STARTED_TAG):
+        return f"process {pid} on {host} is another process now (it started at another time)"
+    return None
+
+
+def close_stale_runs(experiment_id: str, model_name: str) -> list[str]:
+    """Mark ``model_name``'s RUNNING runs KILLED when their process, on this host, is gone.
+
+    A stage killed with SIGKILL (the OOM killer, say) cannot close its own run, which would then
+    show as running forever. The next training of the same model closes it, with a tag saying why.
+    Runs owned by a live process, or by another host, are left alone.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    host = platform.node()
+    closed = []
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`model.name` = '{model_name}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    for run in stale:
+        why = owner_is_gone(run.data.tags, host)
+        if why is None:
+            continue
+        client.set_tag(run.info.run_id, STALE_TAG, f"{why}; closed by a later training of {model_name}")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("%s: closed MLflow run %s as KILLED: %s", model_name, run.info.run_id, why)
+        closed.append(run.info.run_id)
+    return closed
