@@ -138,3 +138,41 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def synthetic_mirror(project: Path) -> Path:
     return project.parent / "mirror"
+
+
+# ---------------------------------------------------------------------------------------------
+# one full smoke run of the pipeline (synthetic data, shrunk models), shared by the session
+
+
+def smoke_models(params: dict) -> None:
+    keep_models(params, {
+        "mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1},
+        "cnn": params["models"]["cnn"] | {"epochs": 1, "batch_size": 32},
+        "gaussian_nb": params["models"]["gaussian_nb"],
+        "sgd_scaled": params["models"]["sgd_scaled"],
+    })
+    params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One full `dvc repro` of the smoke project per session; tests work on copies of it (with its DVC cache)."""
+    base = tmp_path_factory.mktemp("smoke")
+    project = make_project(base)
+    edit_params(project, smoke_models)
+    env = subprocess_env(MNIST_MIRROR=str(base / "mirror"))
+    result = dvc(project, "repro", env=env)
+    return project, env, result
+
+
+@pytest.fixture
+def smoke_project(smoke_run, tmp_path):
+    project, env, result = smoke_run
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    return copy, env, result
+
+
+def commit_all(project: Path, message: str) -> None:
+    run_cmd(["git", "add", "-A"], cwd=project)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=project)

@@ -214,68 +214,90 @@ def workdir(tmp_path, monkeypatch, data):
     mlflow.set_tracking_uri(None)
 
 
-def _write_trained_model(root: Path, name: str, result, run_id: str) -> None:
-    """Exactly what the train stage leaves, written by its own writer."""
-    from mnist_pipeline.model_store import write_training_outputs
+def _write_trained_model(root: Path, name: str, result, run_id: str, model_id: str | None = None) -> None:
+    """Exactly what the train stage leaves, written by its own writers."""
+    from mnist_pipeline.model_store import RunRecord, write_run_record, write_training_outputs
 
     params = MODEL_PARAMS[name]
-    write_training_outputs(
-        root / "models" / name, name, params, registry.kind_of(params).framework,
-        registry.input_representation(params), result, run_id, "1",
-    )
+    framework = registry.kind_of(params).framework
+    write_training_outputs(root / "models" / name, name, params, framework, registry.input_representation(params), result)
+    write_run_record(root / "models" / name, RunRecord(run_id, "1", model_id))
 
 
-def _training_run(name: str) -> str:
+def _training_run(name: str, result=None, inputs=None) -> tuple[str, str | None]:
+    """A finished training run, with the model logged under the pipeline model's name when given."""
+    import mlflow
+
+    from mnist_pipeline.mlflow_logging import log_model
     from mnist_pipeline.tracking import configure_tracking, tracked_run
 
     experiment_id = configure_tracking()
-    with tracked_run(run_name=name, experiment_id=experiment_id, tags={"dvc.stage": f"train@{name}"}) as run:
-        import mlflow
+    with tracked_run(run_name=name, experiment_id=experiment_id, tags={"dvc.stage": f"train@{name}", "model.name": name}) as run:
+        mlflow.log_params({"epochs": 2, "optimizer.name": "rmsprop"})
+        # Per-epoch metrics as training logs them: steps 0 .. epochs-1, before the model is logged.
+        for epoch in range(result.epochs if result is not None else 2):
+            mlflow.log_metric("val_accuracy", 0.4 + epoch / 10, step=epoch)
+        model_id = None
+        if result is not None:
+            framework = registry.kind_of(MODEL_PARAMS[name]).framework
+            model_id = log_model(result.model, name, framework, inputs, result.epochs).model_id
+        return run.info.run_id, model_id
 
-        mlflow.log_metric("val_accuracy", 0.5)
-        return run.info.run_id
 
-
-
-
-def test_evaluate_entry_writes_metrics_and_continues_the_training_run(workdir, fitted):
+def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_model(workdir, fitted, data):
     from mlflow import MlflowClient
 
-    run_id = _training_run("mlp")
-    _write_trained_model(workdir, "mlp", fitted["mlp"], run_id)
+    name = "gaussian_nb"
+    run_id, model_id = _training_run(name, fitted[name], data["test"]["flat"])
+    _write_trained_model(workdir, name, fitted[name], run_id, model_id)
 
-    assert load_entry("evaluate").main(["mlp"]) == 0
+    assert load_entry("evaluate").main([name]) == 0
 
-    metrics = json.loads((workdir / "metrics/mlp.json").read_text())
-    assert set(metrics) == set(METRIC_KEYS) | {"params_total", "params_trainable", "fit_seconds", "epochs"}
+    metrics = json.loads((workdir / f"metrics/{name}.json").read_text())
+    # Numbers only, and no timings: `dvc metrics diff` must not show a change for a retrain that changed nothing.
+    assert set(metrics) == set(METRIC_KEYS) | {"params_total", "params_trainable", "epochs"}
     assert all(isinstance(value, (int, float)) for value in metrics.values())
-    assert metrics["params_total"] == 784 * 16 + 16 + 16 * 10 + 10 and metrics["epochs"] == 2
-    predictions = pd.read_csv(workdir / "predictions/mlp.csv")
+    predictions = pd.read_csv(workdir / f"predictions/{name}.csv")
     assert list(predictions.columns) == ["actual", "predicted", "confidence"] and len(predictions) == N_TEST
     assert int((predictions["actual"] != predictions["predicted"]).sum()) == metrics["errors"]
 
     client = MlflowClient()
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
-    assert run.data.metrics["test_errors"] == metrics["errors"]
-    assert {f"test_precision_digit_{d}" for d in range(10)} <= set(run.data.metrics)
-    assert {f"test_recall_digit_{d}" for d in range(10)} <= set(run.data.metrics)
-    assert run.data.metrics["val_accuracy"] == 0.5  # the training run, not a new one
-    assert run.data.tags["dvc.stage"] == "train@mlp"  # training's tag survives
-    assert run.data.tags["dvc.evaluate_stage"] == "evaluate@mlp"
-    artifacts = {Path(item.path).name for item in client.list_artifacts(run_id, "evaluation")}
+    training = client.get_run(run_id)
+    assert "test_accuracy" not in training.data.metrics  # the training run holds training only
+    (child,) = client.search_runs([training.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert child.info.run_name == f"{name}-evaluation" and child.info.status == "FINISHED"
+    assert child.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert child.data.metrics["test_errors"] == metrics["errors"]
+    assert {f"test_precision_digit_{d}" for d in range(10)} <= set(child.data.metrics)
+    assert {f"test_recall_digit_{d}" for d in range(10)} <= set(child.data.metrics)
+    # The training run's params come along, so evaluations compare by hyperparameter in the UI.
+    assert child.data.params["optimizer.name"] == "rmsprop" and child.data.params["evaluate.batch_size"] == "1000"
+    assert child.data.tags["dvc.stage"] == f"evaluate@{name}" and child.data.tags["model.name"] == name
+    artifacts = {Path(item.path).name for item in client.list_artifacts(child.info.run_id, "evaluation")}
     assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"}
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert child.inputs.dataset_inputs[0].dataset.name == "mnist-test-flat"
+
+    # The logged model carries its test metrics, on the test dataset, and nothing from training.
+    model = client.get_logged_model(model_id)
+    assert model.name == name
+    by_key = {metric.key: metric for metric in model.metrics}
+    assert by_key["test_accuracy"].value == pytest.approx(metrics["accuracy"])
+    assert by_key["test_accuracy"].dataset_name == "mnist-test-flat" and by_key["test_accuracy"].run_id == child.info.run_id
+    assert "val_accuracy" not in by_key
+
+    # Evaluating again (an evaluate.* change, say) opens another child run: two evaluations never share a run.
+    assert load_entry("evaluate").main([name]) == 0
+    children = client.search_runs([training.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert len(children) == 2 and len({run.info.run_id for run in children}) == 2
 
 
-def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, fitted, caplog):
+def test_evaluate_entry_opens_a_top_level_run_when_the_training_run_is_gone(workdir, fitted, caplog):
     from mlflow import MlflowClient
 
     from mnist_pipeline.tracking import configure_tracking
 
     lost = "0123456789abcdef0123456789abcdef"
-    _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], lost)
+    _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], lost, "m-0123456789abcdef0123456789abcdef")
 
     with caplog.at_level(logging.WARNING):
         assert load_entry("evaluate").main(["gaussian_nb"]) == 0
@@ -285,12 +307,63 @@ def test_evaluate_entry_opens_a_new_run_when_the_training_run_is_gone(workdir, f
     runs = client.search_runs([configure_tracking()])
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.run_id != lost and run.info.run_name == "gaussian_nb" and run.info.status == "FINISHED"
-    assert run.data.tags["continues_missing_run"] == lost
+    assert run.info.run_id != lost and run.info.run_name == "gaussian_nb-evaluation" and run.info.status == "FINISHED"
+    assert run.data.tags["continues_missing_run"] == lost and "mlflow.parentRunId" not in run.data.tags
     assert run.data.tags["model.name"] == "gaussian_nb"
-    assert run.data.tags["dvc.stage"] == run.data.tags["dvc.evaluate_stage"] == "evaluate@gaussian_nb"
+    assert run.data.tags["dvc.stage"] == "evaluate@gaussian_nb"
     assert "test_accuracy" in run.data.metrics
     assert {Path(item.path).name for item in client.list_artifacts(run.info.run_id, "evaluation")} >= {"misclassified.png"}
+
+
+class _RefusingTrackingServer:
+    """A real HTTP server on 127.0.0.1 that answers every MLflow request with one status code."""
+
+    def __init__(self, status: int, message: str):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                body = json.dumps({"error_code": "PERMISSION_DENIED" if status in (401, 403) else "INTERNAL_ERROR", "message": message}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_a_real_tracking_error_fails_the_stage_naming_the_store(workdir, fitted, caplog, monkeypatch, status):
+    """Only "run does not exist" opens a replacement run; an auth failure or a server error fails."""
+    import mlflow
+
+    _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with _RefusingTrackingServer(status, "no entry") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        with caplog.at_level(logging.ERROR):
+            assert load_entry("evaluate").main(["gaussian_nb"]) == 2
+    assert f"MLflow tracking store {server.uri}" in caplog.text
+    assert "replacement" not in caplog.text and "continues_missing_run" not in caplog.text
+    mlflow.set_tracking_uri(None)
 
 
 def test_evaluate_entry_without_a_trained_model_is_a_clear_user_error(workdir, caplog):

@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import GateParams
-from mnist_pipeline.gate import check, failure_message, failures, format_markdown, format_table
+from mnist_pipeline.gate import (
+    Tolerance,
+    check,
+    derive_tolerances,
+    failure_message,
+    failures,
+    format_markdown,
+    format_table,
+    verdict_record,
+)
+from mnist_pipeline.noise import ModelNoise, NoiseModel
 
 GATE = GateParams.model_validate(
     {
@@ -60,16 +70,53 @@ def test_a_drop_beyond_tolerance_fails_naming_model_and_metric():
     (failed,) = failures(rows)
     assert (failed.model, failed.metric, failed.verdict) == ("mlp", "accuracy", "REGRESSION")
     assert failed.delta == pytest.approx(0.9745 - 0.9801)
-    assert failure_message(rows) == "gate FAILED: mlp accuracy 0.9745 < baseline 0.9801 - tolerance 0.005"
+    assert failure_message(rows) == "gate FAILED: mlp accuracy 0.9745 < baseline 0.9801 - tolerance 0.0050"
 
 
-def test_a_per_model_tolerance_overrides_the_metric_rule():
-    gate = GATE.model_copy(update={"tolerances": {"mlp": {"accuracy": 0.01}}})
-    drop = _current(mlp__accuracy=0.9745, cnn__accuracy=0.9912 - 0.006)
-    failed = failures(check(drop, BASELINE, gate, MODELS))
-    # mlp's 0.0056 drop is inside its own 0.01; cnn's 0.006 is outside the rule's 0.005.
+def test_a_per_model_tolerance_replaces_the_rule_default():
+    tolerances = {("mlp", "accuracy"): Tolerance(0.01, "noise"), ("cnn", "accuracy"): Tolerance(0.003, "noise")}
+    drop = _current(mlp__accuracy=0.9745, cnn__accuracy=0.9912 - 0.004)
+    failed = failures(check(drop, BASELINE, GATE, MODELS, tolerances))
+    # mlp's 0.0056 drop is inside its own 0.01; cnn's 0.004 is outside its own 0.003 (though inside the rule's 0.005).
     assert [(row.model, row.metric) for row in failed] == [("cnn", "accuracy")]
-    assert "tolerance 0.005" in failed[0].reason
+    assert "tolerance 0.0030" in failed[0].reason
+
+
+def _noise(**sds) -> NoiseModel:
+    return NoiseModel(
+        {name: {"accuracy": ModelNoise(name, "accuracy", n, 0.98, sd, sd == 0.0, "h")} for name, (n, sd) in sds.items()},
+        "test", {},
+    )
+
+
+def test_tolerances_follow_from_the_measured_spread_and_the_false_alarm_rate():
+    from scipy.stats import t
+
+    gate = GATE.model_copy(update={"rules": {"accuracy": GATE.rules["accuracy"]}, "false_alarm_rate": 0.01, "resolution": 0.001})
+    noise = _noise(mlp=(20, 0.002), cnn=(10, 0.001), nb=(1, 0.0))
+    tolerances = derive_tolerances(gate, noise, {"mlp": "h", "cnn": "h", "nb": "h", "new": "h"})
+    per_model = 0.01 / 4  # Bonferroni over the four gated models
+    assert tolerances[("mlp", "accuracy")].value == pytest.approx(t.ppf(1 - per_model, 19) * 0.002 * 2**0.5)
+    assert tolerances[("cnn", "accuracy")].value == pytest.approx(t.ppf(1 - per_model, 9) * 0.001 * 2**0.5)
+    assert tolerances[("nb", "accuracy")].value == 0.001  # deterministic: the resolution
+    assert tolerances[("new", "accuracy")].value == 0.005 and "no noise measurement" in tolerances[("new", "accuracy")].note
+    assert tolerances[("mlp", "accuracy")].source == "noise: 20 seeds, sd 0.0020"
+
+
+def test_noise_measured_for_other_params_still_applies_but_is_flagged():
+    tolerances = derive_tolerances(GATE, _noise(mlp=(20, 0.002)), {"mlp": "other"})
+    assert tolerances[("mlp", "accuracy")].value > 0.005
+    assert "differ from those its noise was measured with" in tolerances[("mlp", "accuracy")].note
+
+
+def test_the_verdict_record_names_each_failing_model():
+    rows = check(_current(mlp__accuracy=0.90), {"mlp": BASELINE["mlp"], "cnn": None}, GATE, MODELS)
+    record = verdict_record(rows, "HEAD", "0123456789abcdef")
+    assert record == {
+        "passed": False, "failed": "mlp", "baseline": "HEAD (0123456789ab)",
+        "verdict": {"mlp": "fail: regression", "cnn": "new"},
+    }
+    assert verdict_record(check(_current(), BASELINE, GATE, MODELS), "main", "f" * 40)["passed"] is True
 
 
 def test_a_lower_is_better_metric_regresses_upwards():
@@ -111,7 +158,7 @@ def test_a_missing_or_unreadable_metric_fails(broken):
 
 def test_a_model_absent_from_the_current_run_fails_with_the_reason():
     current = {"mlp": BASELINE["mlp"]}
-    rows = check(current, BASELINE, GATE, MODELS, {"cnn": "metrics/cnn.json not found"})
+    rows = check(current, BASELINE, GATE, MODELS, missing_reasons={"cnn": "metrics/cnn.json not found"})
     assert {row.verdict for row in rows if row.model == "cnn"} == {"MISSING"}
     assert "cnn accuracy missing (metrics/cnn.json not found)" in failure_message(rows)
 
@@ -129,7 +176,7 @@ def test_tables_show_every_row():
     rows = check(_current(mlp__accuracy=0.9745), {"mlp": BASELINE["mlp"]}, GATE, MODELS)
     text = format_table(rows)
     lines = text.splitlines()
-    assert lines[0].split() == ["model", "metric", "baseline", "now", "delta", "floor", "verdict"]
+    assert lines[0].split() == ["model", "metric", "baseline", "now", "delta", "tolerance", "floor", "verdict"]
     assert len(lines) == 2 + len(rows)
     assert any("REGRESSION" in line and "-0.0056" in line and "0.95" in line for line in lines)
     regression = next(line for line in lines if "REGRESSION" in line)
@@ -180,63 +227,158 @@ def _write_metrics(root, accuracies):
         (root / "metrics" / f"{name}.json").write_text(json.dumps({"accuracy": accuracy, "loss": 0.1, "errors": 10}))
 
 
+def _commit(root, message):
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+
+
+# Measured spreads for the entry tests: mlp sd 0.002 over 20 seeds, cnn sd 0.0005 over 10.
+NOISE = {
+    "schema": 1,
+    "models": {
+        "mlp": {"n": 20, "deterministic": False, "params_hash": "x", "accuracy": {"mean": 0.98, "sd": 0.002}, "loss": {"mean": 0.07, "sd": 0.004}},
+        "cnn": {"n": 10, "deterministic": False, "params_hash": "x", "accuracy": {"mean": 0.99, "sd": 0.0005}, "loss": {"mean": 0.03, "sd": 0.002}},
+    },
+}
+
+
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    """params.yaml with two models (mlp, cnn) and their metrics committed as the baseline."""
+    """params.yaml with two models (mlp, cnn), a noise model, and their metrics committed as the baseline."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     keep_models(raw, {name: raw["models"][name] for name in MODELS})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise/noise.json").write_text(json.dumps(NOISE))
     _write_metrics(tmp_path, {"mlp": 0.9801, "cnn": 0.9912})
     _git(tmp_path, "init", "-q", "-b", "main")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
+    _commit(tmp_path, "baseline")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+def _tolerance(n, sd, checks=2, rate=0.01):
+    from scipy.stats import t
+
+    return t.ppf(1 - rate / checks, n - 1) * sd * 2**0.5
 
 
-def test_gate_entry_passes_on_equal_metrics_and_appends_the_summary(repo, caplog):
-    summary = repo / "step_summary.md"
-    summary.write_text("earlier step\n")
+def test_gate_stage_records_a_pass_and_the_tolerances(repo, caplog):
     with caplog.at_level(logging.INFO):
-        assert load_entry("gate").main(["--summary-file", str(summary)]) == 0
+        assert load_entry("gate").main([]) == 0
     assert "gate passed" in caplog.text
     report = (repo / "reports/gate.md").read_text()
     assert "**Metric gate passed**" in report and "| `cnn` | accuracy | 0.9912 | 0.9912 |" in report
-    assert summary.read_text() == "earlier step\n" + report + "\n"
+    assert f"`mlp` accuracy: {_tolerance(20, 0.002):.4f} (noise: 20 seeds, sd 0.0020)" in report
+    verdict = json.loads((repo / "reports/gate.json").read_text())
+    assert verdict["passed"] is True and verdict["verdict"] == {"mlp": "pass", "cnn": "pass"}
 
 
-def test_gate_entry_fails_on_a_regression_and_names_it(repo, caplog):
+def test_gate_stage_records_a_regression_but_exits_0_and_enforce_exits_1_naming_it(repo, caplog):
     _write_metrics(repo, {"mlp": 0.9312, "cnn": 0.9912})
-    with caplog.at_level(logging.INFO):
-        assert load_entry("gate").main([]) == 1
-    last = [record for record in caplog.records if record.name.startswith("mnist_pipeline")][-1]
-    assert last.levelno == logging.ERROR
-    assert last.getMessage().startswith("gate FAILED: mlp accuracy 0.9312 < baseline 0.9801 - tolerance 0.008")  # mlp's own tolerance
-    assert "mlp accuracy 0.9312 < floor 0.97" in last.getMessage()
+    assert load_entry("gate").main([]) == 0
+    verdict = json.loads((repo / "reports/gate.json").read_text())
+    assert verdict["passed"] is False and verdict["failed"] == "mlp" and verdict["verdict"]["mlp"] == "fail: regression"
     assert "REGRESSION" in (repo / "reports/gate.md").read_text()
 
+    written = {path: path.stat().st_mtime_ns for path in (repo / "reports").iterdir()}
+    summary = repo / "step_summary.md"
+    summary.write_text("earlier step\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert load_entry("gate").main(["--enforce", "--summary-file", str(summary)]) == 1
+    last = [record for record in caplog.records if record.name.startswith("mnist_pipeline")][-1]
+    assert last.levelno == logging.ERROR
+    tolerance = _tolerance(20, 0.002)
+    assert last.getMessage().startswith(f"gate FAILED: mlp accuracy 0.9312 < baseline 0.9801 - tolerance {tolerance:.4f}")
+    assert "mlp accuracy 0.9312 < floor 0.97" in last.getMessage()
+    # --enforce touches no DVC output, and appends the table to the summary file.
+    assert {path: path.stat().st_mtime_ns for path in (repo / "reports").iterdir()} == written
+    assert summary.read_text().startswith("earlier step\n## Metric gate") and "**REGRESSION**" in summary.read_text()
 
-def test_gate_entry_fails_on_a_missing_metrics_file(repo, caplog):
+
+def test_a_drop_within_the_measured_noise_passes_and_one_beyond_it_fails(repo):
+    tolerance = _tolerance(10, 0.0005)
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.9912 - 0.9 * tolerance})
+    assert load_entry("gate").main(["--enforce"]) == 0
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.9912 - 1.1 * tolerance})
+    assert load_entry("gate").main(["--enforce"]) == 1
+
+
+def test_gate_fails_on_a_missing_metrics_file(repo, caplog):
     (repo / "metrics/cnn.json").unlink()
     with caplog.at_level(logging.ERROR):
-        assert load_entry("gate").main([]) == 1
+        assert load_entry("gate").main(["--enforce"]) == 1
     assert "cnn accuracy missing" in caplog.text and "metrics/cnn.json not found" in caplog.text
 
 
-def test_gate_entry_treats_an_uncommitted_model_as_new(repo):
+def test_a_model_absent_from_the_baseline_commit_is_new(repo):
     shutil.rmtree(repo / "metrics")
     _git(repo, "rm", "-rq", "--cached", "metrics")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "no baseline")
+    _commit(repo, "no baseline")
     _write_metrics(repo, {"mlp": 0.98, "cnn": 0.995})
+    assert load_entry("gate").main(["--enforce"]) == 0
     assert load_entry("gate").main([]) == 0
     assert (repo / "reports/gate.md").read_text().count("| NEW |") == 2
 
 
-def test_gate_entry_with_an_unknown_baseline_ref_is_a_user_error(repo, caplog):
+def test_a_branch_that_commits_degraded_metrics_fails_against_its_base(repo, caplog):
+    _git(repo, "checkout", "-q", "-b", "feature")
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.9850})
+    _commit(repo, "degrade cnn, with its metrics")
+    # Against its own HEAD the committed numbers trivially "reproduce" ...
+    assert load_entry("gate").main(["--enforce"]) == 0
+    # ... against the branch it targets they don't.
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main(["--enforce", "--baseline-ref", "main"]) == 1
+    assert "gate FAILED: cnn accuracy 0.9850 < baseline 0.9912" in caplog.text
+
+
+def test_an_unknown_baseline_ref_is_an_error_not_a_pass(repo, caplog):
     text = (repo / "params.yaml").read_text().replace("baseline_ref: HEAD", "baseline_ref: no-such-branch")
     (repo / "params.yaml").write_text(text)
     with caplog.at_level(logging.ERROR):
         assert load_entry("gate").main([]) == 2
-    assert "gate.baseline_ref: 'no-such-branch' is not a commit" in caplog.text
+    assert "baseline ref 'no-such-branch' is not a commit" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main(["--enforce", "--baseline-ref", "HEAD~5"]) == 2
+    assert "baseline ref 'HEAD~5' is not a commit" in caplog.text
+
+
+def test_a_corrupt_baseline_file_is_an_error_not_a_pass(repo, caplog):
+    (repo / "metrics/cnn.json").write_text("{not json")
+    _commit(repo, "break the baseline")
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.5})
+    for argv in ([], ["--enforce"]):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert load_entry("gate").main(argv) == 2
+        assert "metrics/cnn.json at" in caplog.text and "not a metrics JSON object" in caplog.text
+
+
+def test_outside_a_git_checkout_the_gate_is_an_error(repo, caplog):
+    shutil.rmtree(repo / ".git")
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main([]) == 2
+    assert "not a git checkout" in caplog.text
+
+
+def test_without_git_the_gate_is_an_error(repo, caplog, monkeypatch):
+    monkeypatch.setenv("PATH", str(repo / "no-binaries-here"))
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main([]) == 2
+    assert "cannot run git" in caplog.text
+
+
+def test_a_missing_or_broken_noise_model_is_an_error(repo, caplog):
+    (repo / "noise/noise.json").write_text(json.dumps({"schema": 1, "models": {"mlp": {"n": 20, "deterministic": False, "accuracy": {"mean": 0.9, "sd": -1}}}}))
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main([]) == 2
+    assert "models.mlp" in caplog.text
+    (repo / "noise/noise.json").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert load_entry("gate").main([]) == 2
+    assert "noise/noise.json: noise model not found" in caplog.text

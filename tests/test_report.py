@@ -78,12 +78,17 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     for name, (model_type, parameters, accuracy, loss, errors) in SEED_MODELS.items():
-        metrics = {
-            "accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters,
-            "fit_seconds": 12.5, "epochs": 10,
-        }
+        # What evaluate writes (no timing) and what train leaves beside the weights (the timing).
+        metrics = {"accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters, "params_trainable": parameters, "epochs": 10}
         (tmp_path / "metrics").mkdir(exist_ok=True)
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
+        config = {
+            "name": name, "type": model_type, "framework": "keras", "input": "flat", "params": {},
+            "parameter_counts": {"total": parameters, "trainable": parameters, "non_trainable": 0},
+            "fit_seconds": 12.5, "epochs": 10,
+        }
+        (tmp_path / "models" / name / "model").mkdir(parents=True)
+        (tmp_path / "models" / name / "model" / "config.json").write_text(json.dumps(config))
     yield tmp_path
     mlflow.set_tracking_uri(None)
 

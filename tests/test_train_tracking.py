@@ -99,6 +99,16 @@ def test_train_stage_logs_everything_to_one_run_per_model(trained_project: Path)
     logged = client.search_logged_models([experiment.experiment_id])
     by_run = {model.source_run_id: model for model in logged}
     assert mlp.info.run_id in by_run and runs["gaussian_nb"].info.run_id in by_run
+    # Named after the pipeline model, so the Models tab tells them apart; the run record names it too.
+    assert by_run[mlp.info.run_id].name == "mlp" and by_run[runs["gaussian_nb"].info.run_id].name == "gaussian_nb"
+    assert record["model_id"] == by_run[mlp.info.run_id].model_id
+    # Per-epoch metrics are the run's, not the model's: its metrics are the test results evaluate links.
+    assert not by_run[mlp.info.run_id].metrics
+    # Who owns the run, so a later training can close it if its process dies without doing so.
+    import os
+    import platform
+
+    assert tags["host.name"] == platform.node() and int(tags["process.pid"]) != os.getpid()
     import mlflow
 
     model_uri = f"models:/{by_run[mlp.info.run_id].model_id}"
@@ -179,9 +189,66 @@ def test_tracking_server_uri_is_used_when_configured(tmp_path: Path):
     assert default.artifact_location == (tmp_path.resolve() / "mlruns/artifacts").as_uri()
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_the_default_store_is_the_main_repository_s_even_in_a_dvc_temp_workspace(tmp_path: Path, monkeypatch):
+    """DVC runs queued and --temp experiments in .dvc/tmp/exps/<copy>, and sets DVC_ROOT to the main repo."""
+    workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    workspace.mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    target = resolve_tracking_target({"DVC_ROOT": str(tmp_path / "repo")})
+    assert target.tracking_uri == f"sqlite:///{(tmp_path / 'repo').resolve()}/mlruns/mlflow.db"
+    assert resolve_tracking_target({}).tracking_uri == f"sqlite:///{workspace.resolve()}/mlruns/mlflow.db"  # by hand: cwd
+
+
+def test_runs_are_tagged_with_the_dvc_experiment():
+    from mnist_pipeline.tracking import dvc_experiment_tags
+
+    assert dvc_experiment_tags({"DVC_EXP_NAME": "mlp1ep", "DVC_EXP_BASELINE_REV": "abc"}) == {
+        "dvc.experiment": "mlp1ep", "dvc.experiment_baseline": "abc",
+    }
+    assert dvc_experiment_tags({}) == {}
+
+
+def test_runs_whose_process_died_are_closed_by_the_next_training(tmp_path: Path, monkeypatch):
+    import platform
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from mnist_pipeline.tracking import close_stale_runs, process_tags
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    experiment_id = configure_tracking({}, tmp_path)
+    client = MlflowClient()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def running(owner: dict[str, str], name: str = "mlp") -> str:
+        run = client.create_run(experiment_id, tags={"model.name": name, **owner})
+        return run.info.run_id
+
+    ours = process_tags()
+    killed = running({**ours, "process.pid": str(dead.pid)})  # its process is gone
+    reused = running({**ours, "process.started": "1.0"})  # a live pid, but not the process that opened it
+    alive = running(ours)  # this very process: still running
+    elsewhere = running({**ours, "host.name": platform.node() + "-other", "process.pid": str(dead.pid)})
+    other_model = running({**ours, "process.pid": str(dead.pid)}, name="cnn")
+
+    assert sorted(close_stale_runs(experiment_id, "mlp")) == sorted([killed, reused])
+    for run_id in (killed, reused):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and "closed by a later training of mlp" in run.data.tags["closed_as_stale"]
+    assert f"process {dead.pid} on {platform.node()} no longer exists" in client.get_run(killed).data.tags["closed_as_stale"]
+    for run_id in (alive, elsewhere, other_model):
+        assert client.get_run(run_id).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_an_interrupted_training_stage_leaves_its_run_killed(project: Path, synthetic_mirror: Path, signal_name: str):
-    """A real train process stopped mid-fit: its run ends KILLED and no model folder is left."""
+    """A real train process stopped mid-fit: its run ends KILLED and no model folder is left.
+
+    SIGKILL can't be caught: the run stays RUNNING until the next training of the model closes it.
+    """
     import signal
     import subprocess
     import sys
@@ -216,7 +283,15 @@ def test_an_interrupted_training_stage_leaves_its_run_killed(project: Path, synt
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, output
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "KILLED"
     assert not (project / "models/mlp/model").exists()
+    (run,) = client.search_runs([experiment.experiment_id])
+    if signal_name != "SIGKILL":
+        assert proc.returncode == 130, output
+        assert run.info.status == "KILLED"
+        return
+    assert proc.returncode == -signal.SIGKILL and run.info.status == "RUNNING"
+    edit_params(project, lambda p: p["models"]["mlp"].update({"epochs": 1}))
+    dvc(project, "repro", "train@mlp", env=env)
+    old = client.get_run(run.info.run_id)
+    assert old.info.status == "KILLED" and "no longer exists" in old.data.tags["closed_as_stale"]
+    assert {run.info.status for run in client.search_runs([experiment.experiment_id])} == {"KILLED", "FINISHED"}
