@@ -21,6 +21,7 @@ database) fails the stage with the store's URI named, instead of scattering resu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,49 +38,43 @@ ARTIFACT_DIR = "evaluation"
 RUN_SUFFIX = "-evaluation"
 
 
-def _does_not_exist(exc: Exception) -> bool:
-    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+def _read_unless_missing(what: str, read: Callable[[], Any]) -> Any | None:
+    """``read()``, or None when the store says the thing does not exist; any other failure is an error.
 
-
-def _tracking_failure(what: str, exc: Exception) -> PipelineError:
+    Only RESOURCE_DOES_NOT_EXIST means "lost". An authentication failure, a server error or a
+    locked database must not look like a missing run, or results would be scattered over new runs.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    return PipelineError(f"MLflow tracking store {mlflow.get_tracking_uri()} failed while {what}: {exc}")
+    try:
+        return read()
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        failure: Exception = exc
+    except OSError as exc:  # the HTTP client's connection errors
+        failure = exc
+    raise PipelineError(f"MLflow tracking store {mlflow.get_tracking_uri()} failed while reading {what}: {failure}") from None
 
 
 def find_training_run(run_id: str) -> Any | None:
     """The training run, or None if the store does not have it (or it was deleted)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException as exc:
-        if _does_not_exist(exc):
-            return None
-        raise _tracking_failure(f"reading training run {run_id}", exc) from None
-    except OSError as exc:  # the HTTP client's connection errors
-        raise _tracking_failure(f"reading training run {run_id}", exc) from None
+    run = _read_unless_missing(f"training run {run_id}", lambda: MlflowClient().get_run(run_id))
     # A deleted run is still returned, but nesting under it would hide the results in the trash.
-    return None if run.info.lifecycle_stage == "deleted" else run
+    return None if run is None or run.info.lifecycle_stage == "deleted" else run
 
 
 def find_logged_model(model_id: str | None) -> str | None:
     """``model_id`` if the store still has that logged model, else None."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     if model_id is None:
         return None
-    try:
-        model = MlflowClient().get_logged_model(model_id)
-    except MlflowException as exc:
-        if _does_not_exist(exc):
-            return None
-        raise _tracking_failure(f"reading logged model {model_id}", exc) from None
-    except OSError as exc:
-        raise _tracking_failure(f"reading logged model {model_id}", exc) from None
-    return None if getattr(model, "status", None) == "FAILED" else model.model_id
+    model = _read_unless_missing(f"logged model {model_id}", lambda: MlflowClient().get_logged_model(model_id))
+    return None if model is None or getattr(model, "status", None) == "FAILED" else model.model_id
 
 
 def open_evaluation_run(name: str, record: RunRecord, stage: str, training: Any | None) -> Any:
