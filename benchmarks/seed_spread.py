@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import noise
-from mnist_pipeline.arrays import load_split
 from mnist_pipeline.atomic import write_json
-from mnist_pipeline.config import ModelParams, load_params, section_hash_without_seed
+from mnist_pipeline.config import load_params
+from mnist_pipeline.data.arrays import load_split
+from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import configure_logging
-from mnist_pipeline.tracking import machine_facts, library_versions
+from mnist_pipeline.reporting import noise
+from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 log = logging.getLogger("seed_spread")
 
@@ -61,23 +62,23 @@ def append_run(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def run_once(name: str, params: ModelParams, paths: Any, seed: int | None) -> dict[str, Any]:
+def run_once(name: str, params: Any, paths: Any, seed: int | None) -> dict[str, Any]:
     from mnist_pipeline.evaluation import compute_metrics, predict_proba
     from mnist_pipeline.models import registry
     from mnist_pipeline.training import fit, targets_for
 
-    kind = registry.kind_of(params)
+    framework = registry.of(params).framework
     representation = registry.input_representation(params)
     x_train, _ = load_split(paths, "train", representation)
     y_train, _ = load_split(paths, "train", targets_for(params))
     x_test, y_test = load_split(paths, "test", representation)
     model_params = params if seed is None else params.model_copy(update={"seed": seed})
     result = fit(name, model_params, x_train, y_train, verbose=0)
-    metrics = compute_metrics(y_test, predict_proba(result.model, kind.framework, x_test, 1000))
+    metrics = compute_metrics(y_test, predict_proba(result.model, framework, x_test, 1000))
     return {
         "model": name,
         "type": params.type,
-        "params_hash": section_hash_without_seed(params),
+        "params_hash": params_hash(params, without_seed=True),
         "seed": seed,
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
@@ -92,7 +93,7 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
     done = read_runs(runs_path)
     for name in names:
         model = params.model(name)
-        params_hash = section_hash_without_seed(model)
+        params_hash = params_hash(model, without_seed=True)
         have = {row["seed"] for row in done if row["model"] == name and row["params_hash"] == params_hash}
         if not hasattr(model, "seed"):
             if None not in have:
@@ -122,7 +123,7 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
 
 
 def write_summary(params: Any, runs_path: Path, out_path: Path, wall_seconds: float | None) -> dict[str, Any]:
-    hashes = {name: section_hash_without_seed(model) for name, model in params.models.items()}
+    hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
     models = noise.summarize(read_runs(runs_path), hashes)
     missing = sorted(set(hashes) - set(models))
     payload = {

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.download import download_all
+from mnist_pipeline.data.download import download_all
 from mnist_pipeline.stage import run_stage
 
 

@@ -14,22 +14,21 @@ import logging
 import os
 import sys
 
-from mnist_pipeline.arrays import load_split
+from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.atomic import atomic_open, write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.evaluation import (
     compute_metrics,
     confusion,
     dvc_metrics,
-    error_gallery,
     per_class,
     predict_proba,
     predictions_frame,
 )
-from mnist_pipeline.evaluation_tracking import log_evaluation
-from mnist_pipeline.model_store import MODEL_SUBDIR, read_config, read_run
-from mnist_pipeline.models.persistence import load_model
+from mnist_pipeline.models.store import load_trained_model, read_config, read_run
+from mnist_pipeline.reporting.plots import error_gallery
 from mnist_pipeline.stage import run_model_stage
+from mnist_pipeline.tracking.evaluation import log_evaluation
 
 log = logging.getLogger("mnist_pipeline.evaluate")
 
@@ -42,7 +41,7 @@ def evaluate(name: str) -> None:
     # Before the (slow) model load, so a missing run record fails fast.
     record = read_run(model_dir, name)
 
-    model = load_model(config["framework"], model_dir / MODEL_SUBDIR)
+    model = load_trained_model(model_dir, config)
     inputs, labels = load_split(paths, "test", config["input"])
     log.info("%s: predicting %d test digits (%s input, batch %d)", name, labels.shape[0], config["input"], settings.batch_size)
     proba = predict_proba(model, config["framework"], inputs, settings.batch_size)

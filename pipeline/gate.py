@@ -22,7 +22,7 @@ from pathlib import Path
 from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.gate import (
+from mnist_pipeline.reporting.gate import (
     GateOutcome,
     failure_message,
     format_markdown,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from mnist_pipeline.arrays import save_split
+from mnist_pipeline.data.arrays import save_split
 from mnist_pipeline.config import load_params
-from mnist_pipeline.idx import check_same_count, read_idx_gz
-from mnist_pipeline.preprocess import preprocess
+from mnist_pipeline.data.idx import check_same_count, read_idx_gz
+from mnist_pipeline.data.preprocess import preprocess
 from mnist_pipeline.stage import run_stage
 
 log = logging.getLogger("mnist_pipeline.preprocess")

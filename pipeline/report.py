@@ -11,7 +11,8 @@ import logging
 import sys
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.report import collect_rows, log_report, write_report
+from mnist_pipeline.reporting.report import collect_rows, write_report
+from mnist_pipeline.tracking.report import log_report
 from mnist_pipeline.stage import run_stage
 
 log = logging.getLogger("mnist_pipeline.report")

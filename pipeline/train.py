@@ -12,14 +12,17 @@ import logging
 import os
 import sys
 
-from mnist_pipeline import mlflow_logging
-from mnist_pipeline.arrays import load_split
-from mnist_pipeline.config import load_params, section_hash
-from mnist_pipeline.model_store import RunRecord, write_run_record, write_training_outputs
+from mnist_pipeline.config import load_params
+from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.models import registry
+from mnist_pipeline.models.base import params_hash
+from mnist_pipeline.models.store import RunRecord, write_run_record, write_training_outputs
 from mnist_pipeline.stage import run_model_stage
 from mnist_pipeline.timing import Stopwatch
-from mnist_pipeline.tracking import close_stale_runs, configure_tracking, process_tags, provenance_tags, tracked_run
+from mnist_pipeline.tracking import training as mlflow_logging
+from mnist_pipeline.tracking.provenance import provenance_tags
+from mnist_pipeline.tracking.runs import close_stale_runs, process_tags, tracked_run
+from mnist_pipeline.tracking.store import configure_tracking
 from mnist_pipeline.training import fit, targets_for
 
 log = logging.getLogger("mnist_pipeline.train")
@@ -32,13 +35,13 @@ def body(name: str) -> None:
     params = load_params()
     model_params = params.model(name)
     paths = params.paths
-    framework = registry.kind_of(model_params).framework
+    adapter = registry.adapter_of(model_params)
     representation = registry.input_representation(model_params)
     watch = Stopwatch()
     with watch.section("imports"):
         # Imported up front so the MLflow sections below time MLflow's work, not module loading
         # (the SQLite store's module alone takes ~1.5 s to import).
-        for module in ("mlflow", "mlflow.store.tracking.sqlalchemy_store", framework if framework == "keras" else "sklearn"):
+        for module in ("mlflow", "mlflow.store.tracking.sqlalchemy_store", *adapter.heavy_modules):
             importlib.import_module(module)
     with watch.section("data"):
         inputs, labels = load_split(paths, "train", representation)
@@ -51,7 +54,7 @@ def body(name: str) -> None:
         tags = provenance_tags(stage) | process_tags() | {
             "model.name": name,
             "model.type": model_params.type,
-            "model.params_hash": section_hash(model_params),
+            "model.params_hash": params_hash(model_params),
             **{f"data.sha256.{key}": pin.sha256 for key, pin in params.data.files},
         }
     with tracked_run(run_name=name, experiment_id=experiment_id, tags=tags) as run:
@@ -63,10 +66,10 @@ def body(name: str) -> None:
             mlflow_logging.log_dataset(inputs, labels, name=f"mnist-train-{representation}", source=str(paths.processed_dir("train")))
         result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger])
         with watch.section("saving"):
-            write_training_outputs(paths.model_dir(name), name, model_params, framework, representation, result)
+            write_training_outputs(paths.model_dir(name), name, model_params, representation, result)
         with watch.section("MLflow logging"):
             mlflow_logging.log_parameter_counts(result.parameter_counts)
-            model_info = mlflow_logging.log_fit_summary(name, framework, result, inputs)
+            model_info = mlflow_logging.log_fit_summary(name, model_params, result, inputs)
             mlflow_logging.log_overhead(watch.seconds, watch.total(*MLFLOW_SECTIONS))
         write_run_record(paths.model_dir(name), RunRecord(run.info.run_id, experiment_id, model_info.model_id))
     log.info(

@@ -39,7 +39,7 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_mirror(directory: Path, n_train: int = 300, n_test: int = 120, seed: int = 0) -> dict[str, dict]:
     """Write the four gzip IDX files of a synthetic MNIST; return their ``data.files`` pins."""
-    from mnist_pipeline.idx import encode_idx
+    from mnist_pipeline.data.idx import encode_idx
 
     train_images, train_labels = synthetic_digits(n_train, seed)
     test_images, test_labels = synthetic_digits(n_test, seed + 1)

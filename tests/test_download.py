@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_pipeline.config import DataFiles, DataParams, PinnedFile
-from mnist_pipeline.download import download_all, download_file, resolve_mirrors, verify_gz
+from mnist_pipeline.data.params import DataFiles, DataParams, PinnedFile
+from mnist_pipeline.data.download import download_all, download_file, resolve_mirrors, verify_gz
 from mnist_pipeline.errors import DownloadError
-from mnist_pipeline.idx import encode_idx, read_idx_gz
+from mnist_pipeline.data.idx import encode_idx, read_idx_gz
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKOFF = 0.01
@@ -368,8 +368,8 @@ def test_verify_gz_reports_path_and_reason(mirrors: Mirrors, tmp_path: Path) -> 
 _CHILD = """
 import sys
 from pathlib import Path
-from mnist_pipeline.config import PinnedFile
-from mnist_pipeline.download import download_file
+from mnist_pipeline.data.params import PinnedFile
+from mnist_pipeline.data.download import download_file
 download_file(PinnedFile.model_validate_json(sys.argv[1]), [sys.argv[2]], Path(sys.argv[3]), retries=0, timeout_s=10)
 """
 
@@ -415,8 +415,8 @@ def test_sigkill_midway_leaves_no_file_at_final_path(mirrors: Mirrors, tmp_path:
 
 
 def test_progress_log_lines_when_not_a_tty(mirrors: Mirrors, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mnist_pipeline.download.PROGRESS_LOG_MIN_BYTES", 1)
-    monkeypatch.setattr("mnist_pipeline.download.CHUNK_BYTES", 4096)
+    monkeypatch.setattr("mnist_pipeline.data.download.PROGRESS_LOG_MIN_BYTES", 1)
+    monkeypatch.setattr("mnist_pipeline.data.download.CHUNK_BYTES", 4096)
     with caplog.at_level(logging.INFO, logger="mnist_pipeline.download"):
         _fetch(mirrors, [mirrors.url("slow")], tmp_path / "f.gz", key="test_images")
     for quarter in ("25%", "50%", "75%"):

@@ -13,21 +13,21 @@ import pandas as pd
 import pytest
 
 from conftest import REPO_ROOT, load_entry, synthetic_digits
-from mnist_pipeline.config import GaussianNBParams, KerasMLPParams, PreprocessParams, SGDParams
+from mnist_pipeline.data.params import PreprocessParams
+from mnist_pipeline.data.preprocess import represent
 from mnist_pipeline.evaluation import (
     METRIC_KEYS,
     compute_metrics,
     confusion,
-    confusion_figure,
-    error_gallery,
-    most_confident_errors,
     per_class,
     predict_proba,
     predictions_frame,
 )
-from mnist_pipeline.models import registry
-from mnist_pipeline.models.persistence import load_model, save_model
-from mnist_pipeline.preprocess import represent
+from mnist_pipeline.models import adapters, registry
+from mnist_pipeline.models.types.gaussian_nb import GaussianNBParams
+from mnist_pipeline.models.types.keras_mlp import KerasMLPParams
+from mnist_pipeline.models.types.sgd import SGDParams
+from mnist_pipeline.reporting.plots import confusion_figure, error_gallery, most_confident_errors
 from mnist_pipeline.training import fit
 
 N_TRAIN, N_TEST = 300, 120
@@ -61,8 +61,7 @@ def data() -> dict[str, dict[str, np.ndarray]]:
 
 def _fit(name: str, train: dict[str, np.ndarray]):
     params = MODEL_PARAMS[name]
-    kind = registry.kind_of(params)
-    targets = train["onehot"] if kind.framework == "keras" else train["labels"]
+    targets = train[registry.adapter_of(params).targets]
     return fit(name, params, train[registry.input_representation(params)], targets, verbose=0)
 
 
@@ -77,10 +76,11 @@ def reloaded(fitted, tmp_path_factory) -> dict[str, tuple[object, str, str, obje
     """name -> (reloaded model, framework, input representation, in-memory fitted model)."""
     models = {}
     for name, params in MODEL_PARAMS.items():
-        framework = registry.kind_of(params).framework
+        adapter = registry.adapter_of(params)
         directory = tmp_path_factory.mktemp(name)
-        save_model(fitted[name].model, framework, directory)
-        models[name] = (load_model(framework, directory), framework, registry.input_representation(params), fitted[name].model)
+        adapter.save(fitted[name].model, directory)
+        loaded = adapter.load(directory, registry.of(params))
+        models[name] = (loaded, adapter.name, registry.input_representation(params), fitted[name].model)
     return models
 
 
@@ -124,10 +124,22 @@ def test_hinge_sgd_scores_are_a_softmax_of_its_margins(reloaded, data):
     model, _, representation, _ = reloaded["sgd_scaled"]
     assert not hasattr(model, "predict_proba")
     inputs = data["test"][representation]
-    margins = model.decision_function(inputs)
-    expected = np.exp(margins - margins.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
+    from scipy.special import softmax  # an independent implementation as the oracle
+
+    expected = softmax(model.decision_function(inputs), axis=1)
     np.testing.assert_allclose(predict_proba(model, "sklearn", inputs, batch_size=7), expected, rtol=1e-10)
+    # Margins in the thousands (raw 0-255 pixels) must not overflow to NaN.
+    huge = np.array([[3000.0, 2990.0, -5000.0] + [0.0] * 7])
+    np.testing.assert_allclose(adapters.get("sklearn").predict_proba(_Margins(huge), huge, 1), softmax(huge, axis=1))
+
+
+class _Margins:
+    """A stand-in classifier whose decision function returns its input: margins chosen by the test."""
+
+    classes_ = np.arange(10)
+
+    def decision_function(self, inputs):
+        return inputs
 
 
 def test_digits_a_model_never_saw_get_zero_probability(data):
@@ -201,7 +213,7 @@ def workdir(tmp_path, monkeypatch, data):
     """A project-shaped folder: params.yaml, processed test arrays, the default local MLflow store."""
     import mlflow
 
-    from mnist_pipeline.arrays import save_split
+    from mnist_pipeline.data.arrays import save_split
     from mnist_pipeline.config import load_params
 
     shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
@@ -216,11 +228,10 @@ def workdir(tmp_path, monkeypatch, data):
 
 def _write_trained_model(root: Path, name: str, result, run_id: str, model_id: str | None = None) -> None:
     """Exactly what the train stage leaves, written by its own writers."""
-    from mnist_pipeline.model_store import RunRecord, write_run_record, write_training_outputs
+    from mnist_pipeline.models.store import RunRecord, write_run_record, write_training_outputs
 
     params = MODEL_PARAMS[name]
-    framework = registry.kind_of(params).framework
-    write_training_outputs(root / "models" / name, name, params, framework, registry.input_representation(params), result)
+    write_training_outputs(root / "models" / name, name, params, registry.input_representation(params), result)
     write_run_record(root / "models" / name, RunRecord(run_id, "1", model_id))
 
 
@@ -228,8 +239,9 @@ def _training_run(name: str, result=None, inputs=None) -> tuple[str, str | None]
     """A finished training run, with the model logged under the pipeline model's name when given."""
     import mlflow
 
-    from mnist_pipeline.mlflow_logging import log_model
-    from mnist_pipeline.tracking import configure_tracking, tracked_run
+    from mnist_pipeline.tracking.training import log_model
+    from mnist_pipeline.tracking.runs import tracked_run
+    from mnist_pipeline.tracking.store import configure_tracking
 
     experiment_id = configure_tracking()
     with tracked_run(run_name=name, experiment_id=experiment_id, tags={"dvc.stage": f"train@{name}", "model.name": name}) as run:
@@ -239,8 +251,7 @@ def _training_run(name: str, result=None, inputs=None) -> tuple[str, str | None]
             mlflow.log_metric("val_accuracy", 0.4 + epoch / 10, step=epoch)
         model_id = None
         if result is not None:
-            framework = registry.kind_of(MODEL_PARAMS[name]).framework
-            model_id = log_model(result.model, name, framework, inputs, result.epochs).model_id
+            model_id = log_model(result.model, name, MODEL_PARAMS[name], inputs, result.epochs).model_id
         return run.info.run_id, model_id
 
 
@@ -294,7 +305,7 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
 def test_evaluate_entry_opens_a_top_level_run_when_the_training_run_is_gone(workdir, fitted, caplog):
     from mlflow import MlflowClient
 
-    from mnist_pipeline.tracking import configure_tracking
+    from mnist_pipeline.tracking.store import configure_tracking
 
     lost = "0123456789abcdef0123456789abcdef"
     _write_trained_model(workdir, "gaussian_nb", fitted["gaussian_nb"], lost, "m-0123456789abcdef0123456789abcdef")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def _client(project: Path):
     from mlflow import MlflowClient
 
-    from mnist_pipeline.tracking import resolve_tracking_target
+    from mnist_pipeline.tracking.store import resolve_tracking_target
 
     return MlflowClient(tracking_uri=resolve_tracking_target({}, project).tracking_uri)
 

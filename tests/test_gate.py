@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, keep_models, load_entry
-from mnist_pipeline.config import GateParams
-from mnist_pipeline.gate import (
+from mnist_pipeline.reporting.gate import GateParams
+from mnist_pipeline.reporting.gate import (
     Tolerance,
     check,
     derive_tolerances,
@@ -24,7 +24,7 @@ from mnist_pipeline.gate import (
     format_table,
     verdict_record,
 )
-from mnist_pipeline.noise import ModelNoise, NoiseModel
+from mnist_pipeline.reporting.noise import ModelNoise, NoiseModel
 
 GATE = GateParams.model_validate(
     {

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED_MIRROR.exists(), r
 
 @pytest.fixture(scope="module")
 def mnist():
-    from mnist_pipeline.idx import read_idx_gz
-    from mnist_pipeline.preprocess import preprocess
+    from mnist_pipeline.data.idx import read_idx_gz
+    from mnist_pipeline.data.preprocess import preprocess
 
     params = _params()
     files = params.data.files
@@ -38,21 +38,21 @@ def _params():
 
 
 def _judge(name, model_params, mnist):
-    from mnist_pipeline import noise
-    from mnist_pipeline.config import section_hash_without_seed
+    from mnist_pipeline.reporting import noise
+    from mnist_pipeline.models.base import params_hash
     from mnist_pipeline.evaluation import compute_metrics, predict_proba
-    from mnist_pipeline.gate import check, derive_tolerances
+    from mnist_pipeline.reporting.gate import check, derive_tolerances
     from mnist_pipeline.models import registry
     from mnist_pipeline.training import fit, targets_for
 
     params = _params()
     representation = registry.input_representation(model_params)
     result = fit(name, model_params, mnist["train"][representation], mnist["train"][targets_for(model_params)], verbose=0)
-    proba = predict_proba(result.model, registry.kind_of(model_params).framework, mnist["test"][representation], 1000)
+    proba = predict_proba(result.model, registry.of(model_params).framework, mnist["test"][representation], 1000)
     current = compute_metrics(mnist["test"]["labels"], proba)
     baseline = json.loads((REPO_ROOT / params.paths.metrics_file(name)).read_text())
-    hashes = {model: section_hash_without_seed(p) for model, p in params.models.items()}
-    hashes[name] = section_hash_without_seed(model_params)
+    hashes = {model: params_hash(p, without_seed=True) for model, p in params.models.items()}
+    hashes[name] = params_hash(model_params, without_seed=True)
     tolerances = derive_tolerances(params.gate, noise.load(REPO_ROOT / params.paths.noise_model), hashes)
     return check({name: current}, {name: baseline}, params.gate, [name], tolerances)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import (
+from mnist_pipeline.data.idx import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     check_same_count,

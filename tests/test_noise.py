@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_pipeline import noise
+from mnist_pipeline.reporting import noise
 from mnist_pipeline.errors import ArtifactError
 
 
@@ -141,14 +141,15 @@ def test_the_derived_tolerance_has_the_stated_false_alarm_rate(runs):
 
 def test_the_committed_noise_model_covers_every_model_in_params():
     from conftest import REPO_ROOT
-    from mnist_pipeline.config import load_params, section_hash_without_seed
+    from mnist_pipeline.config import load_params
+    from mnist_pipeline.models.base import params_hash
 
     params = load_params(REPO_ROOT / "params.yaml")
     measured = noise.load(REPO_ROOT / params.paths.noise_model)
     payload = json.loads((REPO_ROOT / params.paths.noise_model).read_text())
     for name, model in params.models.items():
         entry = payload["models"][name]
-        assert entry["params_hash"] == section_hash_without_seed(model), f"{name}: noise measured for other params"
+        assert entry["params_hash"] == params_hash(model, without_seed=True), f"{name}: noise measured for other params"
         accuracy = measured.get(name, "accuracy")
         if hasattr(model, "seed"):
             assert accuracy.n >= 10 and not accuracy.deterministic, name

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_MIRROR, synthetic_digits
-from mnist_pipeline.config import PreprocessParams
-from mnist_pipeline.preprocess import one_hot, preprocess, represent
+from mnist_pipeline.data.params import PreprocessParams
+from mnist_pipeline.data.preprocess import one_hot, preprocess, represent
 
 SEED_CROP_ROWS_4_26_COLS_6_24 = [
     [  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0],
@@ -68,7 +68,7 @@ def test_one_hot_matches_keras_to_categorical_semantics():
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MIRROR.exists(), reason="needs the offline MNIST mirror")
 def test_real_mnist_matches_the_seed_notebook_printout():
-    from mnist_pipeline.idx import read_idx_gz
+    from mnist_pipeline.data.idx import read_idx_gz
 
     train = (
         read_idx_gz(SHARED_MIRROR / "train-images-idx3-ubyte.gz", "images"),

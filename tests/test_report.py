@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
+from mnist_pipeline.reporting.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
 
 SEED_MODELS = {
     # name: (type, parameters, accuracy, loss, errors)
@@ -98,7 +98,7 @@ def workdir(tmp_path, monkeypatch):
 def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     from mlflow import MlflowClient
 
-    from mnist_pipeline.tracking import configure_tracking
+    from mnist_pipeline.tracking.store import configure_tracking
 
     assert load_entry("report").main([]) == 0
 

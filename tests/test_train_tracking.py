@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import dvc, edit_params, keep_models, subprocess_env
-from mnist_pipeline.tracking import EXPERIMENT_NAME, configure_tracking, resolve_tracking_target, tracked_run
+from mnist_pipeline.tracking.runs import tracked_run
+from mnist_pipeline.tracking.store import EXPERIMENT_NAME, configure_tracking, resolve_tracking_target
 
 
 def shrink_models(params: dict) -> None:
@@ -166,7 +167,7 @@ def test_runs_end_failed_or_killed_never_running(tmp_path: Path, monkeypatch):
 def test_experiment_creation_does_not_race(tmp_path: Path):
     """Four processes set up the same fresh store at once; one experiment results, no errors."""
     script = (
-        "import sys; from pathlib import Path; from mnist_pipeline.tracking import configure_tracking; "
+        "import sys; from pathlib import Path; from mnist_pipeline.tracking.store import configure_tracking; "
         "print(configure_tracking({}, Path(sys.argv[1])))"
     )
     import subprocess
@@ -200,7 +201,7 @@ def test_the_default_store_is_the_main_repository_s_even_in_a_dvc_temp_workspace
 
 
 def test_runs_are_tagged_with_the_dvc_experiment():
-    from mnist_pipeline.tracking import dvc_experiment_tags
+    from mnist_pipeline.tracking.provenance import dvc_experiment_tags
 
     assert dvc_experiment_tags({"DVC_EXP_NAME": "mlp1ep", "DVC_EXP_BASELINE_REV": "abc"}) == {
         "dvc.experiment": "mlp1ep", "dvc.experiment_baseline": "abc",
@@ -215,7 +216,7 @@ def test_runs_whose_process_died_are_closed_by_the_next_training(tmp_path: Path,
 
     from mlflow import MlflowClient
 
-    from mnist_pipeline.tracking import close_stale_runs, process_tags
+    from mnist_pipeline.tracking.runs import close_stale_runs, process_tags
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     experiment_id = configure_tracking({}, tmp_path)

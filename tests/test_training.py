@@ -1,4 +1,4 @@
-"""Model registry, builders, training and persistence, on tiny synthetic data."""
+"""Model registry, framework adapters, training and safe persistence, on tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, synthetic_digits
-from mnist_pipeline.config import KerasCNNParams, KerasMLPParams, SGDParams, load_params
+from mnist_pipeline.config import load_params
+from mnist_pipeline.models.types.keras_cnn import KerasCNNParams
+from mnist_pipeline.models.types.keras_mlp import KerasMLPParams
+from mnist_pipeline.models.types.sgd import SGDParams
 from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models import persistence, registry
-from mnist_pipeline.preprocess import represent
-from mnist_pipeline.config import PreprocessParams
+from mnist_pipeline.data.preprocess import represent
+from mnist_pipeline.data.params import PreprocessParams
 from mnist_pipeline.training import fit, targets_for
 
 PARAMS = load_params(REPO_ROOT / "params.yaml")
@@ -37,18 +40,27 @@ def tiny_keras(kind: type, **overrides):
     return kind.model_validate(base | overrides)
 
 
-def test_every_shipped_model_config_builds():
-    for name, params in PARAMS.models.items():
-        model = registry.build(params, name)
-        assert model is not None, name
-        assert registry.input_representation(params) in {"flat", "image", "pixels"}
+@pytest.mark.parametrize("name", sorted(PARAMS.models))
+def test_every_shipped_model_config_trains_and_predicts_digit_probabilities(name):
+    """Each shipped config, shrunk to one epoch on tiny data, goes through fit and predict_proba."""
+    params = PARAMS.models[name]
+    if hasattr(params, "epochs"):
+        params = params.model_copy(update={"epochs": 1, "batch_size": 32})
+    data = tiny_data(300)
+    representation = registry.input_representation(params)
+    assert representation in {"flat", "image", "pixels"}
+    result = fit(name, params, data[representation], data[targets_for(params)], verbose=0)
+    proba = predict_proba(result.model, registry.of(params).framework, data[representation][:50], 16)
+    assert proba.shape == (50, 10) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5) and np.all(proba >= 0)
+    assert result.parameter_counts["total"] == result.parameter_counts["trainable"] + result.parameter_counts["non_trainable"] > 0
 
 
 def test_seed_networks_have_the_seed_parameter_counts_exactly():
+    keras_adapter = adapters.get("keras")
     mlp = registry.build(PARAMS.models["mlp"], "mlp")
     cnn = registry.build(PARAMS.models["cnn"], "cnn")
-    assert registry.parameter_counts(PARAMS.models["mlp"], mlp) == {"total": 203_530, "trainable": 203_530, "non_trainable": 0}
-    assert registry.parameter_counts(PARAMS.models["cnn"], cnn) == {"total": 130_890, "trainable": 130_890, "non_trainable": 0}
+    assert keras_adapter.parameter_counts(mlp) == {"total": 203_530, "trainable": 203_530, "non_trainable": 0}
+    assert keras_adapter.parameter_counts(cnn) == {"total": 130_890, "trainable": 130_890, "non_trainable": 0}
     # Layer by layer, as the seed's model summary prints them.
     assert [layer.count_params() for layer in cnn.layers if layer.count_params()] == [320, 18_496, 36_928, 73_856, 1_290]
 
@@ -103,9 +115,10 @@ def test_batch_larger_than_a_shrunk_training_set_fails_before_training():
 
 def test_keras_model_round_trips_through_safe_loading(tmp_path: Path):
     data = tiny_data()
+    keras_adapter = adapters.get("keras")
     result = fit("tiny", tiny_keras(KerasMLPParams), data["flat"], data["onehot"], verbose=0)
-    persistence.save_model(result.model, "keras", tmp_path)
-    loaded = persistence.load_model("keras", tmp_path)
+    keras_adapter.save(result.model, tmp_path)
+    loaded = keras_adapter.load(tmp_path, registry.get("keras_mlp"))
     np.testing.assert_allclose(loaded.predict(data["flat"][:5], verbose=0), result.model.predict(data["flat"][:5], verbose=0), rtol=1e-6)
 
 
@@ -114,27 +127,45 @@ def test_sklearn_model_round_trips_and_foreign_types_are_refused(tmp_path: Path)
     from sklearn.preprocessing import FunctionTransformer
     import skops.io
 
+    sklearn_adapter = adapters.get("sklearn")
     data = tiny_data()
+    nb_type = registry.get("gaussian_nb")
     result = fit("nb", PARAMS.models["gaussian_nb"], data["flat"], data["labels"])
-    persistence.save_model(result.model, "sklearn", tmp_path)
-    loaded = persistence.load_model("sklearn", tmp_path)
+    sklearn_adapter.save(result.model, tmp_path)
+    loaded = sklearn_adapter.load(tmp_path, nb_type)
     np.testing.assert_array_equal(loaded.predict(data["flat"]), result.model.predict(data["flat"]))
 
     # A file that smuggles in a call to os.system (inside a FunctionTransformer) is refused.
     import os
 
     evil = make_pipeline(FunctionTransformer(os.system), result.model)
-    skops.io.dump(evil, tmp_path / persistence.SKOPS_FILE)
+    skops.io.dump(evil, tmp_path / sklearn_adapter.model_filename)
     with pytest.raises(ArtifactError, match="allow-list"):
-        persistence.load_model("sklearn", tmp_path)
+        sklearn_adapter.load(tmp_path, nb_type)
+    # Each type trusts only what it is made of: an SGD pipeline is no GaussianNB.
+    sgd = fit("sgd", PARAMS.models["sgd_scaled"], data["flat"], data["labels"])
+    sklearn_adapter.save(sgd.model, tmp_path)
+    assert sklearn_adapter.load(tmp_path, registry.get("sgd")).predict(data["flat"][:3]).shape == (3,)
+    with pytest.raises(ArtifactError, match="allow-list"):
+        sklearn_adapter.load(tmp_path, nb_type)
 
 
 def test_missing_or_corrupt_model_files_are_artifact_errors(tmp_path: Path):
+    keras_adapter, sklearn_adapter = adapters.get("keras"), adapters.get("sklearn")
     with pytest.raises(ArtifactError, match="no trained model"):
-        persistence.load_model("keras", tmp_path)
-    (tmp_path / persistence.KERAS_FILE).write_bytes(b"not a zip")
+        keras_adapter.load(tmp_path, registry.get("keras_mlp"))
+    (tmp_path / keras_adapter.model_filename).write_bytes(b"not a zip")
     with pytest.raises(ArtifactError, match="not a loadable Keras model"):
-        persistence.load_model("keras", tmp_path)
-    (tmp_path / persistence.SKOPS_FILE).write_bytes(b"garbage")
+        keras_adapter.load(tmp_path, registry.get("keras_mlp"))
+    (tmp_path / sklearn_adapter.model_filename).write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="not a readable skops file"):
-        persistence.load_model("sklearn", tmp_path)
+        sklearn_adapter.load(tmp_path, registry.get("sgd"))
+
+
+def test_unknown_types_and_frameworks_are_config_errors():
+    with pytest.raises(ConfigError, match="model type 'resnet' is not registered; known types are"):
+        registry.get("resnet")
+    with pytest.raises(ConfigError, match="no framework adapter named 'jax'"):
+        adapters.get("jax")
+    assert set(registry.types()) >= {"keras_mlp", "keras_cnn", "gaussian_nb", "sgd"}
+    assert set(adapters.known()) >= {"keras", "sklearn"}

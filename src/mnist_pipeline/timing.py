@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,3 +26,22 @@ class Stopwatch:
 
     def describe(self) -> str:
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+
+
+@contextlib.contextmanager
+def heartbeat(message: str, log: logging.Logger, every_s: float = 15.0) -> Iterator[None]:
+    """Log ``message`` with the elapsed time every ``every_s`` while something silent runs (a long fit)."""
+    done = threading.Event()
+    started = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            log.info("%s (%.0f s so far)", message, time.perf_counter() - started)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

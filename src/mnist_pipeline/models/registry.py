@@ -1,54 +1,85 @@
-"""Model ``type`` -> how to build it, what input it eats, and how to save, load and count it.
+"""Model ``type`` -> its params schema, framework adapter, builder and input representation.
 
-Adding a model of an existing type is a params.yaml entry; adding a type is one ``ModelKind``
-here plus its params class in ``config.py``.
+Types are discovered, not listed: every module in ``mnist_pipeline.models.types`` defines one
+``MODEL_TYPE``. Adding a type is one new module there (and, for a new framework, one adapter
+module in ``models/adapters/``); no existing file changes, so no existing model retrains.
+``register`` adds a type at run time (tests, plugins).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from mnist_pipeline.config import GaussianNBParams, ModelParams, SGDParams
-from mnist_pipeline.models import keras_models, sklearn_models
+from pydantic import BaseModel
 
-Framework = Literal["keras", "sklearn"]
+from mnist_pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ModelKind:
-    framework: Framework
-    build: Callable[[Any, str], Any]
-    representation: Callable[[Any], str]  # which processed array the model reads
+class ModelType:
+    name: str  # the ``type:`` value in params.yaml
+    params: type[BaseModel]  # its schema: a pydantic model with ``type: Literal[name]``
+    framework: str  # which adapter fits, saves and loads it (models/adapters/<framework>.py)
+    build: Callable[[Any, str], Any]  # (params, model name) -> an unfitted model
+    representation: Callable[[Any], str]  # params -> which processed array it reads
+    trusted_types: frozenset[str] = frozenset()  # for adapters that allow-list what loading may create
 
 
-def _sklearn_input(params: GaussianNBParams | SGDParams) -> str:
-    return "pixels" if params.input == "raw" else "flat"
+_discovered: dict[str, ModelType] | None = None
+_registered: dict[str, ModelType] = {}
 
 
-REGISTRY: dict[str, ModelKind] = {
-    "keras_mlp": ModelKind("keras", keras_models.build_mlp, lambda params: "flat"),
-    "keras_cnn": ModelKind("keras", keras_models.build_cnn, lambda params: "image"),
-    "gaussian_nb": ModelKind("sklearn", lambda params, name: sklearn_models.build_gaussian_nb(params), _sklearn_input),
-    "sgd": ModelKind("sklearn", lambda params, name: sklearn_models.build_sgd(params), _sklearn_input),
-}
+def _discover() -> dict[str, ModelType]:
+    global _discovered
+    if _discovered is None:
+        from mnist_pipeline.models import types as package
+
+        found = {}
+        for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+            model_type = getattr(module, "MODEL_TYPE", None)
+            if isinstance(model_type, ModelType):
+                found[model_type.name] = model_type
+        _discovered = found
+    return _discovered
 
 
-def kind_of(params: ModelParams) -> ModelKind:
-    return REGISTRY[params.type]
+def register(model_type: ModelType) -> None:
+    _registered[model_type.name] = model_type
 
 
-def build(params: ModelParams, name: str) -> Any:
-    return kind_of(params).build(params, name)
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
 
 
-def input_representation(params: ModelParams) -> str:
-    return kind_of(params).representation(params)
+def types() -> dict[str, ModelType]:
+    return {**_discover(), **_registered}
 
 
-def parameter_counts(params: ModelParams, model: Any) -> dict[str, int]:
-    if kind_of(params).framework == "keras":
-        return keras_models.parameter_counts(model)
-    return sklearn_models.parameter_counts(model)
+def get(type_name: str) -> ModelType:
+    try:
+        return types()[type_name]
+    except KeyError:
+        raise ConfigError(f"model type {type_name!r} is not registered; known types are {sorted(types())}") from None
 
+
+def of(params: Any) -> ModelType:
+    return get(params.type)
+
+
+def adapter_of(params: Any) -> Any:
+    from mnist_pipeline.models import adapters
+
+    return adapters.get(of(params).framework)
+
+
+def build(params: Any, name: str) -> Any:
+    return of(params).build(params, name)
+
+
+def input_representation(params: Any) -> str:
+    return of(params).representation(params)

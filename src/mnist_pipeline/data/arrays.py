@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.atomic import atomic_path
-from mnist_pipeline.config import PathsParams
+from mnist_pipeline.paths import PathsParams
 from mnist_pipeline.errors import ArtifactError
 
 

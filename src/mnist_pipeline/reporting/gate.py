@@ -14,7 +14,7 @@ has a floor for) one ``Row`` gets a verdict:
 - ``ok``: otherwise.
 
 Tolerances are not chosen by hand. Each follows from the model's measured seed-to-seed spread
-(``noise/noise.json``) and ``gate.false_alarm_rate``, as ``mnist_pipeline.noise`` derives. A model
+(``noise/noise.json``) and ``gate.false_alarm_rate``, as ``reporting.noise`` derives. A model
 the noise model has not measured falls back to ``gate.rules[metric].tolerance``, and the table
 says so.
 
@@ -32,13 +32,43 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from mnist_pipeline import noise as noise_model
-from mnist_pipeline.config import GateParams, Params, section_hash_without_seed
+from pydantic import Field
+
 from mnist_pipeline.errors import ArtifactError, ConfigError
+from mnist_pipeline.models.base import params_hash
+from mnist_pipeline.paths import Section
+from mnist_pipeline.reporting import noise as noise_model
+
+if TYPE_CHECKING:
+    from mnist_pipeline.config import Params
 
 log = logging.getLogger(__name__)
+
+MetricName = Literal["accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro"]
+
+
+class MetricRule(Section):
+    """Which way a metric improves, and the tolerance used for a model the noise model hasn't measured."""
+
+    higher_is_better: bool
+    tolerance: Annotated[float, Field(ge=0.0)]
+
+
+class GateParams(Section):
+    """The ``gate`` section of params.yaml."""
+
+    # The committed metrics the gate compares with; `pipeline/gate.py --baseline-ref` overrides it.
+    baseline_ref: str = "HEAD"
+    # The chance that the whole gate fails when nothing regressed (all models, one run each):
+    # each model's tolerance follows from it and its measured spread (reporting.noise).
+    false_alarm_rate: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.01
+    # The smallest tolerance: a deterministic model may still flip a few digits on another CPU.
+    resolution: Annotated[float, Field(ge=0.0, le=0.1)] = 0.001
+    rules: dict[MetricName, MetricRule]
+    floors: dict[str, dict[MetricName, float]] = {}
+
 
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
 PASSING = frozenset({OK, NEW})
@@ -386,14 +416,14 @@ class GateOutcome:
         return not failures(self.rows)
 
 
-def run_gate(params: Params, baseline_ref: str | None = None) -> GateOutcome:
+def run_gate(params: "Params", baseline_ref: str | None = None) -> GateOutcome:
     """Judge the working tree's metrics against ``baseline_ref`` (default ``gate.baseline_ref``)."""
     gate, paths = params.gate, params.paths
     ref = baseline_ref or gate.baseline_ref
     commit = verify_ref(ref)
     noise = noise_model.load(Path(paths.noise_model))
     names = list(params.models)
-    tolerances = derive_tolerances(gate, noise, {name: section_hash_without_seed(params.models[name]) for name in names})
+    tolerances = derive_tolerances(gate, noise, {name: params_hash(params.models[name], without_seed=True) for name in names})
     current, reasons, baseline = {}, {}, {}
     for name in names:
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))

@@ -1,23 +1,36 @@
-"""What a training run records in MLflow. Called from the train entry with the run already open."""
+"""What a training run records in MLflow. Called from the train entry with the run already open.
+
+How a model is logged (its MLflow flavour, what its pyfunc returns, which packages serving it
+needs) is its framework adapter's business; what is logged, and when, is decided here.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import types
 import warnings
 from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.config import ModelParams, flatten
-from mnist_pipeline.models.persistence import TRUSTED_SKLEARN_TYPES
+from mnist_pipeline.models import registry
 
 log = logging.getLogger(__name__)
 
 
-def log_hyperparameters(params: ModelParams, dataset_params: dict[str, Any]) -> None:
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"name": "adam"}}`` -> ``{"optimizer.name": "adam"}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def log_hyperparameters(params: Any, dataset_params: dict[str, Any]) -> None:
     import mlflow
 
     values = flatten(params.model_dump(mode="json"))
@@ -49,30 +62,12 @@ def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str)
     mlflow.log_input(dataset, context="training")
 
 
-def pip_requirements(framework: str) -> list[str]:
+def pip_requirements(adapter: Any) -> list[str]:
     """Explicit pins: MLflow's own inference imports the model in a subprocess (~7 s a model)."""
-    packages = ["mlflow", "numpy"] + (["keras", "tensorflow"] if framework == "keras" else ["scikit-learn", "skops"])
-    return [f"{package}=={version(package)}" for package in packages]
+    return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *adapter.pip_packages)]
 
 
-def _keras_flavor_with_example_fix() -> Any:
-    """``mlflow.keras`` whose ``save_model`` first creates the model folder.
-
-    MLflow 3.17's ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates
-    the folder it writes into, so ``log_model(..., input_example=...)`` dies with
-    FileNotFoundError (mlflow/mlflow#16183). Creating the folder first is the whole fix;
-    everything else is MLflow's own Keras flavour.
-    """
-    import mlflow.keras
-
-    def save_model(path: str, **kwargs: Any) -> Any:
-        os.makedirs(path, exist_ok=True)
-        return mlflow.keras.save_model(path=path, **kwargs)
-
-    return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
-
-
-def log_model(model: Any, name: str, framework: str, example_inputs: np.ndarray, epochs: int) -> Any:
+def log_model(model: Any, name: str, params: Any, example_inputs: np.ndarray, epochs: int) -> Any:
     """Log the model as MLflow logged model ``name`` with a signature and input example; returns ``ModelInfo``.
 
     ``step=epochs``: the model is what the run has after ``epochs`` epochs. MLflow 3 copies the
@@ -81,42 +76,27 @@ def log_model(model: Any, name: str, framework: str, example_inputs: np.ndarray,
     tab as if they were the model's results). Its real results, the test metrics, are linked by
     the evaluate stage.
     """
-    import mlflow
     from mlflow.models import Model, infer_signature
 
+    adapter, model_type = registry.adapter_of(params), registry.of(params)
     example = np.asarray(example_inputs[:2])
-    if framework == "keras":
-        outputs = model.predict(example, verbose=0)
-        signature = infer_signature(example, outputs)
-        return Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=_keras_flavor_with_example_fix(),
-            model=model,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(framework),
-            step=epochs,
-        )
-    signature = infer_signature(example, model.predict(example))
-    return mlflow.sklearn.log_model(
-        model,
+    return Model.log(
+        artifact_path=None,
         name=name,
-        signature=signature,
+        flavor=adapter.mlflow_flavor(),
+        signature=infer_signature(example, adapter.pyfunc_outputs(model, example)),
         input_example=example,
-        pip_requirements=pip_requirements(framework),
-        serialization_format="skops",
-        skops_trusted_types=sorted(TRUSTED_SKLEARN_TYPES),
+        pip_requirements=pip_requirements(adapter),
         step=epochs,
+        **adapter.mlflow_model_kwargs(model, model_type),
     )
 
 
-def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) -> Any:
+def log_fit_summary(name: str, params: Any, result: Any, inputs: np.ndarray) -> Any:
     """Fit timings, the model summary, the training-curve figure and the model itself (its ``ModelInfo``)."""
     import mlflow
 
-    from mnist_pipeline.model_store import model_summary
-    from mnist_pipeline.plots import close_figures, training_curves
+    from mnist_pipeline.reporting.plots import close_figures, training_curves
 
     mlflow.log_metrics(
         {
@@ -125,12 +105,12 @@ def log_fit_summary(name: str, framework: str, result: Any, inputs: np.ndarray) 
             "epochs_run": float(result.epochs),
         }
     )
-    mlflow.log_text(model_summary(framework, result.model), "model_summary.txt")
-    if framework == "keras":  # scikit-learn fits have a single point, not a curve
+    mlflow.log_text(registry.adapter_of(params).summary(result.model), "model_summary.txt")
+    if result.has_curves:  # a fit without epochs has a single point, not a curve
         figure = training_curves(result.history, f"{name}: training vs validation")
         mlflow.log_figure(figure, "training_curves.png")
         close_figures(figure)
-    return log_model(result.model, name, framework, inputs, result.epochs)
+    return log_model(result.model, name, params, inputs, result.epochs)
 
 
 def log_overhead(sections: dict[str, float], mlflow_seconds: float) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES, PreprocessParams
+from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
+from mnist_pipeline.data.params import PreprocessParams
 
 PIXEL_MAX = 255.0
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from mnist_pipeline.atomic import atomic_path
-from mnist_pipeline.config import DataParams, PinnedFile
+from mnist_pipeline.data.params import DataParams, PinnedFile
 from mnist_pipeline.errors import DownloadError
 
 log = logging.getLogger("mnist_pipeline.download")

@@ -1,5 +1,7 @@
 """The on-disk layout of a trained model, shared by the train (writer), evaluate and report (readers) stages.
 
+The weights file is the framework adapter's (saved and loaded safely by it); the rest is here.
+
 ``models/<name>/``
     ``model/``            the weights (``model.keras`` or ``model.skops``), ``config.json``, ``summary.txt``
     ``history.csv``       one row per epoch, drawn by ``dvc plots``
@@ -15,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.atomic import atomic_directory, atomic_open, write_json, write_text
-from mnist_pipeline.config import ModelParams
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.models import keras_models, persistence
-from mnist_pipeline.training import FitResult
+from mnist_pipeline.models import adapters, registry
+from mnist_pipeline.models.base import FitResult
 
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "config.json"
@@ -28,17 +29,12 @@ RUN_FILE = "mlflow_run.json"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
 
-def model_summary(framework: str, model: Any) -> str:
-    if framework == "keras":
-        return keras_models.summary_text(model)
-    return f"{model!r}\n"
-
-
-def training_config(name: str, params: ModelParams, framework: str, representation: str, result: FitResult) -> dict[str, Any]:
+def training_config(name: str, params: Any, representation: str, result: FitResult) -> dict[str, Any]:
+    """The model's config, saved next to its weights: what it is, how it was trained, what it cost."""
     return {
         "name": name,
         "type": params.type,
-        "framework": framework,
+        "framework": registry.of(params).framework,
         "input": representation,
         "params": params.model_dump(mode="json"),
         "parameter_counts": result.parameter_counts,
@@ -47,19 +43,13 @@ def training_config(name: str, params: ModelParams, framework: str, representati
     }
 
 
-def write_training_outputs(
-    directory: Path,
-    name: str,
-    params: ModelParams,
-    framework: str,
-    representation: str,
-    result: FitResult,
-) -> None:
+def write_training_outputs(directory: Path, name: str, params: Any, representation: str, result: FitResult) -> None:
     # The model folder appears whole or not at all; the history file is atomic.
+    adapter = registry.adapter_of(params)
     with atomic_directory(directory / MODEL_SUBDIR) as staging:
-        persistence.save_model(result.model, framework, staging)
-        write_json(staging / CONFIG_FILE, training_config(name, params, framework, representation, result))
-        write_text(staging / SUMMARY_FILE, model_summary(framework, result.model))
+        adapter.save(result.model, staging)
+        write_json(staging / CONFIG_FILE, training_config(name, params, representation, result))
+        write_text(staging / SUMMARY_FILE, adapter.summary(result.model))
     write_history(directory / HISTORY_FILE, result.history)
 
 
@@ -88,7 +78,6 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # reading what the train stage left (shared by the evaluate and report stages)
 
-FRAMEWORKS = ("keras", "sklearn")
 REPRESENTATIONS = ("flat", "image", "pixels")
 
 
@@ -111,8 +100,8 @@ def check_config(config: Any, source: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ArtifactError(f"{source}: expected a JSON object, got {type(config).__name__}")
     problems = []
-    if config.get("framework") not in FRAMEWORKS:
-        problems.append(f"framework must be one of {list(FRAMEWORKS)}, got {config.get('framework')!r}")
+    if config.get("framework") not in adapters.known():
+        problems.append(f"framework must be one of {adapters.known()}, got {config.get('framework')!r}")
     if config.get("input") not in REPRESENTATIONS:
         problems.append(f"input must be one of {list(REPRESENTATIONS)}, got {config.get('input')!r}")
     counts = config.get("parameter_counts")
@@ -146,3 +135,8 @@ def read_run(directory: Path, name: str) -> RunRecord:
             f"rerun `dvc repro -f train@{name}`"
         )
     return RunRecord(**fields)
+
+
+def load_trained_model(directory: Path, config: dict[str, Any]) -> Any:
+    """The model saved in ``<directory>/model/``, loaded safely by its framework's adapter."""
+    return adapters.get(config["framework"]).load(directory / MODEL_SUBDIR, registry.get(config["type"]))

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.evaluation import confusion_figure
-from mnist_pipeline.model_store import RunRecord
-from mnist_pipeline.plots import close_figures
-from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
+from mnist_pipeline.models.store import RunRecord
+from mnist_pipeline.reporting.plots import close_figures, confusion_figure
+from mnist_pipeline.tracking.provenance import provenance_tags
+from mnist_pipeline.tracking.runs import tracked_run
+from mnist_pipeline.tracking.store import configure_tracking
 
 log = logging.getLogger(__name__)
 

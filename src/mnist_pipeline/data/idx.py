@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from mnist_pipeline.config import IMAGE_SIDE, NUM_CLASSES
+from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.errors import IdxFormatError
 
 IMAGES_MAGIC = 2051

@@ -9,35 +9,40 @@ and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py`
 - ``reports/summary.json``: the same rows, machine-readable;
 - ``reports/accuracy_vs_params.png``: test accuracy against parameter count (log scale).
 
-``log_report`` records the three files in MLflow as a run of its own, named ``report``, in the
-shared experiment, with the best test accuracy as metric ``best_accuracy`` and the tag
-``dvc.stage=report``, so the comparison sits beside the per-model runs it summarises.
+``tracking.report`` logs the three files to MLflow.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.atomic import atomic_path, write_json, write_text
-from mnist_pipeline.config import Params, PathsParams
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.model_store import read_config, read_json
+from mnist_pipeline.models.store import read_config, read_json
+from mnist_pipeline.paths import PathsParams, Section
+
+if TYPE_CHECKING:
+    from mnist_pipeline.config import Params
 
 log = logging.getLogger(__name__)
 
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 SCATTER_PNG = "accuracy_vs_params.png"
-RUN_NAME = "report"
 # The seed's contrast is between these two; other names fall back to the first model of each type.
 SEED_CNN, SEED_MLP = "cnn", "mlp"
 REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total")
+
+
+class ReportParams(Section):
+    """The ``report`` section of params.yaml."""
+
+    title: str = "MNIST model comparison"
 
 
 @dataclass(frozen=True)
@@ -150,9 +155,9 @@ def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) 
 
 def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
     """Each model a labelled point; parameter counts span orders of magnitude, hence log x."""
-    from mnist_pipeline.plots import _pyplot
+    from mnist_pipeline.reporting.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
     # Neighbours along x take turns labelling above and below their point, so names don't collide.
     for index, row in enumerate(sorted(rows, key=lambda row: row.parameters)):
@@ -193,7 +198,7 @@ def read_metrics(paths: PathsParams, name: str) -> dict[str, Any]:
     return metrics
 
 
-def collect_rows(params: Params) -> list[ModelRow]:
+def collect_rows(params: "Params") -> list[ModelRow]:
     """One row per model in ``params.models``, best first; any missing file is an ``ArtifactError``."""
     rows = []
     for name in params.models:
@@ -203,7 +208,7 @@ def collect_rows(params: Params) -> list[ModelRow]:
 
 
 def save_figure(figure: Any, destination: Path) -> None:
-    from mnist_pipeline.plots import close_figures
+    from mnist_pipeline.reporting.plots import close_figures
 
     try:
         with atomic_path(destination, suffix=destination.suffix) as tmp:
@@ -221,22 +226,3 @@ def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow]) -> di
     if contrast:
         log.info("%s", contrast)
     return files
-
-
-def log_report(files: Mapping[str, Path], rows: Sequence[ModelRow]) -> str:
-    """One MLflow run named ``report`` holding the three files; returns its id."""
-    import mlflow
-
-    from mnist_pipeline.tracking import configure_tracking, provenance_tags, tracked_run
-
-    experiment_id = configure_tracking()
-    stage = os.environ.get("DVC_STAGE") or RUN_NAME
-    tags = {**provenance_tags(stage), "dvc.stage": stage}
-    if rows:
-        tags["best_model"] = rows[0].model
-    with tracked_run(run_name=RUN_NAME, experiment_id=experiment_id, tags=tags) as run:
-        if rows:
-            mlflow.log_metric("best_accuracy", rows[0].accuracy)
-        for path in files.values():
-            mlflow.log_artifact(str(path), artifact_path=RUN_NAME)
-        return run.info.run_id

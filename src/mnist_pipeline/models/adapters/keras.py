@@ -1,0 +1,132 @@
+"""The Keras adapter: fit with per-epoch observers, softmax outputs, the native ``.keras`` format.
+
+Models are loaded with ``safe_mode=True`` (no lambda deserialisation), so a tampered file cannot
+run code. Keras (and TensorFlow) is imported only inside these methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.atomic import atomic_path
+from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.models.base import HISTORY_METRICS, EpochObserver, FitResult
+
+log = logging.getLogger("mnist_pipeline.training")
+
+
+class KerasAdapter:
+    name = "keras"
+    model_filename = "model.keras"
+    targets = "onehot"  # categorical cross-entropy
+    heavy_modules = ("keras",)
+    pip_packages = ("keras", "tensorflow")
+
+    def fit(
+        self, model_type: Any, name: str, params: Any, inputs: np.ndarray, targets: np.ndarray,
+        observers: Sequence[EpochObserver] = (), verbose: int | None = None,
+    ) -> FitResult:
+        import keras
+
+        keras.utils.set_random_seed(params.seed)
+        model = model_type.build(params, name)
+        history: list[dict[str, float]] = []
+
+        class _EpochRecorder(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                row = {key: float(value) for key, value in (logs or {}).items() if key in HISTORY_METRICS}
+                row["epoch_seconds"] = time.perf_counter() - self._started
+                history.append({"epoch": epoch, **row})
+                for observer in observers:
+                    observer(epoch, row)
+
+        if verbose is None:
+            # A live bar on a terminal; one line per epoch in logs and CI.
+            verbose = 1 if sys.stdout.isatty() else 2
+        log.info(
+            "%s: fitting %s parameters for %d epochs (batch %d, validation_split %.2f) on %d digits",
+            name, f"{model.count_params():,}", params.epochs, params.batch_size, params.validation_split, inputs.shape[0],
+        )
+        started = time.perf_counter()
+        model.fit(
+            np.asarray(inputs),
+            np.asarray(targets),
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            validation_split=params.validation_split,
+            callbacks=[_EpochRecorder()],
+            verbose=verbose,
+        )
+        fit_seconds = time.perf_counter() - started
+        return FitResult(model, fit_seconds, len(history), history, self.parameter_counts(model))
+
+    def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        # The models end in a softmax over the ten digits: predict already returns probabilities.
+        return np.asarray(model.predict(np.asarray(inputs), batch_size=batch_size, verbose=0), dtype=np.float64)
+
+    def save(self, model: Any, directory: Path) -> Path:
+        path = directory / self.model_filename
+        with atomic_path(path, suffix=".keras") as tmp:
+            model.save(tmp)
+        return path
+
+    def load(self, directory: Path, model_type: Any = None) -> Any:
+        import keras
+
+        path = directory / self.model_filename
+        if not path.exists():
+            raise ArtifactError(f"{path}: no trained model here; run `dvc repro` for its train stage first")
+        try:
+            return keras.models.load_model(path, safe_mode=True, compile=True)
+        except (ValueError, OSError) as exc:
+            raise ArtifactError(f"{path}: not a loadable Keras model ({exc})") from None
+
+    def summary(self, model: Any) -> str:
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+        return "\n".join(lines) + "\n"
+
+    def parameter_counts(self, model: Any) -> dict[str, int]:
+        trainable = int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+        total = int(model.count_params())
+        return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+    # -- MLflow --------------------------------------------------------------------------------
+
+    def mlflow_flavor(self) -> Any:
+        """``mlflow.keras`` whose ``save_model`` first creates the model folder.
+
+        MLflow 3.17's ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates
+        the folder it writes into, so logging with an input example dies with FileNotFoundError
+        (mlflow/mlflow#16183). Creating the folder first is the whole fix; everything else is
+        MLflow's own Keras flavour.
+        """
+        import mlflow.keras
+
+        def save_model(path: str, **kwargs: Any) -> Any:
+            os.makedirs(path, exist_ok=True)
+            return mlflow.keras.save_model(path=path, **kwargs)
+
+        return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
+
+    def mlflow_model_kwargs(self, model: Any, model_type: Any) -> dict[str, Any]:
+        return {"model": model}
+
+    def pyfunc_outputs(self, model: Any, example: np.ndarray) -> np.ndarray:
+        """What the logged model's pyfunc returns for ``example``: the softmax probabilities."""
+        return model.predict(example, verbose=0)
+
+
+ADAPTER = KerasAdapter()
