@@ -46,10 +46,10 @@ def main() -> int:
             run = timed([python, "pipeline/train.py", name], project, child_env())
             config = json.loads((project / "models" / name / "model" / "config.json").read_text())
             ours.append(config["fit_seconds"] / config["epochs"])
-            found = re.search(r"\(MLflow ([0-9.]+) s\)", run.stdout)
-            overhead.append(float(found.group(1)) if found else float("nan"))
-            besides = re.search(r"besides fit: (.*?) \(MLflow", run.stdout)
-            breakdown.append(besides.group(1) if besides else "?")
+            found = re.search(r"stage timing: (\{.*\})", run.stdout)
+            timing = json.loads(found.group(1)) if found else {}
+            overhead.append(timing.get("tracking set-up", float("nan")) + timing.get("MLflow logging", float("nan")))
+            breakdown.append(", ".join(f"{key} {value:.1f} s" for key, value in timing.items() if key not in ("stage", "fit")))
             peak.append(run.peak_rss_mib)
         ratio = median(ours) / median(reference)
         print(f"{name}: s/epoch ours median {median(ours):.2f} vs reference {median(reference):.2f} "

@@ -13,17 +13,21 @@ import sys
 from mnist_pipeline.config import load_params
 from mnist_pipeline.reporting.report import collect_rows, write_report
 from mnist_pipeline.tracking.report import log_report
-from mnist_pipeline.stage import run_stage
+from mnist_pipeline.stage import run_stage, timer
 
 log = logging.getLogger("mnist_pipeline.report")
 
 
 def body() -> None:
-    params = load_params()
-    rows = collect_rows(params)
-    files = write_report(params.paths, params.report.title, rows)
+    watch = timer()
+    with watch.section("report"):
+        params = load_params()
+        rows = collect_rows(params)
+        files = write_report(params.paths, params.report.title, rows)
     log.info("report: %d models, best %s (%.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))
-    run_id = log_report(files, rows)
+    watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
+    with watch.section("MLflow logging"):
+        run_id = log_report(files, rows)
     log.info("report: logged to MLflow run %s", run_id)
 
 

@@ -103,9 +103,41 @@ def edit_params(project: Path, edit) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# ---------------------------------------------------------------------------------------------
+# a pre-migrated MLflow store: creating an SQLite store's schema takes seconds, copying it milliseconds
+
+_MIGRATED_DB: Path | None = None
+
+
+def migrated_db(tmp_root: Path) -> Path:
+    """An MLflow SQLite database whose schema is created once per test session."""
+    global _MIGRATED_DB
+    if _MIGRATED_DB is None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = tmp_root / "migrated-mlflow-store"
+        folder.mkdir(parents=True, exist_ok=True)
+        SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
+        _MIGRATED_DB = folder / "mlflow.db"
+    return _MIGRATED_DB
+
+
+def seed_store(root: Path, tmp_root: Path) -> None:
+    """Put a copy of the migrated store where the project's default store lives (``mlruns/mlflow.db``)."""
+    (root / "mlruns").mkdir(exist_ok=True)
+    shutil.copy(migrated_db(tmp_root), root / "mlruns" / "mlflow.db")
+
+
+@pytest.fixture
+def tracking_store(tmp_path: Path, tmp_path_factory) -> Path:
+    """``tmp_path`` holding a ready MLflow store at ``mlruns/mlflow.db``."""
+    seed_store(tmp_path, tmp_path_factory.getbasetemp())
+    return tmp_path
+
+
 def make_project(tmp_path: Path) -> Path:
     """A git + DVC copy of the project in ``tmp_path/project`` whose download stage serves a
-    tiny synthetic MNIST from ``tmp_path/mirror``."""
+    tiny synthetic MNIST from ``tmp_path/mirror``, with a ready (empty) MLflow store."""
     root = tmp_path / "project"
     root.mkdir()
     for name in PROJECT_FILES:
@@ -127,6 +159,7 @@ def make_project(tmp_path: Path) -> Path:
     run_cmd(["git", "init", "-q", "-b", "main"], cwd=root)
     run_cmd(["git", "add", "-A"], cwd=root)
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"], cwd=root)
+    seed_store(root, tmp_path.parent)
     return root
 
 
@@ -154,15 +187,42 @@ def smoke_models(params: dict) -> None:
     params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}
 
 
+# Loaded by every Python process of the smoke run: records whether it imported TensorFlow.
+MODULE_PROBE = """
+import atexit, json, os, sys
+
+def _record():
+    with open(os.path.join(os.environ["MODULE_PROBE_DIR"], f"{os.getpid()}.json"), "w") as handle:
+        json.dump({"argv": sys.argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+
+atexit.register(_record)
+"""
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """One full `dvc repro` of the smoke project per session; tests work on copies of it (with its DVC cache)."""
+    """One full `dvc repro` of the smoke project per session; tests read it, or work on copies (with its DVC cache).
+
+    Every process of that repro records whether it imported TensorFlow (``smoke_module_records``).
+    """
     base = tmp_path_factory.mktemp("smoke")
     project = make_project(base)
     edit_params(project, smoke_models)
-    env = subprocess_env(MNIST_MIRROR=str(base / "mirror"))
-    result = dvc(project, "repro", env=env)
-    return project, env, result
+    probe = base / "probe"
+    (probe / "records").mkdir(parents=True)
+    (probe / "sitecustomize.py").write_text(MODULE_PROBE)
+    probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
+    result = dvc(project, "repro", env=probed)
+    shutil.move(probe / "records", base / "module_records")
+    return project, subprocess_env(MNIST_MIRROR=str(base / "mirror")), result
+
+
+@pytest.fixture(scope="session")
+def smoke_module_records(smoke_run) -> list[dict]:
+    import json
+
+    project, _, _ = smoke_run
+    return [json.loads(path.read_text()) for path in (project.parent / "module_records").glob("*.json")]
 
 
 @pytest.fixture

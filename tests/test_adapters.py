@@ -131,7 +131,7 @@ def centroid_framework():
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tracking_store, tmp_path, monkeypatch):
     import mlflow
 
     from mnist_pipeline.config import load_params

@@ -209,7 +209,7 @@ def test_figures_render_to_png(tmp_path):
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, data):
+def workdir(tracking_store, tmp_path, monkeypatch, data):
     """A project-shaped folder: params.yaml, processed test arrays, the default local MLflow store."""
     import mlflow
 

@@ -86,3 +86,40 @@ def test_a_retrain_that_changes_nothing_shows_no_metrics_diff(smoke_project):
     # The report still shows the fit time, from the model's own config.json.
     summary = json.loads((project / "reports/summary.json").read_text())
     assert all(row["fit_seconds"] >= 0 for row in summary["models"])
+
+
+def _stale(project, env) -> set[str]:
+    return set(json.loads(dvc(project, "status", "--json", env=env).stdout))
+
+
+def test_code_changes_rerun_only_what_they_shape(smoke_project):
+    """Stage deps are narrow: one model type's code retrains its models only, a new type or a
+    logging change retrains nothing."""
+    project, env, _ = smoke_project
+    commit_all(project, "baseline")
+    package = project / "src" / "mnist_pipeline"
+    assert _stale(project, env) == set()
+
+    # Editing one type's schema or builder: only the models of that type.
+    with open(package / "models/types/sgd.py", "a") as handle:
+        handle.write("\n# an edit to the SGD builder\n")
+    assert _stale(project, env) == {"train@sgd_scaled"}
+    run_cmd(["git", "checkout", "--", "."], cwd=project)
+    with open(package / "models/types/keras_cnn.py", "a") as handle:
+        handle.write("\n# an edit to the CNN builder\n")
+    assert _stale(project, env) == {"train@cnn"}
+    run_cmd(["git", "checkout", "--", "."], cwd=project)
+
+    # Adding a model type (a new module beside the others): nothing existing retrains.
+    (package / "models/types/knn.py").write_text(
+        '"""type: knn."""\n\nfrom typing import Literal\n\nfrom mnist_pipeline.models.registry import ModelType\n'
+        "from mnist_pipeline.paths import Section\n\n\nclass KNNParams(Section):\n    type: Literal['knn']\n"
+    )
+    assert _stale(project, env) == set()
+
+    # A logging-only change: nothing retrains.
+    with open(package / "tracking/training.py", "a") as handle:
+        handle.write("\n# log one more thing\n")
+    with open(package / "tracking/evaluation.py", "a") as handle:
+        handle.write("\n# log one more thing\n")
+    assert _stale(project, env) == set()

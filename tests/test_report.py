@@ -68,7 +68,7 @@ def test_markdown_table_has_one_line_per_model():
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tracking_store, tmp_path, monkeypatch):
     import mlflow
 
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())

@@ -8,13 +8,16 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.timing import Stopwatch
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -43,8 +46,33 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_timer = Stopwatch()
+
+
+def timer() -> Stopwatch:
+    """This stage's stopwatch: bodies time their sections on it, and the stage reports them at the end."""
+    return _timer
+
+
+def _process_age() -> float:
+    """Seconds since this process started: the interpreter's start-up and module imports included."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def report_timing(name: str, watch: Stopwatch, startup: float) -> None:
+    """Where the stage's time went: one readable line, and one JSON line for benchmarks/bench_pipeline.py."""
+    total = _process_age()
+    record = {"stage": name, "total": round(total, 3), "start-up": round(startup, 3)}
+    record |= {section: round(seconds, 3) for section, seconds in watch.seconds.items()}
+    log.info("%s took %.1f s: start-up (interpreter, module imports) %.1f s, %s", name, total, startup, watch.describe())
+    log.info("stage timing: %s", json.dumps(record))
+
+
 def run_stage(name: str, body: Callable[[], None]) -> int:
     """Run one stage's body; return the process exit status."""
+    startup = _process_age()
     configure_logging()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     stage_log = logging.getLogger(f"mnist_pipeline.{name}")
@@ -56,6 +84,7 @@ def run_stage(name: str, body: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         stage_log.error("%s interrupted", name)
         return EXIT_INTERRUPTED
+    report_timing(name, _timer, startup)
     return 0
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 
 class Stopwatch:
@@ -26,6 +27,12 @@ class Stopwatch:
 
     def describe(self) -> str:
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+
+    def import_modules(self, section: str, modules: Sequence[str]) -> None:
+        """Import ``modules`` up front, timed as ``section``, so later sections time work, not module loading."""
+        with self.section(section):
+            for module in modules:
+                importlib.import_module(module)
 
 
 @contextlib.contextmanager
