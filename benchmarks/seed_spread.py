@@ -3,7 +3,8 @@
 Every model in params.yaml is trained and scored exactly as `train@<m>` and `evaluate@<m>` do it
 (``training.fit``, ``evaluation.predict_proba``, ``evaluation.compute_metrics``), once per seed:
 20 seeds where one fit takes under 30 s, 10 otherwise, a single run for a model without a seed
-(GaussianNB is deterministic). Each run is appended to ``noise/runs.jsonl`` as it finishes, so an
+(GaussianNB is deterministic), each in a fresh process as the pipeline's stages are. Each run is
+appended to ``noise/runs.jsonl`` as it finishes, so an
 interrupted measurement resumes where it stopped; runs already there (same model, same params
 apart from the seed, same seed) are not repeated. At the end the runs of the current params are
 summarised into ``noise/noise.json``, which the gate reads (see ``mnist_pipeline.noise``).
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,6 +91,22 @@ def run_once(name: str, params: Any, paths: Any, seed: int | None) -> dict[str, 
     }
 
 
+def run_in_child(name: str, seed: int | None, runs_path: Path) -> dict[str, Any]:
+    """One training in a fresh process, as the pipeline runs each stage.
+
+    Back-to-back fits in one long-lived process slow down several-fold (a CNN fit took 406 s
+    after a dozen earlier fits, against about 80 s in a fresh process), and a fresh process is
+    also the state a train stage starts from.
+    """
+    before = len(read_runs(runs_path))
+    command = [sys.executable, __file__, "--one", name, "none" if seed is None else str(seed)]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rows = read_runs(runs_path)
+    if result.returncode != 0 or len(rows) != before + 1:
+        raise PipelineError(f"{name} seed {seed}: the training process failed ({result.returncode}):\n{result.stdout[-3000:]}")
+    return rows[-1]
+
+
 def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None) -> None:
     done = read_runs(runs_path)
     for name in names:
@@ -97,8 +115,7 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
         have = {row["seed"] for row in done if row["model"] == name and row["params_hash"] == params_hash}
         if not hasattr(model, "seed"):
             if None not in have:
-                row = run_once(name, model, params.paths, None)
-                append_run(runs_path, row)
+                row = run_in_child(name, None, runs_path)
                 done.append(row)
                 log.info("%s (deterministic): accuracy %.4f, fit %.1f s", name, row["accuracy"], row["fit_seconds"])
             continue
@@ -107,8 +124,7 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
         while target is None or len([s for s in have if s is not None and s < target]) < target:
             if seed not in have:
                 started = time.perf_counter()
-                row = run_once(name, model, params.paths, seed)
-                append_run(runs_path, row)
+                row = run_in_child(name, seed, runs_path)
                 done.append(row)
                 have.add(seed)
                 log.info(
@@ -136,12 +152,15 @@ def write_summary(params: Any, runs_path: Path, out_path: Path, wall_seconds: fl
         "models": models,
     }
     write_json(out_path, payload)
+    lines = ["| model | test accuracy, mean ± sd | runs | range | seed 0 |", "| --- | --- | --- | --- | --- |"]
     for name, entry in models.items():
         acc = entry["accuracy"]
-        log.info(
-            "%-16s n=%2d  mean %.2f%%  sd %.3f pts  range %.2f-%.2f%%",
-            name, entry["n"], 100 * acc["mean"], 100 * acc["sd"], 100 * acc["min"], 100 * acc["max"],
+        seed0 = acc["values"][entry["seeds"].index(0)] if 0 in entry["seeds"] else acc["values"][0]
+        spread = "deterministic" if entry["deterministic"] else f"{100 * acc['min']:.2f}–{100 * acc['max']:.2f}"
+        lines.append(
+            f"| `{name}` | {100 * acc['mean']:.2f} ± {100 * acc['sd']:.2f} | {entry['n']} | {spread} | {100 * seed0:.2f} |"
         )
+    log.info("noise model (percent):\n%s", "\n".join(lines))
     if missing:
         log.warning("no runs with the current params for %s: the gate will use its default tolerance for them", missing)
     return payload
@@ -152,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 20 if a fit < 30 s, else 10)")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild noise.json from the runs file")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
     configure_logging()
     params = load_params()
     runs_path, out_path = Path(params.paths.noise_runs), Path(params.paths.noise_model)
+    if args.one:
+        name, seed = args.one
+        append_run(runs_path, run_once(name, params.model(name), params.paths, None if seed == "none" else int(seed)))
+        return 0
     started = time.perf_counter()
     try:
         if not args.summarize_only:

@@ -100,7 +100,31 @@ def test_tolerances_follow_from_the_measured_spread_and_the_false_alarm_rate():
     assert tolerances[("cnn", "accuracy")].value == pytest.approx(t.ppf(1 - per_model, 9) * 0.001 * 2**0.5)
     assert tolerances[("nb", "accuracy")].value == 0.001  # deterministic: the resolution
     assert tolerances[("new", "accuracy")].value == 0.005 and "no noise measurement" in tolerances[("new", "accuracy")].note
-    assert tolerances[("mlp", "accuracy")].source == "noise: 20 seeds, sd 0.0020"
+    assert tolerances[("mlp", "accuracy")].source == "noise: 20 seeds, sd 0.0020, against the baseline run"
+    assert tolerances[("mlp", "accuracy")].expected is None
+
+
+def test_a_baseline_that_runs_the_measured_configuration_is_judged_by_its_mean():
+    """Against the mean of n runs, a new run's deviation has sd sigma*sqrt(1 + 1/n), not sigma*sqrt(2)."""
+    from scipy.stats import t
+
+    noise = _noise(mlp=(20, 0.002), cnn=(10, 0.001))
+    tolerances = derive_tolerances(GATE, noise, {"mlp": "h", "cnn": "h"}, baseline_hashes={"mlp": "h", "cnn": "other"})
+    mlp, cnn = tolerances[("mlp", "accuracy")], tolerances[("cnn", "accuracy")]
+    per_model = 0.01 / 4  # two models, two ruled metrics each
+    assert mlp.expected == 0.98 and mlp.value == pytest.approx(t.ppf(1 - per_model, 19) * 0.002 * (1 + 1 / 20) ** 0.5)
+    assert "against their mean" in mlp.source
+    # The baseline commit runs another cnn than the one measured: its own run is the reference.
+    assert cnn.expected is None and cnn.value == pytest.approx(t.ppf(1 - per_model, 9) * 0.001 * 2**0.5)
+    assert "not the configuration its noise was measured for" in cnn.note
+
+    rows = check(_current(mlp__accuracy=0.9801), BASELINE, GATE, MODELS, tolerances)
+    mlp_row = next(row for row in rows if (row.model, row.metric) == ("mlp", "accuracy"))
+    # Judged against the measured mean 0.98, not the baseline's one run 0.9801.
+    assert mlp_row.expected == 0.98 and mlp_row.delta == pytest.approx(0.0001) and mlp_row.verdict == "ok"
+    low = check(_current(mlp__accuracy=0.98 - 1.01 * mlp.value), BASELINE, GATE, MODELS, tolerances)
+    (failed,) = failures(low)
+    assert "< expected (measured mean) 0.9800" in failed.reason
 
 
 def test_noise_measured_for_other_params_still_applies_but_is_flagged():
@@ -176,7 +200,7 @@ def test_tables_show_every_row():
     rows = check(_current(mlp__accuracy=0.9745), {"mlp": BASELINE["mlp"]}, GATE, MODELS)
     text = format_table(rows)
     lines = text.splitlines()
-    assert lines[0].split() == ["model", "metric", "baseline", "now", "delta", "tolerance", "floor", "verdict"]
+    assert lines[0].split() == ["model", "metric", "baseline", "expected", "now", "delta", "tolerance", "floor", "verdict"]
     assert len(lines) == 2 + len(rows)
     assert any("REGRESSION" in line and "-0.0056" in line and "0.95" in line for line in lines)
     regression = next(line for line in lines if "REGRESSION" in line)
@@ -269,7 +293,7 @@ def test_gate_stage_records_a_pass_and_the_tolerances(repo, caplog):
     assert "gate passed" in caplog.text
     report = (repo / "reports/gate.md").read_text()
     assert "**Metric gate passed**" in report and "| `cnn` | accuracy | 0.9912 | 0.9912 |" in report
-    assert f"`mlp` accuracy: {_tolerance(20, 0.002):.4f} (noise: 20 seeds, sd 0.0020)" in report
+    assert f"`mlp` accuracy: {_tolerance(20, 0.002):.4f} (noise: 20 seeds, sd 0.0020, against the baseline run)" in report
     verdict = json.loads((repo / "reports/gate.json").read_text())
     assert verdict["passed"] is True and verdict["verdict"] == {"mlp": "pass", "cnn": "pass"}
 
@@ -291,10 +315,29 @@ def test_gate_stage_records_a_regression_but_exits_0_and_enforce_exits_1_naming_
     assert last.levelno == logging.ERROR
     tolerance = _tolerance(20, 0.002)
     assert last.getMessage().startswith(f"gate FAILED: mlp accuracy 0.9312 < baseline 0.9801 - tolerance {tolerance:.4f}")
-    assert "mlp accuracy 0.9312 < floor 0.97" in last.getMessage()
+    assert "mlp accuracy 0.9312 < floor 0.96" in last.getMessage()
     # --enforce touches no DVC output, and appends the table to the summary file.
     assert {path: path.stat().st_mtime_ns for path in (repo / "reports").iterdir()} == written
     assert summary.read_text().startswith("earlier step\n## Metric gate") and "**REGRESSION**" in summary.read_text()
+
+
+def test_when_the_baseline_runs_the_measured_configuration_runs_are_judged_by_the_measured_mean(repo):
+    from mnist_pipeline.config import load_params
+    from mnist_pipeline.models.base import params_hash
+
+    params = load_params()
+    noise = json.loads((repo / "noise/noise.json").read_text())
+    for name in MODELS:
+        noise["models"][name]["params_hash"] = params_hash(params.models[name], without_seed=True)
+    (repo / "noise/noise.json").write_text(json.dumps(noise))
+    tolerance = _tolerance(10, 0.0005) / 2**0.5 * (1 + 1 / 10) ** 0.5  # the cnn, against its mean 0.99
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.99 - 0.9 * tolerance})
+    assert load_entry("gate").main(["--enforce"]) == 0
+    _write_metrics(repo, {"mlp": 0.9801, "cnn": 0.99 - 1.1 * tolerance})
+    assert load_entry("gate").main(["--enforce"]) == 1
+    assert load_entry("gate").main([]) == 0
+    table = (repo / "reports/gate.md").read_text()
+    assert "| `cnn` | accuracy | 0.9912 | 0.9900 |" in table and "against their mean" in table
 
 
 def test_a_drop_within_the_measured_noise_passes_and_one_beyond_it_fails(repo):

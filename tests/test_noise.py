@@ -118,25 +118,29 @@ def test_the_tolerance_is_the_t_quantile_of_a_two_run_difference():
     assert noise.per_model_alpha(0.01, 8) == 0.00125
 
 
+@pytest.mark.parametrize("against", ["mean", "run"])
 @pytest.mark.parametrize("runs", [5, 10, 20])
-def test_the_derived_tolerance_has_the_stated_false_alarm_rate(runs):
-    """Monte Carlo of the whole procedure: measure sd from ``runs`` seeds, then compare two new runs.
+def test_the_derived_tolerance_has_the_stated_false_alarm_rate(runs, against):
+    """Monte Carlo of the whole procedure: measure mean and sd from ``runs`` seeds, then judge a fresh
+    run against that mean, or against one other fresh run.
 
-    Over many repetitions, the share of comparisons where the second run falls more than the
-    tolerance below the first must match alpha: the derivation is neither loose nor tight.
+    Over many repetitions, the share of fresh runs that fall more than the tolerance below the
+    reference must match alpha: the derivation is neither loose nor tight.
     """
+    from scipy.stats import t
+
     rng = np.random.default_rng(0)
     alpha, sigma, trials = 0.05, 0.001, 200_000
     seeds = rng.normal(0.98, sigma, size=(trials, runs))
-    sds = seeds.std(axis=1, ddof=1)
-    from scipy.stats import t
-
-    tolerances = t.ppf(1 - alpha, runs - 1) * sds * math.sqrt(2)
-    baseline, now = rng.normal(0.98, sigma, size=(2, trials))
-    false_alarms = np.mean(now < baseline - tolerances)
+    means, sds = seeds.mean(axis=1), seeds.std(axis=1, ddof=1)
+    spread = math.sqrt(1 + 1 / runs) if against == "mean" else math.sqrt(2)
+    tolerances = t.ppf(1 - alpha, runs - 1) * sds * spread
+    reference = means if against == "mean" else rng.normal(0.98, sigma, size=trials)
+    now = rng.normal(0.98, sigma, size=trials)
+    false_alarms = np.mean(now < reference - tolerances)
     assert false_alarms == pytest.approx(alpha, rel=0.05)
     # The library computes exactly these tolerances.
-    assert noise.tolerance(_measured(runs, float(sds[0])), alpha, 0.0) == pytest.approx(tolerances[0])
+    assert noise.tolerance(_measured(runs, float(sds[0])), alpha, 0.0, against=against) == pytest.approx(tolerances[0])
 
 
 def test_the_committed_noise_model_covers_every_model_in_params():
@@ -157,3 +161,17 @@ def test_the_committed_noise_model_covers_every_model_in_params():
         else:
             assert accuracy.deterministic, name
     assert payload["machine"]["cpu"] and payload["versions"]["tensorflow"]
+
+
+def test_every_floor_sits_far_below_the_measured_noise():
+    """A floor is a backstop: no reseed may come near it (6 sd below the mean, and below every run)."""
+    from conftest import REPO_ROOT
+    from mnist_pipeline.config import load_params
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    payload = json.loads((REPO_ROOT / params.paths.noise_model).read_text())
+    for name, floors in params.gate.floors.items():
+        accuracy = payload["models"][name]["accuracy"]
+        floor = floors["accuracy"]
+        assert floor < accuracy["min"], name
+        assert floor <= accuracy["mean"] - 6 * accuracy["sd"], name

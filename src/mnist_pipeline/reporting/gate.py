@@ -3,8 +3,9 @@
 For every model in ``params.models`` and every metric in ``gate.rules`` (plus any metric the model
 has a floor for) one ``Row`` gets a verdict:
 
-- ``REGRESSION``: worse than the baseline by more than the model's tolerance (higher-is-better:
-  ``now < baseline - tolerance``; lower-is-better: ``now > baseline + tolerance``);
+- ``REGRESSION``: worse than what the baseline's model is expected to score by more than the
+  model's tolerance (higher-is-better: ``now < expected - tolerance``; lower-is-better:
+  ``now > expected + tolerance``);
 - ``BELOW FLOOR``: past the absolute floor in ``gate.floors[model][metric]`` (``now < floor`` for a
   higher-is-better metric, ``now > floor`` for a lower-is-better one), whatever the baseline says;
 - ``MISSING``: the model's metrics file is absent or unreadable, or lacks the metric. A model that
@@ -13,10 +14,13 @@ has a floor for) one ``Row`` gets a verdict:
   table says so, and the floor still applies;
 - ``ok``: otherwise.
 
-Tolerances are not chosen by hand. Each follows from the model's measured seed-to-seed spread
-(``noise/noise.json``) and ``gate.false_alarm_rate``, as ``reporting.noise`` derives. A model
-the noise model has not measured falls back to ``gate.rules[metric].tolerance``, and the table
-says so.
+What the baseline's model is expected to score: when the noise model (``noise/noise.json``)
+measured exactly the configuration the baseline commit runs (its params at that commit, seed
+aside), the measured mean of its runs, a far better estimate than the one committed run;
+otherwise that committed run itself. Tolerances are not chosen by hand: each follows from the
+model's measured seed-to-seed spread, which reference it is compared with, and
+``gate.false_alarm_rate``, as ``reporting.noise`` derives. A model the noise model has not
+measured falls back to the baseline run and ``gate.rules[metric].tolerance``, and the table says so.
 
 ``check``, ``derive_tolerances`` and the formatters are pure; ``current_metrics``,
 ``baseline_metrics`` and ``run_gate`` read the working tree and git; ``pipeline/gate.py`` records
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
+
+import yaml
 
 from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models.base import params_hash
@@ -72,23 +78,25 @@ class GateParams(Section):
 
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
 PASSING = frozenset({OK, NEW})
-COLUMNS = ("model", "metric", "baseline", "now", "delta", "tolerance", "floor", "verdict")
+COLUMNS = ("model", "metric", "baseline", "expected", "now", "delta", "tolerance", "floor", "verdict")
 
 
 @dataclass(frozen=True)
 class Tolerance:
     value: float
-    source: str  # where the value came from, e.g. "noise: 20 seeds, sd 0.0011"
+    source: str  # where the value came from, e.g. "noise: 20 seeds, sd 0.0011, against their mean"
     note: str = ""  # a caveat worth reading, e.g. the noise was measured for other settings
+    expected: float | None = None  # the measured mean, when the baseline's model is the measured one
 
 
 @dataclass(frozen=True)
 class Row:
     model: str
     metric: str
-    baseline: float | None
+    baseline: float | None  # the baseline commit's run
+    expected: float | None  # what the baseline's model is expected to score: the reference for delta
     now: float | None
-    delta: float | None  # now - baseline
+    delta: float | None  # now - expected
     tolerance: float | None
     floor: float | None
     verdict: str
@@ -138,14 +146,20 @@ def _fmt(value: float | None, metric: str, sign: bool = False) -> str:
 
 
 def derive_tolerances(
-    gate: GateParams, noise: noise_model.NoiseModel | None, model_hashes: Mapping[str, str]
+    gate: GateParams,
+    noise: noise_model.NoiseModel | None,
+    model_hashes: Mapping[str, str],
+    baseline_hashes: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, str], Tolerance]:
-    """One tolerance per (model, ruled metric), for a false-alarm rate of the whole gate.
+    """One tolerance (and, where it applies, the expected value) per (model, ruled metric).
 
-    ``model_hashes`` maps each gated model to the hash of its params apart from the seed, so a
-    tolerance measured for other settings is flagged (an experiment that changes a model is
-    still judged by the default's noise, which is what makes a real drop fail).
+    ``model_hashes`` maps each gated model to the hash of its params now, seed aside;
+    ``baseline_hashes`` to its params' hash at the baseline commit. When the latter matches the
+    configuration the noise model measured, the baseline's model is known by its distribution,
+    and a run now is judged against the measured mean. Otherwise it is judged against the
+    baseline's one run, with the measured spread (flagged when it was measured for other settings).
     """
+    baseline_hashes = baseline_hashes or {}
     checks = [(model, metric) for model in model_hashes for metric in gate.rules]
     alpha = noise_model.per_model_alpha(gate.false_alarm_rate, len(checks))
     tolerances: dict[tuple[str, str], Tolerance] = {}
@@ -158,15 +172,22 @@ def derive_tolerances(
                 f"{model} has no noise measurement; gate.rules.{metric}.tolerance applies",
             )
             continue
-        value = noise_model.tolerance(measured, alpha, gate.resolution)
         if measured.deterministic:
-            source = "resolution (deterministic)"
-        else:
-            source = f"noise: {measured.n} seeds, sd {measured.sd:.4f}"
+            value = noise_model.tolerance(measured, alpha, gate.resolution)
+            tolerances[(model, metric)] = Tolerance(value, "resolution (deterministic)")
+            continue
+        spread = f"{measured.n} seeds, sd {measured.sd:.4f}"
+        if measured.params_hash and baseline_hashes.get(model) == measured.params_hash:
+            value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_MEAN)
+            tolerances[(model, metric)] = Tolerance(value, f"noise: {spread}, against their mean", expected=measured.mean)
+            continue
+        value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
         note = ""
-        if measured.params_hash and measured.params_hash != model_hashes[model]:
-            note = f"{model}'s params differ from those its noise was measured with; the measured tolerance applies"
-        tolerances[(model, metric)] = Tolerance(value, source, note)
+        if measured.params_hash and baseline_hashes.get(model) not in (None, measured.params_hash):
+            note = f"{model} at the baseline commit is not the configuration its noise was measured for; judged against that commit's run"
+        elif measured.params_hash and measured.params_hash != model_hashes[model]:
+            note = f"{model}'s params differ from those its noise was measured with; the measured spread applies"
+        tolerances[(model, metric)] = Tolerance(value, f"noise: {spread}, against the baseline run", note)
     return tolerances
 
 
@@ -174,11 +195,13 @@ def derive_tolerances(
 # verdicts
 
 
-def _regression(model: str, metric: str, now: float, baseline: float, tolerance: float, higher_is_better: bool) -> str | None:
-    if higher_is_better and now < baseline - tolerance:
-        return f"{model} {metric} {_fmt(now, metric)} < baseline {_fmt(baseline, metric)} - tolerance {tolerance:.4f}"
-    if not higher_is_better and now > baseline + tolerance:
-        return f"{model} {metric} {_fmt(now, metric)} > baseline {_fmt(baseline, metric)} + tolerance {tolerance:.4f}"
+def _regression(
+    model: str, metric: str, now: float, expected: float, tolerance: float, higher_is_better: bool, what: str
+) -> str | None:
+    if higher_is_better and now < expected - tolerance:
+        return f"{model} {metric} {_fmt(now, metric)} < {what} {_fmt(expected, metric)} - tolerance {tolerance:.4f}"
+    if not higher_is_better and now > expected + tolerance:
+        return f"{model} {metric} {_fmt(now, metric)} > {what} {_fmt(expected, metric)} + tolerance {tolerance:.4f}"
     return None
 
 
@@ -192,25 +215,33 @@ def _below_floor(model: str, metric: str, now: float, floor: float, higher_is_be
 
 def check_one(
     model: str, metric: str, now: float | None, baseline: float | None, tolerance: float | None, floor: float | None,
-    higher_is_better: bool, missing_reason: str = "",
+    higher_is_better: bool, missing_reason: str = "", expected: float | None = None,
 ) -> Row:
-    """The verdict for one (model, metric); ``tolerance`` None means the metric has no rule (floor only)."""
-    delta = None if now is None or baseline is None else now - baseline
+    """The verdict for one (model, metric).
+
+    ``tolerance`` None means the metric has no rule (floor only). ``expected`` is the measured
+    mean of the baseline's model, when known; otherwise the baseline run is the reference. A
+    model with no baseline run at all (new at the baseline commit) is NEW either way.
+    """
+    reference = None if baseline is None else (expected if expected is not None else baseline)
+    what = "expected (measured mean)" if expected is not None else "baseline"
+    delta = None if now is None or reference is None else now - reference
     if now is None:
         reason = f"{model} {metric} missing" + (f" ({missing_reason})" if missing_reason else "")
-        return Row(model, metric, baseline, None, None, tolerance, floor, MISSING, reason)
+        return Row(model, metric, baseline, reference, None, None, tolerance, floor, MISSING, reason)
     failures = []
-    if tolerance is not None and baseline is not None:
-        failures.append((REGRESSION, _regression(model, metric, now, baseline, tolerance, higher_is_better)))
+    if tolerance is not None and reference is not None:
+        failures.append((REGRESSION, _regression(model, metric, now, reference, tolerance, higher_is_better, what)))
     if floor is not None:
         failures.append((BELOW_FLOOR, _below_floor(model, metric, now, floor, higher_is_better)))
     failures = [(verdict, reason) for verdict, reason in failures if reason]
     if failures:
         return Row(
-            model, metric, baseline, now, delta, tolerance, floor, failures[0][0], "; ".join(reason for _, reason in failures)
+            model, metric, baseline, reference, now, delta, tolerance, floor, failures[0][0],
+            "; ".join(reason for _, reason in failures),
         )
     verdict = NEW if tolerance is not None and baseline is None else OK
-    return Row(model, metric, baseline, now, delta, tolerance, floor, verdict)
+    return Row(model, metric, baseline, reference, now, delta, tolerance, floor, verdict)
 
 
 def check(
@@ -235,13 +266,15 @@ def check(
             if now is None and not reason:
                 reason = "no metrics file" if current.get(model) is None else "not a finite number in the metrics file"
             tolerance: float | None = None
+            expected: float | None = None
             if metric in gate.rules:
                 found = tolerances.get((model, metric), gate.rules[metric].tolerance)
                 tolerance = found.value if isinstance(found, Tolerance) else float(found)
+                expected = found.expected if isinstance(found, Tolerance) else None
             rows.append(
                 check_one(
                     model, metric, now, _number(baseline.get(model), metric), tolerance,
-                    gate.floors.get(model, {}).get(metric), _higher_is_better(gate, metric), reason,
+                    gate.floors.get(model, {}).get(metric), _higher_is_better(gate, metric), reason, expected,
                 )
             )
     return rows
@@ -259,7 +292,7 @@ def _cells(row: Row) -> list[str]:
     floor = "-" if row.floor is None else f"{row.floor:g}"
     tolerance = "-" if row.tolerance is None else f"{row.tolerance:.4f}"
     return [
-        row.model, row.metric, _fmt(row.baseline, row.metric), _fmt(row.now, row.metric),
+        row.model, row.metric, _fmt(row.baseline, row.metric), _fmt(row.expected, row.metric), _fmt(row.now, row.metric),
         _fmt(row.delta, row.metric, sign=True), tolerance, floor, row.verdict,
     ]
 
@@ -268,7 +301,7 @@ def format_table(rows: Iterable[Row]) -> str:
     """Fixed-width text: names left-aligned, numbers right-aligned."""
     body = [_cells(row) for row in rows]
     widths = [max(len(cells[i]) for cells in [list(COLUMNS), *body]) for i in range(len(COLUMNS))]
-    numeric = {2, 3, 4, 5, 6}
+    numeric = {2, 3, 4, 5, 6, 7}
 
     def line(cells: list[str]) -> str:
         return "  ".join(cell.rjust(width) if i in numeric else cell.ljust(width) for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
@@ -291,11 +324,13 @@ def format_markdown(
     lines = ["## Metric gate", "", headline, ""]
     if false_alarm_rate is not None:
         lines += [
-            f"Tolerances follow from each model's measured seed-to-seed spread, for a {false_alarm_rate:.0%} chance "
-            "that the whole gate fails on noise alone (README: the gate).",
+            "*expected*: what the baseline's model is expected to score, the measured mean of its seeds where the "
+            "noise model measured that configuration, else the baseline run. Tolerances follow from each model's "
+            f"measured seed-to-seed spread, for a {false_alarm_rate:.0%} chance that the whole gate fails on noise "
+            "alone (README: the gate).",
             "",
         ]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         cells = _cells(row)
         cells[0] = f"`{cells[0]}`"
@@ -404,6 +439,34 @@ def baseline_metrics(commit: str, path: Path) -> dict[str, Any] | None:
         ) from None
 
 
+def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, str]:
+    """Each model's params hash (seed aside) as ``params_path`` stood at ``commit``; {} if unreadable.
+
+    Used only to tell whether the baseline runs the configuration the noise model measured, so a
+    params file the current schema can't read simply means "not known to be the measured one".
+    """
+    from pydantic import ValidationError
+
+    from mnist_pipeline.errors import ConfigError
+    from mnist_pipeline.models import registry
+
+    shown = _git("show", f"{commit}:./{params_path.as_posix()}")
+    if shown.returncode != 0:
+        return {}
+    try:
+        models = (yaml.safe_load(shown.stdout) or {}).get("models") or {}
+    except (yaml.YAMLError, AttributeError):
+        return {}
+    hashes = {}
+    for name, entry in models.items() if isinstance(models, dict) else ():
+        try:
+            schema = registry.get(entry["type"]).params
+            hashes[name] = params_hash(schema.model_validate(entry), without_seed=True)
+        except (ValidationError, ConfigError, KeyError, TypeError):
+            continue
+    return hashes
+
+
 @dataclass
 class GateOutcome:
     rows: list[Row]
@@ -416,14 +479,15 @@ class GateOutcome:
         return not failures(self.rows)
 
 
-def run_gate(params: "Params", baseline_ref: str | None = None) -> GateOutcome:
+def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Path = Path("params.yaml")) -> GateOutcome:
     """Judge the working tree's metrics against ``baseline_ref`` (default ``gate.baseline_ref``)."""
     gate, paths = params.gate, params.paths
     ref = baseline_ref or gate.baseline_ref
     commit = verify_ref(ref)
     noise = noise_model.load(Path(paths.noise_model))
     names = list(params.models)
-    tolerances = derive_tolerances(gate, noise, {name: params_hash(params.models[name], without_seed=True) for name in names})
+    current_hashes = {name: params_hash(params.models[name], without_seed=True) for name in names}
+    tolerances = derive_tolerances(gate, noise, current_hashes, baseline_model_hashes(commit, params_path))
     current, reasons, baseline = {}, {}, {}
     for name in names:
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))
