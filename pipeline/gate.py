@@ -61,15 +61,21 @@ def judge(baseline_ref: str | None, enforce: bool, summary_file: Path | None) ->
         write_json(params.paths.report_file(GATE_VERDICT), verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit))
     if summary_file is not None:
         _append_summary(summary_file, markdown)
+    if not outcome.passed and not enforce:
+        log.warning("verdict recorded in %s: %s", params.paths.report_file(GATE_VERDICT), failure_message(outcome.rows))
+    return outcome
+
+
+def conclude(outcome: GateOutcome, enforce: bool) -> int:
+    """The last line of the log (after the stage's timing): the verdict, naming what failed."""
     if not outcome.passed:
         if enforce:
             log.error("%s", failure_message(outcome.rows))
-        else:
-            log.warning("verdict recorded in %s: %s", params.paths.report_file(GATE_VERDICT), failure_message(outcome.rows))
-    else:
-        new = sorted({row.model for row in outcome.rows if row.verdict == "NEW"})
-        log.info("gate passed: %d checks%s", len(outcome.rows), f" (no baseline yet for {', '.join(new)})" if new else "")
-    return outcome
+            return EXIT_FAILED
+        return 0
+    new = sorted({row.model for row in outcome.rows if row.verdict == "NEW"})
+    log.info("gate passed: %d checks%s", len(outcome.rows), f" (no baseline yet for {', '.join(new)})" if new else "")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     status = run_stage("gate", body)
     if status != 0:
         return status
-    return EXIT_FAILED if args.enforce and not outcome["gate"].passed else 0
+    return conclude(outcome["gate"], args.enforce)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,6 @@ def synthetic_mirror(project: Path) -> Path:
 def smoke_models(params: dict) -> None:
     keep_models(params, {
         "mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1},
-        "cnn": params["models"]["cnn"] | {"epochs": 1, "batch_size": 32},
         "gaussian_nb": params["models"]["gaussian_nb"],
     })
     params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}

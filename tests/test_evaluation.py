@@ -130,7 +130,7 @@ def test_hinge_sgd_scores_are_a_softmax_of_its_margins(reloaded, data):
     np.testing.assert_allclose(predict_proba(model, "sklearn", inputs, batch_size=7), expected, rtol=1e-10)
     # Margins in the thousands (raw 0-255 pixels) must not overflow to NaN.
     huge = np.array([[3000.0, 2990.0, -5000.0] + [0.0] * 7])
-    np.testing.assert_allclose(adapters.get("sklearn").predict_proba(_Margins(huge), huge, 1), softmax(huge, axis=1))
+    np.testing.assert_allclose(adapters.get("sklearn").predict_proba(_Margins(), huge, 1), softmax(huge, axis=1))
 
 
 class _Margins:

@@ -19,7 +19,7 @@ def test_only_keras_stages_import_tensorflow(smoke_module_records):
         argv = record["argv"]
         if argv and argv[0].startswith("pipeline/"):
             stages[" ".join(argv[:2]) if len(argv) > 1 else argv[0]] = record["tensorflow"]
-    keras_models, other_models = {"mlp", "cnn"}, {"gaussian_nb"}
+    keras_models, other_models = {"mlp"}, {"gaussian_nb"}
     assert stages == {
         "pipeline/download.py": False,
         "pipeline/preprocess.py": False,
@@ -44,7 +44,7 @@ def test_train_stage_logs_everything_to_one_run_per_model(smoke_run):
         run.info.run_name: run for run in client.search_runs([experiment.experiment_id])
         if run.data.tags.get("dvc.stage", "").startswith("train@")
     }
-    assert set(runs) == {"mlp", "cnn", "gaussian_nb"}
+    assert set(runs) == {"mlp", "gaussian_nb"}
 
     mlp = runs["mlp"]
     record = json.loads((trained_project / "models/mlp/mlflow_run.json").read_text())
