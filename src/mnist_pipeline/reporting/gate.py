@@ -150,6 +150,7 @@ def derive_tolerances(
     noise: noise_model.NoiseModel | None,
     model_hashes: Mapping[str, str],
     baseline_hashes: Mapping[str, str] | None = None,
+    models_in_question: int | None = None,
 ) -> dict[tuple[str, str], Tolerance]:
     """One tolerance (and, where it applies, the expected value) per (model, ruled metric).
 
@@ -158,10 +159,16 @@ def derive_tolerances(
     configuration the noise model measured, the baseline's model is known by its distribution,
     and a run now is judged against the measured mean. Otherwise it is judged against the
     baseline's one run, with the measured spread (flagged when it was measured for other settings).
+
+    ``models_in_question``: how many models have a result that differs from the baseline's (see
+    ``models_in_question``); the false-alarm rate is shared among their checks only, since a
+    result identical to the baseline's is the baseline itself and cannot raise a false alarm.
+    Default: every gated model.
     """
     baseline_hashes = baseline_hashes or {}
     checks = [(model, metric) for model in model_hashes for metric in gate.rules]
-    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, len(checks))
+    in_question = len(model_hashes) if models_in_question is None else max(models_in_question, 1)
+    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, in_question * len(gate.rules))
     tolerances: dict[tuple[str, str], Tolerance] = {}
     for model, metric in checks:
         measured = noise.get(model, metric) if noise is not None else None
@@ -189,6 +196,22 @@ def derive_tolerances(
             note = f"{model}'s params differ from those its noise was measured with; the measured spread applies"
         tolerances[(model, metric)] = Tolerance(value, f"noise: {spread}, against the baseline run", note)
     return tolerances
+
+
+def models_in_question(
+    current: Mapping[str, Mapping[str, Any] | None], baseline: Mapping[str, Mapping[str, Any] | None]
+) -> list[str]:
+    """The models whose results could raise a false alarm: both runs present and not identical.
+
+    DVC reruns only what changed, so after `dvc exp run -S models.cnn.epochs=1` every other
+    model's metrics file is still the baseline's own, byte for byte. Only the models whose results
+    differ are being tested, and the gate's false-alarm rate is shared among them. On another CPU
+    every model reruns and differs, and all of them share it.
+    """
+    return [
+        model for model in current
+        if current.get(model) is not None and baseline.get(model) is not None and dict(current[model]) != dict(baseline[model])
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +246,8 @@ def check_one(
     mean of the baseline's model, when known; otherwise the baseline run is the reference. A
     model with no baseline run at all (new at the baseline commit) is NEW either way.
     """
+    if now is not None and baseline is not None and now == baseline:
+        expected = None  # the baseline's own result, unchanged: it is the reference, and it passes
     reference = None if baseline is None else (expected if expected is not None else baseline)
     what = "expected (measured mean)" if expected is not None else "baseline"
     delta = None if now is None or reference is None else now - reference
@@ -487,10 +512,11 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
     noise = noise_model.load(Path(paths.noise_model))
     names = list(params.models)
     current_hashes = {name: params_hash(params.models[name], without_seed=True) for name in names}
-    tolerances = derive_tolerances(gate, noise, current_hashes, baseline_model_hashes(commit, params_path))
     current, reasons, baseline = {}, {}, {}
     for name in names:
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))
         baseline[name] = baseline_metrics(commit, paths.metrics_file(name))
+    in_question = len(models_in_question(current, baseline))
+    tolerances = derive_tolerances(gate, noise, current_hashes, baseline_model_hashes(commit, params_path), in_question)
     rows = check(current, baseline, gate, names, tolerances, reasons)
     return GateOutcome(rows, ref, commit, tolerances)
