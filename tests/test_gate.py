@@ -131,7 +131,7 @@ def test_the_false_alarm_rate_is_shared_by_the_models_whose_results_changed():
     """After `dvc exp run -S models.cnn.epochs=1` only the cnn reran: the other files are the baseline's own."""
     from scipy.stats import t
 
-    from mnist_pipeline.gate import models_in_question
+    from mnist_pipeline.reporting.gate import models_in_question
 
     gate = GATE.model_copy(update={"rules": {"accuracy": GATE.rules["accuracy"]}, "floors": {}})
     current = _current(cnn__accuracy=0.985)
