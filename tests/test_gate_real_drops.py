@@ -87,5 +87,6 @@ def test_a_real_drop_fails_naming_the_model(mnist, name, change):
         model_params = _changed(name, **change)
     rows = _judge(name, model_params, mnist)
     accuracy = next(row for row in rows if row.metric == "accuracy")
+    print(f"\n{name} {change}: {accuracy.reason or accuracy}")  # the README quotes these lines (pytest -s)
     assert accuracy.verdict == "REGRESSION", accuracy
     assert accuracy.reason.startswith(f"{name} accuracy ")

@@ -112,6 +112,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], current_hashes: Mapping[str, st
             "n": len(runs),
             "seeds": [row["seed"] for row in runs],
             "fit_seconds_median": statistics.median(row["fit_seconds"] for row in runs),
+            "fit_seconds": [row["fit_seconds"] for row in runs],
             "machines": sorted({row["machine"]["cpu"] + f" ({row['machine']['cpu_count']} cores)" for row in runs}),
         }
         for metric in SUMMARISED_METRICS:
