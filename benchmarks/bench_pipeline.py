@@ -9,7 +9,9 @@ gap between the sum of the stages and the repro's wall time is DVC's own work (h
 spawning). Runs in a throwaway copy of the project with its own MLflow store. MNIST_MIRROR
 defaults to ../shared/datasets/mnist.
 
-Usage: python benchmarks/bench_pipeline.py [--noop-repeats 5] [--models mlp cnn ...]
+Usage: python benchmarks/bench_pipeline.py [--noop-repeats 5] [--models mlp cnn ...] [--in-place]
+(--in-place: run in this checkout, which must have no outputs or DVC cache yet; the baseline in
+dvc.lock, metrics/ and reports/ is then the benchmark run's own.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from collections import defaultdict
 
 import yaml
-from _common import median, project_copy, timed
+from _common import REPO_ROOT, median, project_copy, timed
 
 TIMING = re.compile(r"stage timing: (\{.*\})")
 COLUMNS = ("start-up", "import keras", "import sklearn", "import mlflow", "fit", "tracking set-up", "MLflow logging")
@@ -31,8 +33,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=None, help="only these models (default: all of params.yaml)")
+    parser.add_argument("--in-place", action="store_true", help="run in this checkout instead of a throwaway copy")
     args = parser.parse_args()
-    project = project_copy()
+    if args.in_place and args.models:
+        parser.error("--in-place runs the models of params.yaml as they are; --models edits params.yaml")
+    project = REPO_ROOT if args.in_place else project_copy()
     if args.models:
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["models"] = {name: params["models"][name] for name in args.models}
