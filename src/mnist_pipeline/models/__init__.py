@@ -1,1 +1,1 @@
-"""The model registry: a model ``type`` in params.yaml maps to one builder and one trainer."""
+"""Model types (one module each in ``types/``), the registry that finds them, and the framework adapters that fit, save and load them."""

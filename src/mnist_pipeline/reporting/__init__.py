@@ -1,0 +1,1 @@
+"""What the pipeline concludes: the cross-model report, every figure, the metric gate and its noise model."""

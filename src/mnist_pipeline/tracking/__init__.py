@@ -1,0 +1,1 @@
+"""Everything MLflow: where runs go, their lifecycle and provenance, and what training, evaluation and the report log."""
