@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mnist_pipeline.config import Params, load_params, parse_params
@@ -95,6 +95,23 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(listy)
 
 
+def test_params_are_read_as_dvc_reads_them(tmp_path):
+    """`1e-3` is a float to DVC (YAML 1.2) and so to the stages; a quoted number is not a number."""
+    from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
+
+    text = (REPO_ROOT / "params.yaml").read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3")
+    assert "learning_rate: 1e-3" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params.models["cnn"].optimizer.learning_rate == 0.001
+    assert dvc_parse_yaml(text, str(path))["models"]["cnn"]["optimizer"]["learning_rate"] == 0.001
+
+    path.write_text(text.replace("learning_rate: 1e-3", 'learning_rate: "0.001"', 1))
+    with pytest.raises(ConfigError, match=r"learning_rate: Input should be a valid number \(got '0.001'\)"):
+        load_params(path)
+
+
 def test_unknown_model_lookup_lists_known_models():
     params = parse_params(RAW)
     with pytest.raises(ConfigError, match=r"models\.resnet.*known models are"):
@@ -153,8 +170,8 @@ def test_any_replacement_section_is_rejected_unless_it_is_a_valid_section(sectio
         assert all(getattr(getattr(parsed, section), key) == given for key, given in value.items())
 
 
-def _whole(value) -> bool:  # pydantic accepts 3 and 3.0 for an int, not 3.5 or "3"
-    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+def _whole(value) -> bool:  # strict: 3 is an int; 3.0, "3" and True are not
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value) -> bool:
@@ -173,17 +190,29 @@ RANGES = {
 
 @settings(max_examples=300, deadline=None)
 @given(key=st.sampled_from(sorted(RANGES)), value=json_values | st.integers(-5, 70_000) | st.floats(-1, 2))
+@example(key="batch_size", value="1")  # lax pydantic read a quoted number as the number
+@example(key="epochs", value=3.0)
+@example(key="dropout", value=False)
+@example(key="dropout", value=0)  # an int is a valid float
 def test_a_model_hyperparameter_is_accepted_only_in_range_and_otherwise_named(key, value):
     raw = copy.deepcopy(RAW)
     raw["models"]["mlp"][key] = value
     try:
         parsed = parse_params(raw)
     except ConfigError as exc:
-        assert f"models.mlp.{key}" in str(exc) or "models.mlp" in str(exc)
+        assert f"models.mlp.{key}" in str(exc) or f"models.mlp: {key}" in str(exc)
         assert not RANGES[key](value) or key == "batch_size", (key, value)
         return
     assert RANGES[key](value), (key, value)
     assert getattr(parsed.models["mlp"], key) == value
+
+
+@pytest.mark.parametrize("units", [[True], ["64"], [64.0]])
+def test_a_layer_width_must_be_a_plain_integer(units):
+    raw = copy.deepcopy(RAW)
+    raw["models"]["mlp"]["hidden_units"] = units
+    with pytest.raises(ConfigError, match=r"models\.mlp\.hidden_units\.0"):
+        parse_params(raw)
 
 
 def _keras_feature_map_sides(layers: list[dict]) -> list[int] | None:

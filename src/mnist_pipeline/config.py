@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from mnist_pipeline.data.params import DataParams, PreprocessParams
@@ -111,14 +110,26 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source} is invalid:\n  {problems}") from None
 
 
+def parse_yaml(text: str, source: str) -> Any:
+    """Read YAML as DVC does (ruamel.yaml, YAML 1.2), so a stage sees the values DVC tracks.
+
+    PyYAML's YAML 1.1 would read ``learning_rate: 1e-3`` as the string "1e-3" and ``pool: yes``
+    as true, where DVC, which hashes params.yaml and applies ``dvc exp run -S``, reads 0.001
+    and "yes".
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+
+
 def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_PATH) -> Params:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found (run from the project root)") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, source=str(path))
+    return parse_params(parse_yaml(text, str(path)), source=str(path))

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
-
-
-def _admits_bool(annotation: Any) -> bool:
-    if annotation is bool or annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _admits_bool(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_admits_bool(arg) for arg in typing.get_args(annotation))
-    return False
+from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
     """A params.yaml section: an unknown key is an error, and the loaded values are read-only.
 
-    pydantic would read ``dropout: false`` as 0.0 and ``epochs: true`` as 1; a boolean where a
-    number belongs is almost always a slip, so it is an error instead.
+    Strict: pydantic's lax mode would read ``epochs: "3"`` as 3, ``dropout: false`` as 0.0 and
+    ``hidden_units: [true]`` as [1]. A string or boolean where a number belongs is almost always a
+    slip, so each is an error that names the key. An integer is still a valid float.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(key, str) else None
-                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
-                    raise ValueError(f"{key}: expected a number or text, not the boolean {str(value).lower()}")
-        return data
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PathsParams(Section):

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-import yaml
 
 from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models.base import params_hash
@@ -472,6 +471,7 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, str]:
     """
     from pydantic import ValidationError
 
+    from mnist_pipeline.config import parse_yaml
     from mnist_pipeline.errors import ConfigError
     from mnist_pipeline.models import registry
 
@@ -479,8 +479,8 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, str]:
     if shown.returncode != 0:
         return {}
     try:
-        models = (yaml.safe_load(shown.stdout) or {}).get("models") or {}
-    except (yaml.YAMLError, AttributeError):
+        models = (parse_yaml(shown.stdout, f"{commit}:{params_path}") or {}).get("models") or {}
+    except (ConfigError, AttributeError):
         return {}
     hashes = {}
     for name, entry in models.items() if isinstance(models, dict) else ():
