@@ -12,7 +12,12 @@ export UV_COMPILE_BYTECODE := 1
 GATE_BASELINE ?= HEAD
 GATE_ARGS ?=
 
-.PHONY: env run test test-all ui bench-data bench-training bench-pipeline noise
+# `make serve`: the champion over HTTP on 127.0.0.1 (README: serving).
+SERVE_PORT ?= 5001
+SERVE_MODEL ?= models:/mnist@champion
+TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
+
+.PHONY: env run test test-all ui serve bench-data bench-training bench-pipeline bench-serving noise
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -31,6 +36,13 @@ test-all: env  ## everything, including tests marked slow
 ui: env  ## browse the runs at http://127.0.0.1:5000
 	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root mlruns/artifacts --host 127.0.0.1 --port 5000
+
+serve: env  ## the champion model behind `mlflow models serve` at http://127.0.0.1:$(SERVE_PORT)/invocations
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(UV) run --locked mlflow models serve -m "$(SERVE_MODEL)" \
+		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+bench-serving: env  ## serving latency and throughput: HTTP vs in process, start-up time and memory
+	$(UV) run --locked python benchmarks/bench_serving.py
 
 bench-data: env  ## download + preprocess + no-op repro timings, preprocess peak memory
 	$(UV) run --locked python benchmarks/bench_data.py

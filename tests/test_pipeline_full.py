@@ -34,7 +34,7 @@ def _pins(project: Path) -> dict:
 
 def test_full_pipeline_smoke_run(smoke_project):
     project, env, first = smoke_project
-    for stage in ("download", "preprocess", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "report", "gate"):
+    for stage in ("download", "preprocess", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "report", "gate", "register"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     metrics = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
@@ -70,15 +70,19 @@ def test_a_degraded_model_reruns_alone_is_recorded_and_fails_make_run_naming_it(
     # A model that learns next to nothing: one epoch at a tiny learning rate.
     edit_params(project, lambda p: p["models"]["mlp"].update({"epochs": 1, "optimizer": {"name": "rmsprop", "learning_rate": 1e-6}}))
     # `dvc status` names the stages whose own deps changed (report and gate list every model) ...
-    assert set(json.loads(dvc(project, "status", "--json", env=env).stdout)) == {"train@mlp", "report", "gate"}
+    assert set(json.loads(dvc(project, "status", "--json", env=env).stdout)) == {"train@mlp", "report", "gate", "register"}
     # ... and repro runs those plus what consumes their outputs, nothing else.
     rerun = dvc(project, "repro", env=env)
     ran = {line.split("'")[1] for line in rerun.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@mlp", "evaluate@mlp", "report", "gate"}, rerun.stdout
+    assert ran == {"train@mlp", "evaluate@mlp", "report", "gate", "register"}, rerun.stdout
     # The stage records the verdict and succeeds, so experiments keep worse results too ...
     verdict = json.loads((project / "reports/gate.json").read_text())
     assert verdict["passed"] is False and verdict["verdict"]["mlp"] == "fail: regression", verdict
     assert verdict["verdict"]["gaussian_nb"] == "pass"
+    # The failed model is not registered; the passing one was registered already.
+    registration = json.loads((project / "reports/registry.json").read_text())
+    assert not [entry for entry in registration["registered"] if entry["name"] == "mnist-mlp"], registration
+    assert [entry["name"] for entry in registration["unchanged"]] == ["mnist-gaussian_nb"], registration
     shown = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
     assert next(iter(shown.values()))["data"]["reports/gate.json"]["data"]["verdict"]["mlp"] == "fail: regression"
     # ... and what `make run` runs after `dvc repro` turns it into a failure that names the model.
@@ -158,6 +162,8 @@ def test_only_keras_stages_import_tensorflow(smoke_module_records):
         "pipeline/preprocess.py": False,
         "pipeline/report.py": False,
         "pipeline/gate.py": False,
+        # It logs every passing model as a pyfunc; MLflow loads the Keras one to check its input example.
+        "pipeline/register.py": True,
         **{f"pipeline/{stage}.py {model}": True for stage in ("train", "evaluate") for model in keras_models},
         **{f"pipeline/{stage}.py {model}": False for stage in ("train", "evaluate") for model in other_models},
     }
@@ -288,3 +294,53 @@ def test_an_interrupted_training_stage_leaves_its_run_killed(smoke_project, sign
     assert old.info.status == "KILLED" and "no longer exists" in old.data.tags["closed_as_stale"]
     newest = [other for other in client.search_runs([experiment.experiment_id]) if other.info.run_id not in before | {run.info.run_id}]
     assert [other.info.status for other in newest] == ["FINISHED"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the register stage: what a user gets out of the pipeline
+
+
+def test_the_pipeline_registers_passing_models_and_a_champion_that_serves_raw_digits(smoke_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mnist_pipeline.data.idx import read_idx_gz
+
+    project, env, _ = smoke_run
+    registration = json.loads((project / "reports/registry.json").read_text())
+    assert {entry["name"] for entry in registration["registered"]} >= {"mnist-mlp", "mnist-gaussian_nb", "mnist"}
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("mnist", "champion")
+    assert client.get_model_version_by_alias("mnist", "challenger").version == champion.version
+    best = max(("mlp", "gaussian_nb"), key=lambda m: (json.loads((project / f"metrics/{m}.json").read_text())["accuracy"], m))
+    accuracy = json.loads((project / f"metrics/{best}.json").read_text())["accuracy"]
+    assert champion.tags["pipeline_model"] == best and float(champion.tags["test_accuracy"]) == round(accuracy, 4)
+    assert champion.tags["champion_reason"] == "there was no champion yet"
+    for name in ("mnist-mlp", "mnist-gaussian_nb"):
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert len(version.tags["git.commit"]) == 40 and len(version.tags["params_hash"]) == 16
+        assert float(version.tags["test_accuracy"]) > 0.5
+
+    # The champion takes raw uint8 test digits (as a client has them) and scores its test accuracy.
+    mirror = project.parent / "mirror"
+    digits = read_idx_gz(mirror / "t10k-images-idx3-ubyte.gz", "images")
+    labels = read_idx_gz(mirror / "t10k-labels-idx1-ubyte.gz", "labels")
+    mlflow.set_tracking_uri(uri)
+    try:
+        served = mlflow.pyfunc.load_model("models:/mnist@champion")
+        predicted = served.predict(digits)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert list(predicted.columns) == ["digit", "probability", "probabilities"]
+    assert np.mean(predicted["digit"].to_numpy() == labels) == accuracy
+    assert np.allclose(np.stack(predicted["probabilities"].to_numpy()).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_registering_again_with_the_same_models_registers_nothing(smoke_project):
+    project, env, _ = smoke_project
+    dvc(project, "repro", "--force", "--single-item", "register", env=env)
+    registration = json.loads((project / "reports/registry.json").read_text())
+    assert registration["registered"] == []
+    assert {entry["name"] for entry in registration["unchanged"]} == {"mnist-mlp", "mnist-gaussian_nb"}
+    assert "the best passing model is the champion already" in registration["decision"]

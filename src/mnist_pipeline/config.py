@@ -10,6 +10,7 @@ Each section's schema lives beside the code that reads it:
 | ``evaluate`` | ``evaluation.EvaluateParams`` |
 | ``report`` | ``reporting.report.ReportParams`` |
 | ``gate`` | ``reporting.gate.GateParams`` |
+| ``registry`` | ``tracking.registry.RegistryParams`` |
 
 Every section forbids unknown keys, so a misspelled key is an error rather than a silently
 ignored setting. ``load_params`` validates the whole file before any stage does work and turns
@@ -33,6 +34,7 @@ from mnist_pipeline.models import registry
 from mnist_pipeline.paths import PathsParams, Section
 from mnist_pipeline.reporting.gate import GateParams
 from mnist_pipeline.reporting.report import ReportParams
+from mnist_pipeline.tracking.registry import RegistryParams
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -48,6 +50,7 @@ class Params(Section):
     evaluate: EvaluateParams
     report: ReportParams
     gate: GateParams
+    registry: RegistryParams
 
     @model_validator(mode="after")
     def _floors_name_models(self) -> "Params":

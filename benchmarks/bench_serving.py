@@ -1,0 +1,127 @@
+"""Serving figures, side by side in one run: the champion in process (pyfunc ``predict``) and over HTTP
+(`mlflow models serve`, the `make serve` command).
+
+Prints: single-digit latency p50/p99, throughput for batches of 1, 32 and 1,000 digits, the ratios
+the goals are stated in (HTTP p50 <= 3x in process; HTTP throughput at 1,000 >= 0.8x in process),
+Keras ``predict()`` against the direct one-batch call the classifier uses, and the server's start-up
+time and peak memory. Run after `make run` (it serves the registered champion):
+
+    python benchmarks/bench_serving.py [--model models:/mnist@champion] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from mnist_pipeline.data.arrays import load_array  # noqa: E402
+from mnist_pipeline.serving.server import running_server  # noqa: E402
+
+log = logging.getLogger("bench_serving")
+BATCHES = (1, 32, 1000)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def timed(call, repeats: int) -> list[float]:
+    call()  # warm-up: first calls build graphs and caches
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def peak_memory_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of the server and its workers together."""
+    import psutil
+
+    total = 0
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models:/mnist@champion")
+    parser.add_argument("--requests", type=int, default=200, help="single-digit calls timed per path")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import mlflow
+
+    tracking_uri = f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    pixels = np.asarray(load_array(REPO_ROOT / "data/processed/test/pixels.npy")).reshape(-1, 28, 28)
+
+    model = mlflow.pyfunc.load_model(args.model)
+    classifier = model.unwrap_python_model().classifier_
+    rows: list[tuple[str, str, str]] = []
+
+    in_process = timed(lambda: model.predict(pixels[:1]), args.requests)
+    keras_path = {}
+    if classifier.config_["framework"] == "keras":
+        one = pixels[:1].astype(np.float32).reshape(1, 28, 28, 1) / 255
+        one = one if classifier.config_["input"] == "image" else one.reshape(1, 784)
+        keras_path["predict()"] = statistics.median(timed(lambda: classifier.model_.predict(one, verbose=0), 50))
+        keras_path["predict_on_batch (used)"] = statistics.median(timed(lambda: classifier.model_.predict_on_batch(one), 50))
+    throughput_in = {n: n / statistics.median(timed(lambda n=n: model.predict(pixels[:n]), 20 if n < 1000 else 10)) for n in BATCHES}
+
+    with running_server(args.model, tracking_uri, log_file=Path("/tmp/bench_serving_server.log")) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+
+        def post(n: int) -> None:
+            connection.request("POST", "/invocations", body=json.dumps({"inputs": pixels[:n].tolist()}),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {body[:300]!r}")
+
+        over_http = timed(lambda: post(1), args.requests)
+        throughput_http = {n: n / statistics.median(timed(lambda n=n: post(n), 20 if n < 1000 else 10)) for n in BATCHES}
+        memory = peak_memory_mib(server.process.pid)
+        startup = server.started_seconds
+
+    ms = lambda seconds: f"{1000 * seconds:.2f} ms"  # noqa: E731
+    rows.append(("single digit p50", ms(percentile(in_process, 50)), ms(percentile(over_http, 50))))
+    rows.append(("single digit p99", ms(percentile(in_process, 99)), ms(percentile(over_http, 99))))
+    for n in BATCHES:
+        rows.append((f"throughput, batches of {n}", f"{throughput_in[n]:,.0f} digits/s", f"{throughput_http[n]:,.0f} digits/s"))
+    print(f"\nserving {args.model} ({classifier.name}, {classifier.config_['type']}); medians, {args.requests} single-digit calls\n")
+    print(f"| {'':28} | {'in process':>18} | {'HTTP':>18} |")
+    print(f"| {'-' * 28} | {'-' * 18}:| {'-' * 18}:|")
+    for label, left, right in rows:
+        print(f"| {label:28} | {left:>18} | {right:>18} |")
+    p50_ratio = percentile(over_http, 50) / percentile(in_process, 50)
+    throughput_ratio = throughput_http[1000] / throughput_in[1000]
+    print(f"\nHTTP p50 / in-process p50: {p50_ratio:.2f}x (goal <= 3x) {'ok' if p50_ratio <= 3 else 'MISSED'}")
+    print(f"HTTP / in-process throughput at 1,000 digits: {throughput_ratio:.2f}x (goal >= 0.8x) {'ok' if throughput_ratio >= 0.8 else 'MISSED'}")
+    for label, seconds in keras_path.items():
+        print(f"Keras one digit, {label}: {ms(seconds)}")
+    print(f"server start-up (launch to first /ping answer): {startup:.1f} s; peak memory (server and workers): {memory:,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

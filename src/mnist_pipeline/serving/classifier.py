@@ -1,0 +1,152 @@
+"""The digit classifier people use: the pixels a client has in, the digit and its probabilities out.
+
+One trained model folder (``models/<name>/model``) plus the preprocessing the pipeline applied to
+its training data, so a client never needs to know which representation a model was trained on:
+
+- uint8 (or any integer) pixels 0-255, the way images are stored: ``(N, 28, 28)`` or ``(N, 784)``;
+- float pixels in [0, 1], the way the pipeline scales them: the same shapes, or ``(N, 28, 28, 1)``.
+
+Integers are raw pixels and floats are scaled ones, so the dtype says which; a float above 1 is
+an error rather than a silent misreading (a float 0-255 image would otherwise be scored as if it
+were saturated). Digits are white ink on black, centred in 28x28, as MNIST is: ``images.py``
+turns photos and scans into that.
+
+No MLflow here: ``pyfunc.py`` wraps this for MLflow, and ``mnist-predict`` uses it directly for a
+local model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models import adapters, registry
+from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
+
+log = logging.getLogger(__name__)
+
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+PIXEL_MAX = 255
+ACCEPTED_SHAPES = f"(N, {IMAGE_SIDE}, {IMAGE_SIDE}), (N, {PIXELS}) or (N, {IMAGE_SIDE}, {IMAGE_SIDE}, 1)"
+OUTPUT_COLUMNS = ("digit", "probability", "probabilities")
+# The pipeline scales with float32 (preprocess.dtype); serving scales the same way, so a served
+# model sees exactly the numbers it was evaluated on.
+SCALED_DTYPE = np.float32
+
+
+class InputError(PipelineError):
+    """Pixels a model cannot classify: the message names what was wrong and what is accepted."""
+
+
+def digit_batch(values: Any) -> np.ndarray:
+    """Validate a batch of digits; returns ``(N, 28, 28)``, uint8 for raw pixels or float32 in [0, 1].
+
+    Accepts a NumPy array, nested lists (as JSON gives them, possibly as an object array) or a
+    DataFrame of 784 pixel columns.
+    """
+    if isinstance(values, pd.DataFrame):
+        values = values.to_numpy()
+    if isinstance(values, dict):
+        raise InputError(f"expected one array of digits, got named inputs {sorted(values)}")
+    try:
+        array = np.asarray(values)
+        if array.dtype == object:
+            # JSON numbers arrive as Python ints and floats: let NumPy pick int64 or float64 from them.
+            array = np.asarray(array.tolist())
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"expected a rectangular array of digits shaped {ACCEPTED_SHAPES}; got rows of unequal length ({exc})") from None
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise InputError(f"expected at least one digit shaped {ACCEPTED_SHAPES}, got shape {array.shape}")
+    if array.ndim == 2 and array.shape[1] == PIXELS:
+        array = array.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    elif array.ndim == 4 and array.shape[1:] == (IMAGE_SIDE, IMAGE_SIDE, 1):
+        array = array[..., 0]
+    elif not (array.ndim == 3 and array.shape[1:] == (IMAGE_SIDE, IMAGE_SIDE)):
+        raise InputError(f"expected digits shaped {ACCEPTED_SHAPES}, got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.bool_) or not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"expected integer pixels 0-255 or float pixels in [0, 1], got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > PIXEL_MAX:
+            raise InputError(f"integer pixels must be 0-255, found values from {low} to {high}")
+        return array.astype(np.uint8, copy=False)
+    if not np.isfinite(array).all():
+        raise InputError("float pixels must be finite numbers in [0, 1], found NaN or infinity")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        hint = " (raw 0-255 pixels must be sent as integers, or divided by 255)" if high > 1 else ""
+        raise InputError(f"float pixels must be in [0, 1], found values from {low:g} to {high:g}{hint}")
+    return array.astype(SCALED_DTYPE, copy=False)
+
+
+def model_inputs(digits: np.ndarray, representation: str) -> np.ndarray:
+    """The representation a model was trained on (see ``data/preprocess.py``) of a validated batch."""
+    count = digits.shape[0]
+    if representation == "pixels":
+        # scikit-learn models learned from raw 0-255 pixels.
+        flat = digits.reshape(count, PIXELS)
+        return flat if flat.dtype == np.uint8 else flat * SCALED_DTYPE(PIXEL_MAX)
+    scaled = digits if digits.dtype != np.uint8 else digits.astype(SCALED_DTYPE) / SCALED_DTYPE(PIXEL_MAX)
+    if representation == "flat":
+        return scaled.reshape(count, PIXELS)
+    if representation == "image":
+        return scaled.reshape(count, IMAGE_SIDE, IMAGE_SIDE, 1)
+    raise InputError(f"unknown input representation {representation!r}; expected pixels, flat or image")
+
+
+def prediction_frame(probabilities: np.ndarray) -> pd.DataFrame:
+    """One row per digit: the predicted digit, its probability, and all ten probabilities."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    digits = probabilities.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "digit": digits.astype(np.int64),
+            "probability": probabilities[np.arange(len(digits)), digits],
+            "probabilities": list(probabilities),
+        }
+    )
+
+
+@dataclass
+class DigitClassifier:
+    """A trained model folder, loaded once, that classifies batches of digits."""
+
+    directory: Path
+    batch_size: int = 1000
+
+    def load(self) -> "DigitClassifier":
+        self.config_ = check_config(
+            read_json(self.directory / CONFIG_FILE, "model config", "expected a model folder written by the train stage"),
+            str(self.directory / CONFIG_FILE),
+        )
+        self.adapter_ = adapters.get(self.config_["framework"])
+        self.model_ = self.adapter_.load(self.directory, registry.get(self.config_["type"]))
+        log.debug("loaded %s (%s) from %s", self.config_["name"], self.config_["type"], self.directory)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.config_["name"]
+
+    def predict_proba(self, values: Any) -> np.ndarray:
+        inputs = model_inputs(digit_batch(values), self.config_["input"])
+        probabilities = self.adapter_.predict_proba(self.model_, inputs, self.batch_size)
+        if probabilities.shape != (inputs.shape[0], NUM_CLASSES):
+            raise PipelineError(f"{self.directory}: the model returned shape {probabilities.shape}, expected ({inputs.shape[0]}, {NUM_CLASSES})")
+        return probabilities
+
+    def predict(self, values: Any) -> pd.DataFrame:
+        return prediction_frame(self.predict_proba(values))
+
+
+def describe(directory: Path) -> dict[str, Any]:
+    """The model config saved next to the weights, for logs and registry tags."""
+    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,91 @@
+"""The MLflow face of ``DigitClassifier``: the pyfunc the register stage logs and the registry serves.
+
+``mlflow.pyfunc.load_model("models:/mnist@champion")`` and ``mlflow models serve`` both load it.
+It carries its own copy of this package (``code_paths``), so loading it needs the pip
+requirements logged with it and nothing from this repository.
+
+The signature. MLflow's tensor specs have one dtype and one shape, and this model takes two
+dtypes (integer pixels 0-255, float pixels 0-1) and three shapes. A uint8 spec would make MLflow's
+server cast JSON floats to uint8 (0.7 becomes 0) before the model can object, so the input spec
+is MLflow's "any tensor" (object, (-1,)): MLflow passes the numbers through as they came, and
+``digit_batch`` validates dtype, shape and range itself, answering HTTP 400 with what was wrong.
+The accepted forms are spelled out in the model's metadata (``mnist_input``), the input example
+is real uint8 digits, and the output spec is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import mlflow
+from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+INPUT_DESCRIPTION = (
+    f"digits shaped {ACCEPTED_SHAPES}, white ink on black as in MNIST: integer pixels 0-255 "
+    "(e.g. uint8 images) or float pixels in [0, 1]"
+)
+
+
+class DigitPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        self.classifier_ = DigitClassifier(Path(context.artifacts[MODEL_ARTIFACT])).load()
+
+    # No type hints: MLflow would derive a (wrong) schema from them instead of using the signature.
+    def predict(self, context, model_input, params=None):
+        try:
+            return self.classifier_.predict(model_input)
+        except InputError as exc:
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            # INVALID_PARAMETER_VALUE is HTTP 400 from `mlflow models serve`, with this message.
+            raise MlflowException(f"bad input: {exc}; expected {INPUT_DESCRIPTION}", error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types.schema import Array
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+        outputs=Schema(
+            [
+                ColSpec(DataType.long, "digit"),
+                ColSpec(DataType.double, "probability"),
+                ColSpec(Array(DataType.double), "probabilities"),
+            ]
+        ),
+    )
+
+
+def pip_requirements(adapter: Any) -> list[str]:
+    from importlib.metadata import version
+
+    packages = ("mlflow", "numpy", "pandas", "pydantic", *adapter.pip_packages)
+    return [f"{package}=={version(package)}" for package in packages]
+
+
+def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any]) -> Any:
+    """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``."""
+    import mnist_pipeline
+
+    classifier = DigitClassifier(model_dir).load()
+    example = np.asarray(example_digits, dtype=np.uint8)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(Path(__file__).with_name("model_code.py")),
+        artifacts={MODEL_ARTIFACT: str(model_dir)},
+        code_paths=[str(Path(mnist_pipeline.__file__).parent)],
+        signature=signature(),
+        input_example=example,
+        pip_requirements=pip_requirements(classifier.adapter_),
+        metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
+    )

@@ -1,0 +1,248 @@
+"""The MLflow Model Registry: a version per gate-passing model, and a champion that moves only on a real gain.
+
+Two kinds of registered model:
+
+- ``mnist-<model>`` (``registry.model_prefix`` + the pipeline model's name): every version of
+  that one model that passed the gate;
+- ``mnist`` (``registry.registered_model``): the candidates for serving, from any pipeline model.
+  Alias ``champion`` is what `make serve` and `mnist-predict` use; alias ``challenger`` is the
+  latest passing candidate (the best model of the latest run).
+
+A version is known by the hash of its model folder's content, so a rerun with the same trained
+models registers nothing. The champion moves to the challenger only when the challenger's test
+accuracy beats the champion's by more than the gate's noise tolerance for one comparison of two
+independent runs (``reporting.noise``); the reason, either way, is logged, recorded in the stage's
+JSON and tagged on the version. Moving the alias by hand is a normal MLflow operation (README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.paths import Section
+
+log = logging.getLogger(__name__)
+
+CONTENT_HASH_TAG = "content_hash"
+ACCURACY_TAG = "test_accuracy"
+MODEL_TAG = "pipeline_model"
+REASON_TAG = "champion_reason"
+
+
+class RegistryParams(Section):
+    """The ``registry`` section of params.yaml."""
+
+    model_prefix: str = "mnist-"
+    registered_model: str = "mnist"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One gate-passing trained model, as the register stage found it."""
+
+    model: str
+    model_dir: Path  # models/<model>/model
+    accuracy: float
+    params_hash: str
+    tolerance: float  # how much better than the champion it must be to replace it
+    training_run_id: str | None = None
+
+
+@dataclass
+class Registration:
+    """What the stage did, written to its JSON record."""
+
+    registered: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: list[dict[str, Any]] = field(default_factory=list)
+    champion: dict[str, Any] | None = None
+    challenger: dict[str, Any] | None = None
+    decision: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "registered": self.registered,
+            "unchanged": self.unchanged,
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "decision": self.decision,
+        }
+
+
+def content_hash(model_dir: Path) -> str:
+    """A hash of every file in the model folder, names included: equal folders, equal models."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
+    """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
+
+    One comparison (the challenger against the champion), so the whole rate goes to it; a model
+    without a noise measurement gets ``gate.rules.<metric>.tolerance``, as in the gate.
+    """
+    from mnist_pipeline.reporting import noise as noise_model
+
+    measured = noise.get(model, metric) if noise is not None else None
+    if measured is None or not measured.measured_spread:
+        return gate.rules[metric].tolerance
+    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, 1)
+    return noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
+
+
+def champion_decision(
+    challenger_accuracy: float, tolerance: float, champion_accuracy: float | None, same_version: bool
+) -> tuple[bool, str]:
+    """Whether the challenger becomes champion, and why. Pure: the rule, apart from the registry."""
+    if champion_accuracy is None:
+        return True, "there was no champion yet"
+    if same_version:
+        return False, "the best passing model is the champion already"
+    gain = challenger_accuracy - champion_accuracy
+    if gain > tolerance:
+        return True, f"accuracy {challenger_accuracy:.4f} beats the champion's {champion_accuracy:.4f} by {gain:+.4f}, more than the noise tolerance {tolerance:.4f}"
+    return False, f"accuracy {challenger_accuracy:.4f} vs the champion's {champion_accuracy:.4f} ({gain:+.4f}) is within the noise tolerance {tolerance:.4f}"
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def ensure_registered_model(client: Any, name: str, description: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def find_version(client: Any, name: str, digest: str) -> Any | None:
+    """The version of ``name`` whose model folder hashed to ``digest``, if one was registered."""
+    versions = client.search_model_versions(f"name = '{name}' and tags.{CONTENT_HASH_TAG} = '{digest}'")
+    return max(versions, key=lambda version: int(version.version)) if versions else None
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _summary(version: Any) -> dict[str, Any]:
+    tags = version.tags or {}
+    return {
+        "name": version.name,
+        "version": int(version.version),
+        "model": tags.get(MODEL_TAG),
+        "accuracy": float(tags[ACCURACY_TAG]) if ACCURACY_TAG in tags else None,
+        "uri": f"models:/{version.name}/{version.version}",
+    }
+
+
+def log_served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, str], example_digits: Any, digest: str) -> Any:
+    """Log the candidate as a pyfunc in its training run (or a registration run if the store lost it)."""
+    import mlflow
+
+    from mnist_pipeline.serving.pyfunc import log_digit_model
+    from mnist_pipeline.tracking.evaluation import find_training_run
+    from mnist_pipeline.tracking.runs import tracked_run
+
+    training = find_training_run(candidate.training_run_id) if candidate.training_run_id else None
+    if training is not None:
+        opened = tracked_run(run_id=training.info.run_id)
+    else:
+        opened = tracked_run(run_name=f"{candidate.model}-registration", experiment_id=experiment_id, tags=run_tags)
+    with opened:
+        info = log_digit_model(
+            f"{candidate.model}-served", candidate.model_dir, example_digits,
+            {"pipeline_model": candidate.model, CONTENT_HASH_TAG: digest},
+        )
+        # So the Models tab shows the served model's real result.
+        mlflow.log_metrics({ACCURACY_TAG: candidate.accuracy}, model_id=info.model_id)
+    return info
+
+
+def register(
+    settings: RegistryParams, candidates: list[Candidate], version_tags: dict[str, str], experiment_id: str,
+    run_tags: dict[str, str], example_digits: Any,
+) -> Registration:
+    """Register every candidate not registered yet; then move the aliases as the rule says."""
+    client = _client()
+    outcome = Registration()
+    sources: dict[str, tuple[str, str | None, str]] = {}  # model -> (source, run id, content hash)
+    for candidate in candidates:
+        name = f"{settings.model_prefix}{candidate.model}"
+        digest = content_hash(candidate.model_dir)
+        ensure_registered_model(client, name, f"Every gate-passing version of the pipeline's '{candidate.model}' model.")
+        existing = find_version(client, name, digest)
+        if existing is not None:
+            log.info("%s: unchanged, already %s version %s", candidate.model, name, existing.version)
+            outcome.unchanged.append(_summary(existing))
+            sources[candidate.model] = (existing.source, existing.run_id, digest)
+            continue
+        info = log_served_model(candidate, experiment_id, run_tags, example_digits, digest)
+        tags = {
+            **version_tags, MODEL_TAG: candidate.model, ACCURACY_TAG: f"{candidate.accuracy:.4f}",
+            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest,
+        }
+        version = client.create_model_version(name, info.model_uri, run_id=info.run_id, tags=tags, model_id=info.model_id)
+        log.info("%s: registered %s version %s (test accuracy %.4f)", candidate.model, name, version.version, candidate.accuracy)
+        outcome.registered.append(_summary(version))
+        sources[candidate.model] = (info.model_uri, info.run_id, digest)
+
+    if not candidates:
+        outcome.decision = "no model passed the gate; nothing registered, aliases unchanged"
+        log.warning("%s", outcome.decision)
+        return outcome
+
+    best = max(candidates, key=lambda candidate: (candidate.accuracy, candidate.model))
+    source, run_id, digest = sources[best.model]
+    serving_name = settings.registered_model
+    ensure_registered_model(client, serving_name, "The digit classifier to use: alias champion serves, alias challenger is the latest best candidate.")
+    challenger = find_version(client, serving_name, digest)
+    if challenger is None:
+        tags = {
+            **version_tags, MODEL_TAG: best.model, ACCURACY_TAG: f"{best.accuracy:.4f}",
+            "params_hash": best.params_hash, CONTENT_HASH_TAG: digest,
+        }
+        model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+        challenger = client.create_model_version(serving_name, source, run_id=run_id, tags=tags, model_id=model_id)
+        outcome.registered.append(_summary(challenger))
+        log.info("%s: registered %s version %s as the challenger", best.model, serving_name, challenger.version)
+    client.set_registered_model_alias(serving_name, settings.challenger_alias, challenger.version)
+
+    champion = alias_version(client, serving_name, settings.champion_alias)
+    champion_accuracy = float(champion.tags[ACCURACY_TAG]) if champion is not None and ACCURACY_TAG in champion.tags else None
+    same = champion is not None and champion.version == challenger.version
+    promote, reason = champion_decision(best.accuracy, best.tolerance, champion_accuracy, same)
+    if champion is not None and champion_accuracy is None and not same:
+        promote, reason = True, f"the champion (version {champion.version}) has no {ACCURACY_TAG} tag to compare with"
+    label = f"{serving_name} version {challenger.version} ({best.model})"
+    if promote:
+        client.set_registered_model_alias(serving_name, settings.champion_alias, challenger.version)
+        client.set_model_version_tag(serving_name, challenger.version, REASON_TAG, reason)
+        outcome.decision = f"champion -> {label}: {reason}"
+        champion = challenger
+    else:
+        outcome.decision = f"champion stays version {champion.version}; challenger {label}: {reason}"
+    log.info("%s", outcome.decision)
+    outcome.champion = _summary(client.get_model_version(serving_name, champion.version))
+    outcome.challenger = _summary(challenger)
+    return outcome

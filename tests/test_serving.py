@@ -1,0 +1,263 @@
+"""The served classifier: input validation, the pyfunc, the registry's champion rule and mnist-predict.
+
+Tiny models trained here on synthetic digits; a real MLflow store (SQLite) read back with MlflowClient.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from conftest import synthetic_digits
+from mnist_pipeline.data.params import PreprocessParams
+from mnist_pipeline.data.preprocess import represent
+from mnist_pipeline.serving.classifier import DigitClassifier, InputError, digit_batch, model_inputs
+
+# ---------------------------------------------------------------------------------------------
+# what a client may send
+
+
+def test_every_accepted_form_of_the_same_digits_is_the_same_batch():
+    images, _ = synthetic_digits(6, seed=0)
+    raw = digit_batch(images)
+    assert raw.dtype == np.uint8 and raw.shape == (6, 28, 28)
+    assert np.array_equal(digit_batch(images.reshape(6, 784)), raw)
+    assert np.array_equal(digit_batch(images.tolist()), raw)  # JSON integers
+    assert np.array_equal(digit_batch(np.array(images.tolist(), dtype=object)), raw)  # as MLflow hands JSON over
+    scaled = digit_batch(images.astype(np.float64) / 255)
+    assert scaled.dtype == np.float32 and np.allclose(scaled * 255, images, atol=1e-3)
+    assert np.array_equal(digit_batch((images / 255).reshape(6, 28, 28, 1).tolist()), scaled)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.zeros((2, 28, 27), np.uint8), r"shaped \(N, 28, 28\), \(N, 784\) or \(N, 28, 28, 1\), got shape \(2, 28, 27\)"),
+        (np.zeros((28, 28), np.uint8), r"got shape \(28, 28\)"),
+        (np.full((1, 784), 300), "integer pixels must be 0-255, found values from 300 to 300"),
+        (np.full((1, 784), -1), "integer pixels must be 0-255"),
+        (np.full((1, 784), 255.0), r"float pixels must be in \[0, 1\], found values from 255 to 255 \(raw 0-255 pixels must be sent as integers"),
+        (np.full((1, 784), np.nan), "finite"),
+        (np.zeros((1, 784), bool), "got dtype bool"),
+        (np.zeros((0, 784), np.uint8), "at least one digit"),
+        ([[1, 2, 3], [1, 2]], "rectangular"),
+        ([["a"] * 784], "got dtype <U1"),
+        ({"images": [[0] * 784]}, "named inputs"),
+    ],
+)
+def test_bad_input_is_an_error_that_names_the_problem(values, message):
+    with pytest.raises(InputError, match=message):
+        digit_batch(values)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.int64, np.float32, np.float64, np.bool_]),
+        shape=st.sampled_from([(1, 784), (3, 28, 28), (2, 28, 28, 1), (2, 783), (1, 28, 28, 3), (5,)]),
+        elements=None,
+    )
+)
+def test_any_array_is_either_a_valid_batch_or_an_input_error(array):
+    try:
+        batch = digit_batch(array)
+    except InputError:
+        return
+    assert batch.shape[1:] == (28, 28) and batch.shape[0] == array.shape[0]
+    if batch.dtype == np.uint8:
+        assert np.issubdtype(array.dtype, np.integer)
+    else:
+        assert batch.dtype == np.float32 and 0 <= batch.min() and batch.max() <= 1
+
+
+@pytest.mark.parametrize("representation", ["pixels", "flat", "image"])
+def test_serving_feeds_a_model_exactly_what_the_pipeline_trained_it_on(representation):
+    images, labels = synthetic_digits(20, seed=1)
+    expected = represent(images, labels, PreprocessParams(), limit=None)[representation]
+    served = model_inputs(digit_batch(images), representation)
+    assert served.dtype == expected.dtype and np.array_equal(served, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained model folder, the pyfunc and the registry
+
+
+def train_folder(root: Path, name: str, model_type: str = "gaussian_nb", **overrides) -> Path:
+    """Train a real model on synthetic digits with the pipeline's own code; its ``models/<name>`` folder."""
+    from mnist_pipeline.models import registry
+    from mnist_pipeline.models.store import write_training_outputs
+    from mnist_pipeline.training import fit
+
+    images, labels = synthetic_digits(300, seed=2)
+    params = registry.get(model_type).params.model_validate({"type": model_type, **overrides})
+    representation = registry.input_representation(params)
+    inputs = represent(images, labels, PreprocessParams(), limit=None)[representation]
+    result = fit(name, params, inputs, labels)
+    directory = root / "models" / name
+    write_training_outputs(directory, name, params, representation, result)
+    return directory
+
+
+def test_a_local_model_folder_classifies_raw_and_scaled_digits_alike(tmp_path):
+    folder = train_folder(tmp_path, "nb")
+    classifier = DigitClassifier(folder / "model").load()
+    images, labels = synthetic_digits(50, seed=3)
+    raw = classifier.predict(images)
+    assert list(raw.columns) == ["digit", "probability", "probabilities"]
+    assert np.mean(raw["digit"].to_numpy() == labels) > 0.9
+    scaled = classifier.predict(images.astype(np.float32) / 255)
+    assert np.array_equal(raw["digit"].to_numpy(), scaled["digit"].to_numpy())
+    assert np.allclose(raw["probability"], [max(p) for p in raw["probabilities"]])
+
+
+@pytest.fixture
+def store(tracking_store, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tracking_store / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.chdir(tracking_store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield tracking_store
+    mlflow.set_tracking_uri(None)
+
+
+def test_the_pyfunc_validates_input_and_describes_its_output(store):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mnist_pipeline.serving.pyfunc import log_digit_model
+    from mnist_pipeline.tracking.store import configure_tracking
+
+    folder = train_folder(store, "nb")
+    images, labels = synthetic_digits(40, seed=4)
+    configure_tracking()
+    with mlflow.start_run():
+        info = log_digit_model("nb-served", folder / "model", images[:2], {"pipeline_model": "nb"})
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    predicted = model.predict(images)
+    assert np.mean(predicted["digit"].to_numpy() == labels) > 0.9
+    assert np.array_equal(model.predict(images.reshape(40, 784) / 255.0)["digit"].to_numpy(), predicted["digit"].to_numpy())
+    with pytest.raises(MlflowException, match=r"bad input: float pixels must be in \[0, 1\]") as caught:
+        model.predict(images.astype(np.float64))
+    assert caught.value.get_http_status_code() == 400
+    outputs = model.metadata.get_output_schema().to_dict()
+    assert [column["name"] for column in outputs] == ["digit", "probability", "probabilities"]
+    assert "integer pixels 0-255" in model.metadata.metadata["mnist_input"]
+    example = json.loads((Path(mlflow.artifacts.download_artifacts(info.model_uri)) / "serving_input_example.json").read_text())
+    assert np.asarray(example["inputs"]).shape == (2, 28, 28)
+
+
+def _candidate(store: Path, name: str, accuracy: float, tolerance: float = 0.004, seed_images: int = 0):
+    from mnist_pipeline.tracking.registry import Candidate
+
+    folder = store / "models" / name
+    if not folder.exists():
+        train_folder(store, name, var_smoothing=10.0 ** -(seed_images + 3))
+    return Candidate(model=name, model_dir=folder / "model", accuracy=accuracy, params_hash="0" * 16, tolerance=tolerance)
+
+
+def _register(store: Path, candidates):
+    from mnist_pipeline.tracking.registry import RegistryParams, register
+    from mnist_pipeline.tracking.store import configure_tracking
+
+    experiment_id = configure_tracking()
+    images, _ = synthetic_digits(2, seed=0)
+    return register(RegistryParams(), candidates, {"git.commit": "c" * 40}, experiment_id, {}, images)
+
+
+def test_the_champion_moves_only_on_a_gain_beyond_noise(store):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    first = _register(store, [_candidate(store, "nb_a", 0.950), _candidate(store, "nb_b", 0.940, seed_images=1)])
+    assert first.champion["model"] == "nb_a" and "no champion yet" in first.decision
+    assert {entry["name"] for entry in first.registered} == {"mnist-nb_a", "mnist-nb_b", "mnist"}
+
+    # The same models again: nothing new.
+    again = _register(store, [_candidate(store, "nb_a", 0.950), _candidate(store, "nb_b", 0.940, seed_images=1)])
+    assert again.registered == [] and len(again.unchanged) == 2 and "champion already" in again.decision
+
+    # A new best model within noise: registered, the challenger, but not the champion.
+    close = _register(store, [_candidate(store, "nb_c", 0.953, tolerance=0.004, seed_images=2)])
+    assert close.challenger["model"] == "nb_c" and close.champion["model"] == "nb_a"
+    assert "within the noise tolerance 0.0040" in close.decision
+    assert client.get_model_version_by_alias("mnist", "challenger").tags["pipeline_model"] == "nb_c"
+
+    # Beyond noise: it becomes the champion, and the version says why.
+    far = _register(store, [_candidate(store, "nb_d", 0.960, tolerance=0.004, seed_images=3)])
+    champion = client.get_model_version_by_alias("mnist", "champion")
+    assert far.champion["model"] == "nb_d" == champion.tags["pipeline_model"]
+    assert "beats the champion's 0.9500 by +0.0100, more than the noise tolerance 0.0040" in champion.tags["champion_reason"]
+
+    # Moved by hand (README), the rule compares with the hand-picked champion from then on.
+    client.set_registered_model_alias("mnist", "champion", first.champion["version"])
+    assert _register(store, [_candidate(store, "nb_d", 0.960, tolerance=0.004, seed_images=3)]).champion["model"] == "nb_d"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    challenger=st.floats(0, 1), champion=st.one_of(st.none(), st.floats(0, 1)), tolerance=st.floats(0, 0.1), same=st.booleans()
+)
+def test_champion_decision_promotes_exactly_on_a_gain_beyond_tolerance(challenger, champion, tolerance, same):
+    from mnist_pipeline.tracking.registry import champion_decision
+
+    promote, reason = champion_decision(challenger, tolerance, champion, same)
+    if champion is None:
+        assert promote
+    elif same:
+        assert not promote
+    else:
+        assert promote == (challenger - champion > tolerance)
+    assert reason
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist-predict
+
+
+def _draw(path: Path, digit: np.ndarray, light_paper: bool = True) -> None:
+    big = np.kron(digit, np.ones((5, 5), np.uint8))
+    Image.fromarray(255 - big if light_paper else big).convert("RGB").save(path)
+
+
+def test_mnist_predict_classifies_files_folders_and_arrays_and_reports_bad_files(tmp_path, capsys, caplog):
+    from mnist_pipeline.data.idx import encode_idx
+    from mnist_pipeline.serving.cli import main
+
+    folder = train_folder(tmp_path, "nb")
+    images, labels = synthetic_digits(30, seed=5)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(4):
+        _draw(photos / f"digit{index}.png", images[index])
+    (photos / "blank.png").write_bytes(b"")
+    Image.new("L", (50, 50), 255).save(photos / "white.png")
+    np.save(tmp_path / "batch.npy", images[4:8])
+    (tmp_path / "batch.idx").write_bytes(encode_idx(images[8:10]))
+
+    status = main([str(photos), str(tmp_path / "batch.npy"), str(tmp_path / "batch.idx"), "--model", str(folder), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert status == 1  # two bad files
+    assert len(rows) == 12 and all({"path", "digit", "probability"} <= set(row) for row in rows)
+    errors = {Path(row["path"]).name: row["error"] for row in rows if row["digit"] is None}
+    assert set(errors) == {"blank.png", "white.png"}
+    good = [row for row in rows if row["digit"] is not None]
+    assert [row["digit"] for row in good if "batch" in row["path"]] == [int(label) for label in labels[4:10]]
+    assert all(0 < row["probability"] <= 1 for row in good)
+
+    assert main([str(tmp_path / "batch.npy"), "--model", str(folder), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "path,digit,probability,error" and len(lines) == 5
+
+    assert "white.png: expected a digit, found a blank image" in caplog.text
+    assert "2 of 12 inputs could not be classified" in caplog.text
+    assert main([str(tmp_path / "batch.npy"), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in caplog.text
