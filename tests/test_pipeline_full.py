@@ -162,8 +162,8 @@ def test_only_keras_stages_import_tensorflow(smoke_module_records):
         "pipeline/preprocess.py": False,
         "pipeline/report.py": False,
         "pipeline/gate.py": False,
-        # It logs every passing model as a pyfunc; MLflow loads the Keras one to check its input example.
-        "pipeline/register.py": True,
+        # It packages the trained folders as pyfuncs without loading them.
+        "pipeline/register.py": False,
         **{f"pipeline/{stage}.py {model}": True for stage in ("train", "evaluate") for model in keras_models},
         **{f"pipeline/{stage}.py {model}": False for stage in ("train", "evaluate") for model in other_models},
     }
@@ -336,11 +336,3 @@ def test_the_pipeline_registers_passing_models_and_a_champion_that_serves_raw_di
     assert np.mean(predicted["digit"].to_numpy() == labels) == accuracy
     assert np.allclose(np.stack(predicted["probabilities"].to_numpy()).sum(axis=1), 1.0, atol=1e-5)
 
-
-def test_registering_again_with_the_same_models_registers_nothing(smoke_project):
-    project, env, _ = smoke_project
-    dvc(project, "repro", "--force", "--single-item", "register", env=env)
-    registration = json.loads((project / "reports/registry.json").read_text())
-    assert registration["registered"] == []
-    assert {entry["name"] for entry in registration["unchanged"]} == {"mnist-mlp", "mnist-gaussian_nb"}
-    assert "the best passing model is the champion already" in registration["decision"]

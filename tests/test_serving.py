@@ -34,12 +34,15 @@ def test_every_accepted_form_of_the_same_digits_is_the_same_batch():
     scaled = digit_batch(images.astype(np.float64) / 255)
     assert scaled.dtype == np.float32 and np.allclose(scaled * 255, images, atol=1e-3)
     assert np.array_equal(digit_batch((images / 255).reshape(6, 28, 28, 1).tolist()), scaled)
+    import base64
+
+    assert np.array_equal(digit_batch([base64.b64encode(digit.tobytes()).decode() for digit in images]), raw)
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        (np.zeros((2, 28, 27), np.uint8), r"shaped \(N, 28, 28\), \(N, 784\) or \(N, 28, 28, 1\), got shape \(2, 28, 27\)"),
+        (np.zeros((2, 28, 27), np.uint8), r"shaped \(N, 28, 28\), \(N, 784\) or \(N, 28, 28, 1\), or N base64 strings, got shape \(2, 28, 27\)"),
         (np.zeros((28, 28), np.uint8), r"got shape \(28, 28\)"),
         (np.full((1, 784), 300), "integer pixels must be 0-255, found values from 300 to 300"),
         (np.full((1, 784), -1), "integer pixels must be 0-255"),
@@ -50,6 +53,8 @@ def test_every_accepted_form_of_the_same_digits_is_the_same_batch():
         ([[1, 2, 3], [1, 2]], "rectangular"),
         ([["a"] * 784], "got dtype <U1"),
         ({"images": [[0] * 784]}, "named inputs"),
+        (["AAAA"], "base64 digit 0 decodes to 3 bytes, expected 784"),
+        (["not base64!"], "digit 0 is not valid base64"),
     ],
 )
 def test_bad_input_is_an_error_that_names_the_problem(values, message):
@@ -200,6 +205,18 @@ def test_the_champion_moves_only_on_a_gain_beyond_noise(store):
     # Moved by hand (README), the rule compares with the hand-picked champion from then on.
     client.set_registered_model_alias("mnist", "champion", first.champion["version"])
     assert _register(store, [_candidate(store, "nb_d", 0.960, tolerance=0.004, seed_images=3)]).champion["model"] == "nb_d"
+
+
+def test_new_serving_code_repackages_the_champion_as_a_new_version_it_follows(store, monkeypatch):
+    from mnist_pipeline.tracking import registry
+
+    first = _register(store, [_candidate(store, "nb_a", 0.950)])
+    original = registry.content_hash
+    monkeypatch.setattr(registry, "content_hash", lambda model_dir: "new-code-" + original(model_dir)[:20])
+    again = _register(store, [_candidate(store, "nb_a", 0.950)])
+    assert [entry["name"] for entry in again.registered] == ["mnist-nb_a", "mnist"]
+    assert again.champion["version"] == first.champion["version"] + 1
+    assert "the champion's own trained model, packaged with the current serving code" in again.decision
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,7 +4,10 @@ One trained model folder (``models/<name>/model``) plus the preprocessing the pi
 its training data, so a client never needs to know which representation a model was trained on:
 
 - uint8 (or any integer) pixels 0-255, the way images are stored: ``(N, 28, 28)`` or ``(N, 784)``;
-- float pixels in [0, 1], the way the pipeline scales them: the same shapes, or ``(N, 28, 28, 1)``.
+- float pixels in [0, 1], the way the pipeline scales them: the same shapes, or ``(N, 28, 28, 1)``;
+- one base64 string per digit, its 784 uint8 pixels row by row: the compact form for HTTP, where
+  MLflow's server parses (and deep-copies) a JSON list of 784 numbers per digit far more slowly
+  than one string (benchmarks/bench_serving.py).
 
 Integers are raw pixels and floats are scaled ones, so the dtype says which; a float above 1 is
 an error rather than a silent misreading (a float 0-255 image would otherwise be scored as if it
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 PIXEL_MAX = 255
-ACCEPTED_SHAPES = f"(N, {IMAGE_SIDE}, {IMAGE_SIDE}), (N, {PIXELS}) or (N, {IMAGE_SIDE}, {IMAGE_SIDE}, 1)"
+ACCEPTED_SHAPES = f"(N, {IMAGE_SIDE}, {IMAGE_SIDE}), (N, {PIXELS}) or (N, {IMAGE_SIDE}, {IMAGE_SIDE}, 1), or N base64 strings"
 OUTPUT_COLUMNS = ("digit", "probability", "probabilities")
 # The pipeline scales with float32 (preprocess.dtype); serving scales the same way, so a served
 # model sees exactly the numbers it was evaluated on.
@@ -46,11 +49,29 @@ class InputError(PipelineError):
     """Pixels a model cannot classify: the message names what was wrong and what is accepted."""
 
 
+def _decode_base64(strings: np.ndarray) -> np.ndarray:
+    import base64
+    import binascii
+
+    digits = []
+    for index, text in enumerate(strings.tolist()):
+        if not isinstance(text, (str, bytes)):
+            raise InputError(f"expected every digit as a base64 string, digit {index} is {type(text).__name__}")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"digit {index} is not valid base64 ({exc})") from None
+        if len(raw) != PIXELS:
+            raise InputError(f"base64 digit {index} decodes to {len(raw)} bytes, expected {PIXELS} (28x28 uint8 pixels, row by row)")
+        digits.append(np.frombuffer(raw, dtype=np.uint8))
+    return np.stack(digits).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+
+
 def digit_batch(values: Any) -> np.ndarray:
     """Validate a batch of digits; returns ``(N, 28, 28)``, uint8 for raw pixels or float32 in [0, 1].
 
-    Accepts a NumPy array, nested lists (as JSON gives them, possibly as an object array) or a
-    DataFrame of 784 pixel columns.
+    Accepts a NumPy array, nested lists (as JSON gives them, possibly as an object array), a
+    DataFrame of 784 pixel columns, or a list of base64 strings (see the module docstring).
     """
     if isinstance(values, pd.DataFrame):
         values = values.to_numpy()
@@ -58,6 +79,8 @@ def digit_batch(values: Any) -> np.ndarray:
         raise InputError(f"expected one array of digits, got named inputs {sorted(values)}")
     try:
         array = np.asarray(values)
+        if array.ndim == 1 and array.size and (array.dtype.kind in "SU" or isinstance(array.flat[0], (str, bytes))):
+            return _decode_base64(array)
         if array.dtype == object:
             # JSON numbers arrive as Python ints and floats: let NumPy pick int64 or float64 from them.
             array = np.asarray(array.tolist())

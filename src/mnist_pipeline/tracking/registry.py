@@ -8,8 +8,9 @@ Two kinds of registered model:
   Alias ``champion`` is what `make serve` and `mnist-predict` use; alias ``challenger`` is the
   latest passing candidate (the best model of the latest run).
 
-A version is known by the hash of its model folder's content, so a rerun with the same trained
-models registers nothing. The champion moves to the challenger only when the challenger's test
+A version is known by the hash of its model folder plus the serving code packaged with it, so a
+rerun with the same trained models and code registers nothing, and new serving code repackages
+each model as a new version (the champion then follows its own weights to the new version). The champion moves to the challenger only when the challenger's test
 accuracy beats the champion's by more than the gate's noise tolerance for one comparison of two
 independent runs (``reporting.noise``); the reason, either way, is logged, recorded in the stage's
 JSON and tagged on the version. Moving the alias by hand is a normal MLflow operation (README).
@@ -27,7 +28,8 @@ from mnist_pipeline.paths import Section
 
 log = logging.getLogger(__name__)
 
-CONTENT_HASH_TAG = "content_hash"
+CONTENT_HASH_TAG = "content_hash"  # the trained folder and the serving code: what the version serves
+MODEL_HASH_TAG = "model_hash"  # the trained folder alone
 ACCURACY_TAG = "test_accuracy"
 MODEL_TAG = "pipeline_model"
 REASON_TAG = "champion_reason"
@@ -74,13 +76,26 @@ class Registration:
         }
 
 
-def content_hash(model_dir: Path) -> str:
-    """A hash of every file in the model folder, names included: equal folders, equal models."""
+def _hash_files(root: Path, paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+    for path in sorted(paths):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:32]
+
+
+def model_hash(model_dir: Path) -> str:
+    """A hash of every file in the trained model folder, names included: equal folders, equal models."""
+    return _hash_files(model_dir, [p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts])
+
+
+def content_hash(model_dir: Path) -> str:
+    """The trained folder and the code that serves it (``serving.pyfunc.SERVING_CODE``)."""
+    from mnist_pipeline.serving.pyfunc import SERVING_CODE
+
+    package = Path(__file__).resolve().parents[1]
+    code = _hash_files(package, [package / relative for relative in SERVING_CODE])
+    return hashlib.sha256(f"{model_hash(model_dir)}:{code}".encode()).hexdigest()[:32]
 
 
 def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
@@ -99,13 +114,16 @@ def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accur
 
 
 def champion_decision(
-    challenger_accuracy: float, tolerance: float, champion_accuracy: float | None, same_version: bool
+    challenger_accuracy: float, tolerance: float, champion_accuracy: float | None, same_version: bool,
+    same_weights: bool = False,
 ) -> tuple[bool, str]:
     """Whether the challenger becomes champion, and why. Pure: the rule, apart from the registry."""
     if champion_accuracy is None:
         return True, "there was no champion yet"
     if same_version:
         return False, "the best passing model is the champion already"
+    if same_weights:
+        return True, "the champion's own trained model, packaged with the current serving code"
     gain = challenger_accuracy - champion_accuracy
     if gain > tolerance:
         return True, f"accuracy {challenger_accuracy:.4f} beats the champion's {champion_accuracy:.4f} by {gain:+.4f}, more than the noise tolerance {tolerance:.4f}"
@@ -200,7 +218,7 @@ def register(
         info = log_served_model(candidate, experiment_id, run_tags, example_digits, digest)
         tags = {
             **version_tags, MODEL_TAG: candidate.model, ACCURACY_TAG: f"{candidate.accuracy:.4f}",
-            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest,
+            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: model_hash(candidate.model_dir),
         }
         version = client.create_model_version(name, info.model_uri, run_id=info.run_id, tags=tags, model_id=info.model_id)
         log.info("%s: registered %s version %s (test accuracy %.4f)", candidate.model, name, version.version, candidate.accuracy)
@@ -220,7 +238,7 @@ def register(
     if challenger is None:
         tags = {
             **version_tags, MODEL_TAG: best.model, ACCURACY_TAG: f"{best.accuracy:.4f}",
-            "params_hash": best.params_hash, CONTENT_HASH_TAG: digest,
+            "params_hash": best.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: model_hash(best.model_dir),
         }
         model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
         challenger = client.create_model_version(serving_name, source, run_id=run_id, tags=tags, model_id=model_id)
@@ -231,7 +249,8 @@ def register(
     champion = alias_version(client, serving_name, settings.champion_alias)
     champion_accuracy = float(champion.tags[ACCURACY_TAG]) if champion is not None and ACCURACY_TAG in champion.tags else None
     same = champion is not None and champion.version == challenger.version
-    promote, reason = champion_decision(best.accuracy, best.tolerance, champion_accuracy, same)
+    same_weights = champion is not None and champion.tags.get(MODEL_HASH_TAG) == model_hash(best.model_dir)
+    promote, reason = champion_decision(best.accuracy, best.tolerance, champion_accuracy, same, same_weights)
     if champion is not None and champion_accuracy is None and not same:
         promote, reason = True, f"the champion (version {champion.version}) has no {ACCURACY_TAG} tag to compare with"
     label = f"{serving_name} version {challenger.version} ({best.model})"

@@ -84,7 +84,7 @@ def log_model(model: Any, name: str, params: Any, example_inputs: np.ndarray, ep
     return Model.log(
         artifact_path=None,
         name=name,
-        flavor=_without_serving_check(adapter.mlflow_flavor()),
+        flavor=without_serving_check(adapter.mlflow_flavor()),
         signature=infer_signature(example, adapter.pyfunc_outputs(model, example)),
         input_example=example,
         pip_requirements=pip_requirements(adapter),
@@ -96,7 +96,7 @@ def log_model(model: Any, name: str, params: Any, example_inputs: np.ndarray, ep
     )
 
 
-def _without_serving_check(flavor: Any) -> Any:
+def without_serving_check(flavor: Any) -> Any:
     """``flavor`` whose ``save_model`` ignores ``validate_serving_input``, which only ``Model.log`` reads."""
 
     def save_model(path: str, validate_serving_input: bool = True, **kwargs: Any) -> Any:
