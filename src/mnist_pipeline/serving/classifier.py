@@ -20,7 +20,6 @@ local model folder.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +168,3 @@ class DigitClassifier:
     def predict(self, values: Any) -> pd.DataFrame:
         return prediction_frame(self.predict_proba(values))
 
-
-def describe(directory: Path) -> dict[str, Any]:
-    """The model config saved next to the weights, for logs and registry tags."""
-    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))

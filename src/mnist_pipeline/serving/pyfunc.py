@@ -48,7 +48,7 @@ class DigitPyfunc(mlflow.pyfunc.PythonModel):
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
             # INVALID_PARAMETER_VALUE is HTTP 400 from `mlflow models serve`, with this message.
-            raise MlflowException(f"bad input: {exc}; expected {INPUT_DESCRIPTION}", error_code=INVALID_PARAMETER_VALUE) from None
+            raise MlflowException(f"bad input: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def signature() -> Any:
