@@ -198,21 +198,35 @@ atexit.register(_record)
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """One full `dvc repro` of the smoke project per session; tests read it, or work on copies (with its DVC cache).
+def smoke_run(tmp_path_factory, worker_id):
+    """One full `dvc repro` of the smoke project per test session, shared by the pytest-xdist workers.
 
-    Every process of that repro records whether it imported TensorFlow (``smoke_module_records``).
+    The first worker to ask builds it under a file lock, the other waits and then reads it, so
+    test_pipeline_full.py and test_pipeline_runs.py run side by side on one build. Tests read it,
+    or work on copies (with its DVC cache). Every process of that repro records whether it
+    imported TensorFlow (``smoke_module_records``).
     """
-    base = tmp_path_factory.mktemp("smoke")
-    project = make_project(base)
-    edit_params(project, smoke_models)
-    probe = base / "probe"
-    (probe / "records").mkdir(parents=True)
-    (probe / "sitecustomize.py").write_text(MODULE_PROBE)
-    probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
-    result = dvc(project, "repro", env=probed)
-    shutil.move(probe / "records", base / "module_records")
-    return project, subprocess_env(MNIST_MIRROR=str(base / "mirror")), result
+    import types
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    base = shared / "smoke"
+    finished = base / "repro.out"  # written last: the build is complete
+    with FileLock(str(shared / "smoke.lock")):
+        if not finished.exists():
+            base.mkdir()
+            project = make_project(base)
+            edit_params(project, smoke_models)
+            probe = base / "probe"
+            (probe / "records").mkdir(parents=True)
+            (probe / "sitecustomize.py").write_text(MODULE_PROBE)
+            probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
+            result = dvc(project, "repro", env=probed)
+            shutil.move(probe / "records", base / "module_records")
+            finished.write_text(result.stdout)
+    env = subprocess_env(MNIST_MIRROR=str(base / "mirror"))
+    return base / "project", env, types.SimpleNamespace(stdout=finished.read_text())
 
 
 @pytest.fixture(scope="session")

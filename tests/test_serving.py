@@ -278,3 +278,51 @@ def test_mnist_predict_classifies_files_folders_and_arrays_and_reports_bad_files
     assert "2 of 12 inputs could not be classified" in caplog.text
     assert main([str(tmp_path / "batch.npy"), "--model", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_registry_and_the_champion_work_through_a_tracking_server(tmp_path, monkeypatch):
+    """The same registration against a real `mlflow server` (artifacts proxied), then the champion loaded back through it."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from mnist_pipeline.serving.server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--workers", "1"],
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not come up"
+                time.sleep(0.5)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        outcome = _register(tmp_path, [_candidate(tmp_path, "nb_a", 0.95), _candidate(tmp_path, "nb_b", 0.94, seed_images=1)])
+        assert outcome.champion["model"] == "nb_a"
+        assert mlflow.MlflowClient().get_model_version_by_alias("mnist", "champion").tags["pipeline_model"] == "nb_a"
+        images, labels = synthetic_digits(40, seed=6)
+        predicted = mlflow.pyfunc.load_model("models:/mnist@champion").predict(images)
+        assert np.mean(predicted["digit"].to_numpy() == labels) > 0.9
+        # The artifacts went through the server into its own artifact store.
+        assert any((tmp_path / "server-artifacts").rglob("MLmodel"))
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
