@@ -23,6 +23,7 @@ from mnist_pipeline.atomic import write_json, write_text
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.reporting.gate import (
+    VERDICT_FILE,
     GateOutcome,
     failure_message,
     format_markdown,
@@ -35,7 +36,6 @@ from mnist_pipeline.stage import run_stage
 log = logging.getLogger("mnist_pipeline.gate")
 
 GATE_TABLE = "gate.md"
-GATE_VERDICT = "gate.json"
 EXIT_FAILED = 1
 
 
@@ -58,11 +58,11 @@ def judge(baseline_ref: str | None, enforce: bool, summary_file: Path | None) ->
     markdown = format_markdown(outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate)
     if not enforce:
         write_text(params.paths.report_file(GATE_TABLE), markdown)
-        write_json(params.paths.report_file(GATE_VERDICT), verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit))
+        write_json(params.paths.report_file(VERDICT_FILE), verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit))
     if summary_file is not None:
         _append_summary(summary_file, markdown)
     if not outcome.passed and not enforce:
-        log.warning("verdict recorded in %s: %s", params.paths.report_file(GATE_VERDICT), failure_message(outcome.rows))
+        log.warning("verdict recorded in %s: %s", params.paths.report_file(VERDICT_FILE), failure_message(outcome.rows))
     return outcome
 
 

@@ -19,28 +19,24 @@ from mnist_pipeline.atomic import write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.arrays import load_split
-from mnist_pipeline.errors import ArtifactError, PipelineError
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.models.store import MODEL_SUBDIR, read_json, read_run
 from mnist_pipeline.reporting import noise as noise_model
+from mnist_pipeline.reporting.gate import VERDICT_FILE, recorded_passes
 from mnist_pipeline.stage import run_stage, timer
 
 log = logging.getLogger("mnist_pipeline.register")
 
 REGISTRY_RECORD = "registry.json"
-GATE_VERDICT = "gate.json"
-PASSING_VERDICTS = ("pass", "new")
 
 
 def passing_models(verdict_path, models) -> list[str]:
     record = read_json(verdict_path, "gate verdict", "run `dvc repro gate` first")
-    verdicts = record.get("verdict") if isinstance(record, dict) else None
-    if not isinstance(verdicts, dict):
-        raise ArtifactError(f"{verdict_path}: expected {{\"verdict\": {{model: pass|fail...}}}}, got {record!r}")
-    failing = sorted(name for name in models if verdicts.get(name) not in PASSING_VERDICTS)
-    if failing:
-        log.warning("not registered, the gate did not pass them: %s", ", ".join(f"{name} ({verdicts.get(name)})" for name in failing))
-    return [name for name in models if verdicts.get(name) in PASSING_VERDICTS]
+    passed, others = recorded_passes(record, models, str(verdict_path))
+    if others:
+        log.warning("not registered, the gate did not pass them: %s", ", ".join(f"{name} ({verdict})" for name, verdict in sorted(others.items())))
+    return passed
 
 
 def register_stage() -> None:
@@ -55,7 +51,7 @@ def register_stage() -> None:
     from mnist_pipeline.tracking.store import configure_tracking
 
     candidates = []
-    for name in passing_models(paths.report_file(GATE_VERDICT), params.models):
+    for name in passing_models(paths.report_file(VERDICT_FILE), params.models):
         metrics = read_json(paths.metrics_file(name), f"test metrics of '{name}'", f"run `dvc repro evaluate@{name}`")
         candidates.append(
             Candidate(

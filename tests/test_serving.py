@@ -212,7 +212,7 @@ def test_new_serving_code_repackages_the_champion_as_a_new_version_it_follows(st
 
     first = _register(store, [_candidate(store, "nb_a", 0.950)])
     original = registry.content_hash
-    monkeypatch.setattr(registry, "content_hash", lambda model_dir: "new-code-" + original(model_dir)[:20])
+    monkeypatch.setattr(registry, "content_hash", lambda weights: "new-code-" + original(weights)[:20])
     again = _register(store, [_candidate(store, "nb_a", 0.950)])
     assert [entry["name"] for entry in again.registered] == ["mnist-nb_a", "mnist"]
     assert again.champion["version"] == first.champion["version"] + 1

@@ -7,6 +7,7 @@ Slow: they read this repository's own store and data after `make run` (which .ci
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_mnist_predict_reads_photo_like_digits_as_the_champion_cnn_reads_mnist(t
     result = subprocess.run(
         [str(Path(sys.executable).with_name("mnist-predict")), str(tmp_path / "photos"), "--format", "json"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": TRACKING_URI},
+        env={**os.environ, "MLFLOW_TRACKING_URI": TRACKING_URI},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {Path(row["path"]).name: row for row in json.loads(result.stdout)}

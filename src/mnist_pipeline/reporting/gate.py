@@ -372,8 +372,21 @@ def format_markdown(
     return "\n".join(lines) + "\n"
 
 
+def recorded_passes(record: Any, models: Iterable[str], source: str) -> tuple[list[str], dict[str, Any]]:
+    """From a recorded verdict (``verdict_record``): the models that passed, and the others' verdicts."""
+    verdicts = record.get("verdict") if isinstance(record, dict) else None
+    if not isinstance(verdicts, dict):
+        raise ArtifactError(f"{source}: expected {{\"verdict\": {{model: pass|new|fail: ...}}}}, got {record!r}")
+    passed = [name for name in models if verdicts.get(name) in (RECORDED_PASS, RECORDED_NEW)]
+    return passed, {name: verdicts.get(name) for name in models if name not in passed}
+
+
 def failure_message(rows: Iterable[Row]) -> str:
     return "gate FAILED: " + "; ".join(row.reason for row in failures(rows))
+
+
+VERDICT_FILE = "gate.json"  # under paths.reports_dir: the gate stage writes it, the register stage reads it
+RECORDED_PASS, RECORDED_NEW = "pass", "new"
 
 
 def verdict_record(rows: Iterable[Row], baseline_ref: str, commit: str) -> dict[str, Any]:
@@ -384,7 +397,7 @@ def verdict_record(rows: Iterable[Row], baseline_ref: str, commit: str) -> dict[
         if not row.passed:
             per_model[row.model] = f"fail: {row.verdict.lower()}"
         else:
-            per_model.setdefault(row.model, "new" if row.verdict == NEW else "pass")
+            per_model.setdefault(row.model, RECORDED_NEW if row.verdict == NEW else RECORDED_PASS)
     failed = sorted({row.model for row in failures(rows)})
     return {
         "passed": not failed,

@@ -67,17 +67,15 @@ def classify(paths: Sequence[str], classifier: Any) -> list[dict[str, Any]]:
     from mnist_pipeline.serving.images import collect_digits
 
     items = collect_digits(paths)
-    good = [item for item in items if item.error is None]
-    predictions: dict[int, Any] = {}
-    if good:
-        frame = classifier.predict(np.stack([item.pixels for item in good]).astype(np.uint8))
-        predictions = {id(item): row for item, row in zip(good, frame.itertuples(index=False))}
+    good = [item.pixels for item in items if item.error is None]
+    # One batch for every readable input; its rows come back in the same order.
+    predictions = classifier.predict(np.stack(good).astype(np.uint8)).itertuples(index=False) if good else iter(())
     rows = []
     for item in items:
         if item.error is not None:
             rows.append({"path": item.source, "digit": None, "probability": None, "error": item.error})
             continue
-        row = predictions[id(item)]
+        row = next(predictions)
         rows.append(
             {
                 "path": item.source,

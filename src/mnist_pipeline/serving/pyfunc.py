@@ -15,7 +15,6 @@ is real uint8 digits, and the output spec is exact.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ import numpy as np
 
 import mlflow
 from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, InputError
-
-log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 # What a served version does besides its weights: new code here is a new registered version.
@@ -68,13 +65,6 @@ def signature() -> Any:
     )
 
 
-def pip_requirements(adapter: Any) -> list[str]:
-    from importlib.metadata import version
-
-    packages = ("mlflow", "numpy", "pandas", "pydantic", *adapter.pip_packages)
-    return [f"{package}=={version(package)}" for package in packages]
-
-
 def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any]) -> Any:
     """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``."""
     import mnist_pipeline
@@ -82,7 +72,7 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
 
     from mnist_pipeline.models import adapters
     from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
-    from mnist_pipeline.tracking.training import without_serving_check
+    from mnist_pipeline.tracking.training import pip_requirements, without_serving_check
 
     config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
     return Model.log(
@@ -94,7 +84,8 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
         code_paths=[str(Path(mnist_pipeline.__file__).parent)],
         signature=signature(),
         input_example=np.asarray(example_digits, dtype=np.uint8),
-        pip_requirements=pip_requirements(adapters.get(config["framework"])),
+        # The package copied in as code needs pandas and pydantic besides the framework.
+        pip_requirements=pip_requirements(adapters.get(config["framework"]), "pandas", "pydantic"),
         metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
         # MLflow would load the model back to predict the example (importing TensorFlow for a
         # Keras model: seconds); the tests load registered models and predict raw digits instead.

@@ -10,8 +10,8 @@ Two kinds of registered model:
 
 A version is known by the hash of its model folder plus the serving code packaged with it, so a
 rerun with the same trained models and code registers nothing, and new serving code repackages
-each model as a new version (the champion then follows its own weights to the new version). The champion moves to the challenger only when the challenger's test
-accuracy beats the champion's by more than the gate's noise tolerance for one comparison of two
+each model as a new version (the champion then follows its own weights to the new version).
+The champion moves to the challenger only when the challenger's test accuracy beats the champion's by more than the gate's noise tolerance for one comparison of two
 independent runs (``reporting.noise``); the reason, either way, is logged, recorded in the stage's
 JSON and tagged on the version. Moving the alias by hand is a normal MLflow operation (README).
 """
@@ -89,28 +89,26 @@ def model_hash(model_dir: Path) -> str:
     return _hash_files(model_dir, [p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts])
 
 
-def content_hash(model_dir: Path) -> str:
-    """The trained folder and the code that serves it (``serving.pyfunc.SERVING_CODE``)."""
+def content_hash(weights: str) -> str:
+    """What a version serves: the trained folder (its ``model_hash``) and the code that serves it (``serving.pyfunc.SERVING_CODE``)."""
     from mnist_pipeline.serving.pyfunc import SERVING_CODE
 
     package = Path(__file__).resolve().parents[1]
     code = _hash_files(package, [package / relative for relative in SERVING_CODE])
-    return hashlib.sha256(f"{model_hash(model_dir)}:{code}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{weights}:{code}".encode()).hexdigest()[:32]
 
 
 def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
     """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
 
-    One comparison (the challenger against the champion), so the whole rate goes to it; a model
-    without a noise measurement gets ``gate.rules.<metric>.tolerance``, as in the gate.
+    The gate's own rule for one model in question (the challenger against the champion, so the
+    whole rate goes to it) against another run: a model without a noise measurement gets
+    ``gate.rules.<metric>.tolerance``, a deterministic one the resolution.
     """
-    from mnist_pipeline.reporting import noise as noise_model
+    from mnist_pipeline.reporting.gate import derive_tolerances
 
-    measured = noise.get(model, metric) if noise is not None else None
-    if measured is None or not measured.measured_spread:
-        return gate.rules[metric].tolerance
-    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, 1)
-    return noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
+    # No params hash: against another run it only words a note, never the value.
+    return derive_tolerances(gate, noise, {model: ""}, models_in_question=1)[(model, metric)].value
 
 
 def champion_decision(
@@ -190,7 +188,7 @@ def log_served_model(candidate: Candidate, experiment_id: str, run_tags: dict[st
     with opened:
         info = log_digit_model(
             f"{candidate.model}-served", candidate.model_dir, example_digits,
-            {"pipeline_model": candidate.model, CONTENT_HASH_TAG: digest},
+            {MODEL_TAG: candidate.model, CONTENT_HASH_TAG: digest},
         )
         # So the Models tab shows the served model's real result.
         mlflow.log_metrics({ACCURACY_TAG: candidate.accuracy}, model_id=info.model_id)
@@ -204,10 +202,18 @@ def register(
     """Register every candidate not registered yet; then move the aliases as the rule says."""
     client = _client()
     outcome = Registration()
+    weights = {candidate.model: model_hash(candidate.model_dir) for candidate in candidates}
+
+    def tags_of(candidate: Candidate, digest: str) -> dict[str, str]:
+        return {
+            **version_tags, MODEL_TAG: candidate.model, ACCURACY_TAG: f"{candidate.accuracy:.4f}",
+            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: weights[candidate.model],
+        }
+
     sources: dict[str, tuple[str, str | None, str]] = {}  # model -> (source, run id, content hash)
     for candidate in candidates:
         name = f"{settings.model_prefix}{candidate.model}"
-        digest = content_hash(candidate.model_dir)
+        digest = content_hash(weights[candidate.model])
         ensure_registered_model(client, name, f"Every gate-passing version of the pipeline's '{candidate.model}' model.")
         existing = find_version(client, name, digest)
         if existing is not None:
@@ -216,11 +222,7 @@ def register(
             sources[candidate.model] = (existing.source, existing.run_id, digest)
             continue
         info = log_served_model(candidate, experiment_id, run_tags, example_digits, digest)
-        tags = {
-            **version_tags, MODEL_TAG: candidate.model, ACCURACY_TAG: f"{candidate.accuracy:.4f}",
-            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: model_hash(candidate.model_dir),
-        }
-        version = client.create_model_version(name, info.model_uri, run_id=info.run_id, tags=tags, model_id=info.model_id)
+        version = client.create_model_version(name, info.model_uri, run_id=info.run_id, tags=tags_of(candidate, digest), model_id=info.model_id)
         log.info("%s: registered %s version %s (test accuracy %.4f)", candidate.model, name, version.version, candidate.accuracy)
         outcome.registered.append(_summary(version))
         sources[candidate.model] = (info.model_uri, info.run_id, digest)
@@ -236,12 +238,8 @@ def register(
     ensure_registered_model(client, serving_name, "The digit classifier to use: alias champion serves, alias challenger is the latest best candidate.")
     challenger = find_version(client, serving_name, digest)
     if challenger is None:
-        tags = {
-            **version_tags, MODEL_TAG: best.model, ACCURACY_TAG: f"{best.accuracy:.4f}",
-            "params_hash": best.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: model_hash(best.model_dir),
-        }
         model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
-        challenger = client.create_model_version(serving_name, source, run_id=run_id, tags=tags, model_id=model_id)
+        challenger = client.create_model_version(serving_name, source, run_id=run_id, tags=tags_of(best, digest), model_id=model_id)
         outcome.registered.append(_summary(challenger))
         log.info("%s: registered %s version %s as the challenger", best.model, serving_name, challenger.version)
     client.set_registered_model_alias(serving_name, settings.challenger_alias, challenger.version)
@@ -249,7 +247,7 @@ def register(
     champion = alias_version(client, serving_name, settings.champion_alias)
     champion_accuracy = float(champion.tags[ACCURACY_TAG]) if champion is not None and ACCURACY_TAG in champion.tags else None
     same = champion is not None and champion.version == challenger.version
-    same_weights = champion is not None and champion.tags.get(MODEL_HASH_TAG) == model_hash(best.model_dir)
+    same_weights = champion is not None and champion.tags.get(MODEL_HASH_TAG) == weights[best.model]
     promote, reason = champion_decision(best.accuracy, best.tolerance, champion_accuracy, same, same_weights)
     if champion is not None and champion_accuracy is None and not same:
         promote, reason = True, f"the champion (version {champion.version}) has no {ACCURACY_TAG} tag to compare with"

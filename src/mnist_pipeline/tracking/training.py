@@ -63,9 +63,9 @@ def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str)
     mlflow.log_input(dataset, context="training")
 
 
-def pip_requirements(adapter: Any) -> list[str]:
+def pip_requirements(adapter: Any, *extra: str) -> list[str]:
     """Explicit pins: MLflow's own inference imports the model in a subprocess (~7 s a model)."""
-    return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *adapter.pip_packages)]
+    return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *extra, *adapter.pip_packages)]
 
 
 def log_model(model: Any, name: str, params: Any, example_inputs: np.ndarray, epochs: int) -> Any:
