@@ -17,7 +17,15 @@ SERVE_PORT ?= 5001
 SERVE_MODEL ?= models:/mnist@champion
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
-.PHONY: env run test test-all ui serve bench-data bench-training bench-pipeline bench-serving noise
+# The team stack (README: team scale): its ports, URIs and generated credentials, in one file.
+SERVICES_ENV ?= services.env
+# Loads the stack's settings into a recipe's shell when the file exists (else the caller's own
+# AWS_* / MLFLOW_* settings apply, e.g. a team's real S3 and server).
+LOAD_SERVICES = if [ -f "$(SERVICES_ENV)" ]; then set -a; . "./$(SERVICES_ENV)"; set +a; fi;
+SWEEP_WORKERS ?= 2
+
+.PHONY: env run test test-all ui serve bench-data bench-training bench-pipeline bench-serving bench-team noise \
+	services services-stop services-status test-services push pull sweep
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -40,6 +48,30 @@ ui: env  ## browse the runs at http://127.0.0.1:5000
 serve: env  ## the champion model behind `mlflow models serve` at http://127.0.0.1:$(SERVE_PORT)/invocations
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(UV) run --locked mlflow models serve -m "$(SERVE_MODEL)" \
 		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+services: env  ## start PostgreSQL, the S3 store and mlflow server on 127.0.0.1 (idempotent; waits until healthy)
+	$(UV) run --locked mnist-services start
+
+services-stop:  ## stop the three services (their data stays in .services/)
+	@if [ -x .venv/bin/mnist-services ]; then .venv/bin/mnist-services stop; else echo "no environment, nothing to stop"; fi
+
+services-status: env  ## is each service healthy? names the one that is not
+	$(UV) run --locked mnist-services status
+
+test-services: env  ## the tests that need the running stack (make services first)
+	$(LOAD_SERVICES) $(UV) run --locked pytest -m services
+
+push: env  ## upload every DVC-tracked output to the remote `storage` (the stack's bucket)
+	$(LOAD_SERVICES) $(UV) run --locked dvc push
+
+pull: env  ## download every DVC-tracked output from the remote `storage`
+	$(LOAD_SERVICES) $(UV) run --locked dvc pull
+
+sweep: env  ## an Optuna study over params.yaml `sweep.space`, $(SWEEP_WORKERS) workers here (others may join: README)
+	$(LOAD_SERVICES) $(UV) run --locked dvc repro preprocess && $(UV) run --locked mnist-sweep run --workers $(SWEEP_WORKERS)
+
+bench-team: env  ## server vs embedded tracking, dvc push/pull vs a plain copy, 2 sweep workers vs 1
+	$(LOAD_SERVICES) $(UV) run --locked python benchmarks/bench_team.py
 
 bench-serving: env  ## serving latency and throughput: HTTP vs in process, start-up time and memory
 	$(UV) run --locked python benchmarks/bench_serving.py

@@ -1,7 +1,9 @@
 """The champion of the real pipeline, used as people would: raw digits in process, photo-like files
 through mnist-predict, and HTTP through `mlflow models serve`.
 
-Slow: they read this repository's own store and data after `make run` (which .ci/run runs first).
+Slow: they read this repository's own store and data after `make run` (which .ci/run runs first),
+the store `make run` used: MLFLOW_TRACKING_URI when set (.ci/run runs it against the team stack's
+server, so the champion loads back through the server), else the embedded one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from photo_digits import write_photos
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRACKING_URI = f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
+TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
 CHAMPION = "models:/mnist@champion"
 
 pytestmark = pytest.mark.slow

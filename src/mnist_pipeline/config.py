@@ -11,6 +11,7 @@ Each section's schema lives beside the code that reads it:
 | ``report`` | ``reporting.report.ReportParams`` |
 | ``gate`` | ``reporting.gate.GateParams`` |
 | ``registry`` | ``tracking.registry.RegistryParams`` |
+| ``sweep`` | ``sweep.params.SweepParams`` (read by ``mnist-sweep`` only, no DVC stage) |
 
 Every section forbids unknown keys, so a misspelled key is an error rather than a silently
 ignored setting. ``load_params`` validates the whole file before any stage does work and turns
@@ -34,6 +35,7 @@ from mnist_pipeline.models import registry
 from mnist_pipeline.paths import PathsParams, Section
 from mnist_pipeline.reporting.gate import GateParams
 from mnist_pipeline.reporting.report import ReportParams
+from mnist_pipeline.sweep.params import SweepParams
 from mnist_pipeline.tracking.registry import RegistryParams
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -51,6 +53,7 @@ class Params(Section):
     report: ReportParams
     gate: GateParams
     registry: RegistryParams
+    sweep: SweepParams
 
     @model_validator(mode="after")
     def _floors_name_models(self) -> "Params":

@@ -84,6 +84,15 @@ def run_stage(name: str, body: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         stage_log.error("%s interrupted", name)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        from mnist_pipeline.tracking.store import describe_tracking_failure
+
+        message = describe_tracking_failure(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        stage_log.debug("%s: tracking failure", name, exc_info=True)
+        stage_log.error("%s failed: %s", name, message)
+        return EXIT_USER_ERROR
     report_timing(name, _timer, startup)
     return 0
 

@@ -16,6 +16,9 @@ from mnist_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "mnist"
+# MLflow's own variable: another experiment name keeps a trial pipeline (a test against a shared
+# server, a colleague's branch) apart from the team's runs.
+EXPERIMENT_VARIABLE = "MLFLOW_EXPERIMENT_NAME"
 LOCAL_STORE_DIR = Path("mlruns")
 LOCAL_DB_NAME = "mlflow.db"
 LOCAL_ARTIFACTS_DIR = "artifacts"
@@ -26,6 +29,7 @@ class TrackingTarget:
     tracking_uri: str
     artifact_location: str | None  # None: the tracking server decides
     lock_path: Path | None  # serialises first-time set-up of a local store
+    experiment_name: str = EXPERIMENT_NAME
 
 
 def project_root(environ: dict[str, str] | None = None) -> Path:
@@ -46,14 +50,81 @@ def resolve_tracking_target(environ: dict[str, str] | None = None, root: Path | 
     """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``<project root>/mlruns``."""
     environ = dict(os.environ if environ is None else environ)
     configured = environ.get("MLFLOW_TRACKING_URI", "").strip()
+    experiment = environ.get(EXPERIMENT_VARIABLE, "").strip() or EXPERIMENT_NAME
     if configured:
-        return TrackingTarget(configured, None, None)
+        return TrackingTarget(configured, None, None, experiment)
     store = (root or project_root(environ)).resolve() / LOCAL_STORE_DIR
     return TrackingTarget(
         tracking_uri=f"sqlite:///{store / LOCAL_DB_NAME}",
         artifact_location=(store / LOCAL_ARTIFACTS_DIR).as_uri(),
         lock_path=store / ".setup.lock",
+        experiment_name=experiment,
     )
+
+
+# MLflow's own defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s a
+# request) before a stage learns it is gone. These bound a stage's wait to ~10 s when the server
+# is down and ~2 min when it hangs; a user's own settings win.
+SERVER_REQUEST_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def bound_server_requests() -> None:
+    for key, value in SERVER_REQUEST_BOUNDS.items():
+        os.environ.setdefault(key, value)
+
+
+def describe_tracking_failure(error: BaseException) -> str | None:
+    """One line naming the tracking server, when ``error`` is a request to it that failed; else None.
+
+    Requests to a stopped or unreachable server surface as ``MlflowException``s (or requests'
+    ``ConnectionError``) whose text is a page of urllib3 retries; the user needs the server's address.
+    """
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    uri = mlflow.get_tracking_uri()
+    if not is_server(uri):
+        return None
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(item) for item in chain)
+    names = {type(item).__module__.split(".")[0] for item in chain}
+    if not names & {"mlflow", "requests", "urllib3"}:
+        return None
+    failing_store = (f"the MLflow tracking server at {uri} is up but failed a request: a store behind it (its "
+                     "artifact store or its backend database) is failing; `mnist-services status` names which")
+    if any(marker in text for marker in ("too many 500", "too many 502", "too many 503", "error code 50", "Internal Server Error")):
+        return failing_store
+    if any(marker in text for marker in ("Connection refused", "NewConnectionError", "RemoteDisconnected", "Connection aborted",
+                                         "Read timed out", "ConnectionError", "Max retries exceeded")):
+        # A server that rejects an upload mid-stream (its store is down) resets the connection
+        # just as a dying server does; whether it still answers tells the two apart.
+        return failing_store if _answers(uri) else (
+            f"the MLflow tracking server at {uri} stopped answering (is it running? `make services` starts it)")
+    first = str(error).strip().splitlines()[0][:400] if str(error).strip() else type(error).__name__
+    return f"the MLflow tracking server at {uri} failed a request: {first}"
+
+
+def _answers(uri: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{uri.rstrip('/')}/health", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def configure_tracking(environ: dict[str, str] | None = None, root: Path | None = None) -> str:
@@ -67,6 +138,8 @@ def configure_tracking(environ: dict[str, str] | None = None, root: Path | None 
     from filelock import FileLock
 
     target = resolve_tracking_target(environ, root)
+    if is_server(target.tracking_uri):
+        bound_server_requests()
     mlflow.set_tracking_uri(target.tracking_uri)
     if target.lock_path is None:
         return _ensure_experiment(target)
@@ -81,18 +154,18 @@ def _ensure_experiment(target: TrackingTarget) -> str:
 
     client = MlflowClient(tracking_uri=target.tracking_uri)
     try:
-        existing = client.get_experiment_by_name(EXPERIMENT_NAME)
+        existing = client.get_experiment_by_name(target.experiment_name)
         if existing is not None and existing.lifecycle_stage == "deleted":
             # Deleted in the UI: runs can't start in it, and a new one can't take its name.
-            log.warning("MLflow experiment %r was deleted; restoring it", EXPERIMENT_NAME)
+            log.warning("MLflow experiment %r was deleted; restoring it", target.experiment_name)
             client.restore_experiment(existing.experiment_id)
         if existing is not None:
             return existing.experiment_id
         try:
-            return client.create_experiment(EXPERIMENT_NAME, artifact_location=target.artifact_location)
+            return client.create_experiment(target.experiment_name, artifact_location=target.artifact_location)
         except MlflowException:
             # Another process on a shared tracking server won the race; use its experiment.
-            existing = client.get_experiment_by_name(EXPERIMENT_NAME)
+            existing = client.get_experiment_by_name(target.experiment_name)
             if existing is None:
                 raise
             return existing.experiment_id

@@ -1,0 +1,518 @@
+"""A sweep's logic: a trial's params from the space, the objective on loaded arrays, its MLflow run, the best params.
+
+The objective is a function of arrays that are already loaded (``make_objective``): it samples
+the trial's values, validates them through the model type's own schema, fits with the
+project's ``training.fit``, reports each epoch's ``val_accuracy`` to Optuna (which may prune the
+trial) and returns the last epoch's ``val_accuracy``.
+
+Each trial is an MLflow run (``mlflow_trial_run``), nested under the sweep's parent run, named
+``trial-<number>``: params are the sampled values, metrics the per-epoch curve (and
+``objective``, the value Optuna got, for complete trials), tags the study, the trial number and
+Optuna's final state (``optuna.state``: COMPLETE, PRUNED or FAIL). The run's id is the trial's
+user attr ``mlflow_run_id``, so when a worker dies mid-trial, the worker that marks the trial
+FAIL (Optuna's heartbeat) also closes its run (``close_dead_trial_run``): no run stays RUNNING.
+
+This does what optuna-integration's ``MLflowCallback`` + ``track_in_mlflow`` would, without
+their two problems here: the callback is deprecated (Optuna 4.9, to be removed in 6.0), and it
+nests a trial under the *active* run, so every worker, on every machine, would have to reopen
+the parent run and would mark it finished when it stops, while the others still run.
+MLflow's ``start_run(parent_run_id=...)`` nests without reopening anything.
+
+Optuna, MLflow and Keras are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import platform
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models.base import EpochObserver
+from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, set_dotted, with_values
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_accuracy"  # maximised; the last epoch's, so it scores the model the settings give
+DIRECTION = "maximize"
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the sweep's parent run, for every worker
+MODEL_ATTR = "model"  # study user attr: which model the study sweeps (a study is one model's)
+WORKER_ATTR = "worker"  # trial user attr: host:pid of the worker that runs it
+STATE_TAG = "optuna.state"
+STALE_TAG = "closed_as_stale"
+
+
+# -- the study's storage ------------------------------------------------------------------------
+
+STORAGE_ENV = "MNIST_SWEEP_STORAGE"
+LOCAL_STORAGE = Path("mlruns") / "optuna.db"
+
+
+class StudyStorageError(PipelineError):
+    """The study's database cannot be reached, refuses the login, or holds no such study."""
+
+
+def storage_url(option: str | None = None, environ: dict[str, str] | None = None, root: Path | None = None) -> str:
+    """``--storage``, else ``MNIST_SWEEP_STORAGE``, else the SQLite file ``mlruns/optuna.db`` under the project root."""
+    from mnist_pipeline.tracking.store import project_root
+
+    environ = dict(os.environ if environ is None else environ)
+    url = (option or "").strip() or environ.get(STORAGE_ENV, "").strip()
+    if url:
+        return url
+    return f"sqlite:///{(root or project_root(environ)).resolve() / LOCAL_STORAGE}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by ``***``: the only form of it that may be logged or recorded."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<not a database URL>"  # it may still hold a password: never echo it
+
+
+def describe_storage(url: str) -> str:
+    """``PostgreSQL at 127.0.0.1:5433, password hidden``, ``SQLite file /x/mlruns/optuna.db``: for messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "a storage URL that is not a database URL (expected e.g. postgresql+psycopg://user:password@host:5432/db or sqlite:///path)"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return f"SQLite file {parsed.database or ':memory:'}"
+    name = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}.get(backend, backend)
+    where = f"{parsed.host or 'localhost'}{f':{parsed.port}' if parsed.port else ''}"
+    return f"{name} at {where}{', password hidden' if parsed.password else ''}"
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of the driver's complaint, with the password (should a driver echo it) blanked."""
+    from sqlalchemy.engine import make_url
+
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    try:
+        password = make_url(url).password
+    except Exception:  # noqa: BLE001 - an unparseable URL: nothing to blank but the URL itself
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text.replace(url, masked_url(url))
+
+
+def open_storage(url: str, sweep: SweepParams, *, stale_trial_callback: Callable[[Any, Any], None] | None = None) -> Any:
+    """Optuna's RDBStorage with the sweep's heartbeat; ``StudyStorageError`` naming the service when it can't be used.
+
+    Every worker's running trial writes a heartbeat each ``heartbeat_s``; a worker that starts a
+    trial first marks FAIL every running trial silent for ``grace_s`` and calls
+    ``stale_trial_callback`` on it.
+    """
+    import optuna
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    service = describe_storage(url)
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise StudyStorageError(f"the sweep's study storage: {service}; set --storage or {STORAGE_ENV}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Workers share one file: wait for another's write lock instead of failing at once.
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        if backend == "postgresql":
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=sweep.heartbeat_s,
+                grace_period=sweep.grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
+    except ImportError as exc:
+        raise StudyStorageError(f"the sweep's study storage ({service}) needs a database driver that is not installed: {_reason(exc, url)}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StudyStorageError(
+            f"the sweep's study storage ({service}) is not usable: {_reason(exc, url)}; "
+            f"check the URL ({masked_url(url)}), the password and that the database is up"
+        ) from None
+
+
+def load_study(storage: Any, url: str, sweep: SweepParams) -> Any:
+    """The existing study ``sweep.study_name``; ``StudyStorageError`` when there is none (create it first)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=sweep.study_name, storage=storage, sampler=make_sampler(), pruner=make_pruner(sweep.pruner))
+    except KeyError:
+        names = sorted(optuna.get_all_study_names(storage))
+        raise StudyStorageError(
+            f"the sweep's study storage ({describe_storage(url)}) has no study {sweep.study_name!r} "
+            f"(it has {names or 'none'}); create it first: mnist-sweep create"
+        ) from None
+
+
+def create_study(storage: Any, sweep: SweepParams) -> Any:
+    import optuna
+
+    return optuna.create_study(
+        study_name=sweep.study_name, storage=storage, direction=DIRECTION, load_if_exists=True,
+        sampler=make_sampler(), pruner=make_pruner(sweep.pruner),
+    )
+
+
+# -- sampling ------------------------------------------------------------------------------------
+
+
+def suggest(trial: Any, space: dict[str, Dimension]) -> dict[str, Any]:
+    """One value per swept key, asked of the trial (so Optuna records them as the trial's params)."""
+    values: dict[str, Any] = {}
+    for key, dimension in space.items():
+        if dimension.kind == "categorical":
+            values[key] = trial.suggest_categorical(key, dimension.choices)
+        elif dimension.kind == "int":
+            values[key] = trial.suggest_int(key, dimension.low, dimension.high, log=dimension.log)
+        else:
+            values[key] = trial.suggest_float(key, float(dimension.low), float(dimension.high), log=dimension.log)
+    return values
+
+
+def make_sampler() -> Any:
+    """TPE; ``constant_liar`` keeps workers that ask at the same time from sampling the same point."""
+    import optuna
+
+    return optuna.samplers.TPESampler(constant_liar=True)
+
+
+def make_pruner(params: PrunerParams) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=params.startup_trials, n_warmup_steps=params.warmup_epochs)
+
+
+# -- the objective -------------------------------------------------------------------------------
+
+
+def pruning_observer(trial: Any) -> EpochObserver:
+    """Report each epoch's val_accuracy (step = epoch) and stop the fit when the pruner says so."""
+
+    def observe(epoch: int, row: dict[str, float]) -> None:
+        import optuna
+
+        value = row.get(OBJECTIVE)
+        if value is None:
+            raise PipelineError(f"trial {trial.number}: the fit reported no {OBJECTIVE} (is validation_split 0?)")
+        log.info("trial %d, epoch %d: %s %.4f", trial.number, epoch + 1, OBJECTIVE, value)
+        trial.report(float(value), epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"{OBJECTIVE} {value:.4f} after epoch {epoch + 1} is below the median of earlier trials")
+
+    return observe
+
+
+class TrialRecorder:
+    """What a trial records besides Optuna's own: nothing by default; MLflow in ``mlflow_trial_run``."""
+
+    def epoch(self, epoch: int, row: dict[str, float]) -> None:
+        pass
+
+    def result(self, value: float, fit_result: Any) -> None:
+        pass
+
+
+TrackTrial = Callable[[Any, dict[str, Any]], contextlib.AbstractContextManager[TrialRecorder]]
+
+
+@contextlib.contextmanager
+def untracked(trial: Any, values: dict[str, Any]) -> Iterator[TrialRecorder]:
+    yield TrialRecorder()
+
+
+def make_objective(
+    sweep: SweepParams,
+    model_params: Any,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    track: TrackTrial = untracked,
+    fit: Callable[..., Any] | None = None,
+    verbose: int = 0,
+) -> Callable[[Any], float]:
+    """The study's objective: ``trial -> last epoch's val_accuracy`` of ``sweep.model`` with the trial's values."""
+    if fit is None:
+        from mnist_pipeline.training import fit
+
+    def objective(trial: Any) -> float:
+        values = suggest(trial, sweep.space)
+        params = with_values(sweep.model, model_params, values, source=f"trial {trial.number}")
+        trial.set_user_attr(WORKER_ATTR, worker_name())
+        log.info("trial %d: %s", trial.number, ", ".join(f"{key}={value!r}" for key, value in values.items()))
+        with track(trial, values) as recorder:
+            result = fit(sweep.model, params, inputs, targets, observers=[recorder.epoch, pruning_observer(trial)], verbose=verbose)
+            value = final_value(trial, result)
+            recorder.result(value, result)
+        return value
+
+    return objective
+
+
+def worker_name() -> str:
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def final_value(trial: Any, result: Any) -> float:
+    scores = [row[OBJECTIVE] for row in result.history if OBJECTIVE in row]
+    if not scores or not math.isfinite(scores[-1]):
+        raise PipelineError(f"trial {trial.number}: no finite {OBJECTIVE} at the last epoch ({scores[-1:] or 'none'})")
+    return float(scores[-1])
+
+
+# -- MLflow: the trial runs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """Where a worker's trial runs go: the experiment, and the sweep's parent run."""
+
+    experiment_id: str
+    parent_run_id: str
+    study_name: str
+    model: str
+
+
+class MlflowRecorder(TrialRecorder):
+    def epoch(self, epoch: int, row: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics(row, step=epoch)
+
+    def result(self, value: float, fit_result: Any) -> None:
+        import mlflow
+
+        mlflow.log_metrics({"objective": value, "fit_seconds": fit_result.fit_seconds, "epochs_run": float(fit_result.epochs)})
+
+
+def mlflow_trial_run(sweep_run: SweepRun) -> TrackTrial:
+    """``track`` for ``make_objective``: each trial a run nested under the parent, always left in a terminal state."""
+
+    @contextlib.contextmanager
+    def track(trial: Any, values: dict[str, Any]) -> Iterator[TrialRecorder]:
+        import mlflow
+        import optuna
+
+        from mnist_pipeline.tracking.runs import process_tags
+
+        tags = process_tags() | {
+            "sweep.study": sweep_run.study_name,
+            "sweep.model": sweep_run.model,
+            "sweep.trial": str(trial.number),
+            STATE_TAG: "RUNNING",
+        }
+        run = mlflow.start_run(
+            run_name=f"trial-{trial.number}", experiment_id=sweep_run.experiment_id,
+            parent_run_id=sweep_run.parent_run_id, tags=tags,
+        )
+        state, status = "FAIL", "FAILED"
+        try:
+            # Whoever finds this trial's worker dead closes this run (close_dead_trial_run).
+            trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+            mlflow.log_params({key: "null" if value is None else value for key, value in values.items()})
+            yield MlflowRecorder()
+            state, status = "COMPLETE", "FINISHED"
+        except optuna.TrialPruned:
+            state, status = "PRUNED", "FINISHED"
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            raise
+        finally:
+            try:
+                mlflow.set_tag(STATE_TAG, state)
+            finally:
+                mlflow.end_run(status=status)
+
+    return track
+
+
+def close_dead_trial_run(study: Any, trial: Any) -> None:
+    """Optuna's stale-trial callback: the trial's worker stopped sending heartbeats, so close its MLflow run.
+
+    Runs in the worker that noticed (Optuna marked the trial FAIL just before); MLflow must
+    already point at the store the trial's run is in.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    log.warning(
+        "trial %d: its worker sent no heartbeat within the grace period (killed, or its machine is gone); "
+        "marked FAIL%s", trial.number, f", closing its MLflow run {run_id} as KILLED" if run_id else "",
+    )
+    if not run_id:
+        return
+    client = MlflowClient()
+    try:
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
+        client.set_tag(run_id, STATE_TAG, "FAIL")
+        client.set_tag(run_id, STALE_TAG, "its sweep worker stopped sending heartbeats; closed by another worker")
+        client.set_terminated(run_id, status="KILLED")
+    except MlflowException as exc:
+        log.warning("trial %d: could not close MLflow run %s: %s", trial.number, run_id, exc.message)
+
+
+# -- the result ----------------------------------------------------------------------------------
+
+
+def trial_counts(study: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def best_trial(study: Any) -> Any:
+    """The complete trial with the highest value; ``PipelineError`` when none has completed."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        counts = ", ".join(f"{count} {state}" for state, count in sorted(trial_counts(study).items())) or "no trials"
+        raise PipelineError(f"study {study.study_name!r} has no complete trial yet ({counts}); run `mnist-sweep worker`")
+    return study.best_trial
+
+
+def describe_best(study: Any, model: str) -> str:
+    """The best trial as lines of ``models.<model>.<key>: <value>``, with its score and the study's trial counts."""
+    trial = best_trial(study)
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(trial_counts(study).items()))
+    lines = [f"# study {study.study_name}: best trial {trial.number}, {OBJECTIVE} {trial.value:.4f} ({counts})"]
+    lines += [f"models.{model}.{key}: {value!r}" for key, value in trial.params.items()]
+    return "\n".join(lines)
+
+
+def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
+    """params.yaml ``text`` with ``models.<model>.<key>`` set for each dotted key; everything else as it was.
+
+    ruamel.yaml's round trip (YAML 1.2, as DVC reads it) keeps the comments, the key order, the
+    flow mappings, the quotes and the indentation, so the diff is the swept values only. A swept
+    setting the file leaves to its default is added as the last key of its mapping.
+    """
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.Representer = _representer()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long line
+    yaml.indent(**_indentation(text))
+    tree = yaml.load(text)
+    try:
+        node = tree["models"][model]
+    except (KeyError, TypeError):
+        raise PipelineError(f"params.yaml has no models.{model} to apply the sweep's values to") from None
+    for key, value in values.items():
+        parent_key, _, last = key.rpartition(".")
+        try:
+            parent = _node(node, parent_key)
+            if isinstance(parent, dict) and last not in parent:
+                _append(parent, last, value)
+            else:
+                set_dotted(parent, last, value)
+        except KeyError:
+            raise PipelineError(f"models.{model}.{key}: not in params.yaml; the study swept a setting the file does not have") from None
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    return out.getvalue()
+
+
+def _indentation(text: str) -> dict[str, int]:
+    """The file's own indentation (ruamel.yaml writes its defaults otherwise): mappings', sequences' and the dash's."""
+    import re
+
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, sequence, dash = load_yaml_guess_indent(text)
+    keys = [len(match.group(1)) for match in re.finditer(r"^( +)[^\s#-]", text, flags=re.MULTILINE)]
+    mapping = min(keys) if keys else 2
+    return {"mapping": mapping, "sequence": sequence or mapping, "offset": dash or 0}
+
+
+def _representer() -> Any:
+    """The round-trip representer, but writing ``null`` (not nothing) and floats that YAML 1.1 readers read as floats too."""
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class Representer(RoundTripRepresenter):
+        pass
+
+    def represent_float(self: Any, data: float) -> Any:
+        text = repr(data)  # the shortest text that reads back as the same float
+        if not math.isfinite(data):
+            return RoundTripRepresenter.represent_float(self, data)
+        mantissa, exponent = text.split("e") if "e" in text else (text, None)
+        if exponent is not None and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"  # 1e-05 is a string to YAML 1.1 (PyYAML); 1.0e-05 is a float to both
+        return self.represent_scalar("tag:yaml.org,2002:float", text)
+
+    Representer.add_representer(type(None), lambda self, data: self.represent_scalar("tag:yaml.org,2002:null", "null"))
+    Representer.add_representer(float, represent_float)
+    return Representer
+
+
+def _node(tree: Any, key: str) -> Any:
+    node = tree
+    for part in key.split(".") if key else ():
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(key)
+    return node
+
+
+def _append(mapping: Any, key: str, value: Any) -> None:
+    """Add ``key`` after the mapping's last key, keeping the comment lines that follow that key below the new one."""
+    import copy
+
+    last = list(mapping)[-1] if mapping else None
+    mapping[key] = value
+    comments = getattr(mapping, "ca", None)
+    slot = comments.items.get(last) if comments is not None and last is not None else None
+    if not slot or len(slot) < 3 or slot[2] is None:
+        return
+    token = slot[2]
+    text = token.value
+    end_of_line = text.find("\n") + 1
+    own, following = (text[:end_of_line], text[end_of_line:]) if end_of_line else (text, "")
+    if following:
+        moved = copy.copy(token)
+        moved.value = "\n" + following
+        comments.items[key] = [None, None, moved, None]
+    if own.startswith("#"):
+        token.value = own  # the last key's own end-of-line comment stays with it
+    else:
+        slot[2] = None
