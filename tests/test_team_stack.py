@@ -79,6 +79,9 @@ def test_the_pipeline_tracks_into_postgres_and_the_bucket_and_models_load_back(s
     tag = unique("t-pipeline")
     project = make_project(tmp_path)
     edit_params(project, smoke_models)
+    # One scikit-learn model: the stack's part is the same for every framework, and it spares
+    # two TensorFlow imports (the fault test below trains a Keras model through a server).
+    edit_params(project, lambda params: keep_models(params, {"gaussian_nb": params["models"]["gaussian_nb"]}))
     edit_params(project, lambda params: isolate(params, tag))
     dvc(project, "repro", env=client_env(stack, tag, MNIST_MIRROR=str(tmp_path / "mirror")))
 
@@ -86,7 +89,7 @@ def test_the_pipeline_tracks_into_postgres_and_the_bucket_and_models_load_back(s
     experiment = client.get_experiment_by_name(tag)
     runs = client.search_runs([experiment.experiment_id])
     names = {run.info.run_name for run in runs}
-    assert {"mlp", "gaussian_nb", f"mlp{RUN_SUFFIX}", f"gaussian_nb{RUN_SUFFIX}"} <= names, names
+    assert {"gaussian_nb", f"gaussian_nb{RUN_SUFFIX}", "report"} <= names, names
     assert {run.info.status for run in runs} == {"FINISHED"}
 
     # Every run is a row in the server's PostgreSQL database ...
@@ -107,7 +110,7 @@ def test_the_pipeline_tracks_into_postgres_and_the_bucket_and_models_load_back(s
 
     # The registry and aliases work on the server, and the champion loads back through it.
     champion = client.get_model_version_by_alias(f"{tag}-mnist", "champion")
-    assert champion.tags["pipeline_model"] in {"mlp", "gaussian_nb"}
+    assert champion.tags["pipeline_model"] == "gaussian_nb"
     mlflow.set_tracking_uri(stack.tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{tag}-mnist@champion")
@@ -148,8 +151,10 @@ def test_dvc_push_then_a_fresh_clone_pulls_and_reproduces_nothing(stack, tmp_pat
     assert not (clone / "data").exists()
     # No mirror at all for the clone: everything must come from the remote.
     clone_env = {**remote_env, "MNIST_MIRROR": str(tmp_path / "nowhere")}
-    dvc(clone, "pull", env=clone_env)
-    status = json.loads(dvc(clone, "status", "--json", "preprocess", env=clone_env).stdout)
+    # (Only the data stages ran here: the models' stages have nothing to pull.)
+    pulled = dvc(clone, "pull", "--with-deps", "preprocess", env=clone_env).stdout
+    assert "data/processed/train" in pulled and "data/raw" in pulled, pulled
+    status = json.loads(dvc(clone, "status", "--json", "--with-deps", "preprocess", env=clone_env).stdout)
     assert status == {}, status
     repro = dvc(clone, "repro", "preprocess", env=clone_env).stdout
     assert "Running stage" not in repro, repro

@@ -488,10 +488,27 @@ def check_all(settings: Settings) -> list[tuple[str, str | None]]:
     return results
 
 
+def listening_ports(settings: Settings) -> dict[str, int]:
+    """Every port the stack listens on (SeaweedFS's gRPC ports are its HTTP ports + 10000)."""
+    ports = {"PostgreSQL": settings.port("MNIST_PG_PORT"), "MLflow tracking server": settings.port("MNIST_MLFLOW_PORT")}
+    for key in ("MNIST_S3_PORT", "MNIST_S3_MASTER_PORT", "MNIST_S3_VOLUME_PORT", "MNIST_S3_FILER_PORT"):
+        ports[f"object store ({key})"] = settings.port(key)
+        ports[f"object store ({key}, gRPC)"] = settings.port(key) + 10000
+    return ports
+
+
 def stop_all(settings: Settings) -> list[str]:
+    """Stop the three, then make sure nothing of the stack still listens; raises naming what does."""
     stopped = []
     for service in reversed(services(settings)):
         if service.stop():
             stopped.append(service.name)
             log.info("%s stopped", service.name)
+    still = [f"{name} on {settings.host}:{port}" for name, port in listening_ports(settings).items()
+             if port_open(settings.host, port)]
+    if still:
+        raise ServiceError(
+            "still listening after the stop (started outside `make services`, or by another copy of the "
+            f"project with the same ports?): {', '.join(still)}"
+        )
     return stopped

@@ -323,6 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("%s interrupted", args.command)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        from mnist_pipeline.tracking.store import describe_tracking_failure
+
+        message = describe_tracking_failure(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        log.error("%s failed: %s", args.command, message)
+        return EXIT_ERROR
     return 0
 
 
