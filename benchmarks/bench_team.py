@@ -44,6 +44,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import resource
 import secrets
 import shutil
 import subprocess
@@ -75,6 +76,11 @@ def table(header: list[str], rows: list[list[str]]) -> None:
     print(" | ".join(["---"] * len(header)))
     for row in rows:
         print(" | ".join(row))
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average now {one:.2f}, 5 min {five:.2f}"
 
 
 def spread(values: list[float]) -> str:
@@ -196,7 +202,7 @@ def bench_mlflow(settings: Any, bench_id: str, repeats: int) -> list[str]:
                 MlflowClient(settings.tracking_uri).delete_experiment(experiment_ids["server"])
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n## 1. MLflow logging per run ({repeats} alternating runs per store, medians in seconds)")
+    print(f"\n## 1. MLflow logging per run ({repeats} alternating runs per store, medians in seconds; {load()})")
     print(f"run: {len(TAGS)} tags, {len(PARAMS)} params, {EPOCHS} epochs x {len(METRICS)} metrics, "
           "a 50 KB PNG-sized file, a text file, a logged scikit-learn model")
     summary: dict[str, tuple[float, float, float]] = {}
@@ -340,7 +346,7 @@ def bench_dvc(settings: Any, bench_id: str, repeats: int, extra: bool) -> list[s
             s3fs_client(settings).rm(prefix, recursive=True)
 
     mb = size / 1e6
-    print(f"\n## 2. DVC against a plain s3fs copy ({len(objects)} objects, {mb:.1f} MB; {repeats} repeats, medians)")
+    print(f"\n## 2. DVC against a plain s3fs copy ({len(objects)} objects, {mb:.1f} MB; {repeats} repeats, medians; {load()})")
     rows = [[what, f"{median(seconds):.2f}", f"{mb / median(seconds):.1f}", spread(seconds)] for what, seconds in times.items()]
     table(["transfer", "seconds", "MB/s", "seconds min-max"], rows)
     for what, seconds in extras:
@@ -385,7 +391,7 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
         variants.append(("2 workers, 1 TF thread each", 2, one_thread))
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-sweep-"))
     studies: list[str] = []
-    rows, walls = [], {}
+    rows, walls, trial_medians = [], {}, {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         for label, workers, extra_env in variants:
@@ -394,11 +400,14 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
             params = scratch / f"{study}.yaml"
             sweep_params(params, study, trials, subset, epochs)
             started_at = dt.datetime.now()
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             command = [str(BIN / "mnist-sweep"), "--params", str(params), "run", "--workers", str(workers),
                        "--trials", str(trials // workers)]
             proc = subprocess.run(command, cwd=REPO_ROOT, env=base_env | extra_env, capture_output=True, text=True)
             wall = time.perf_counter() - started
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every descendant, workers included
+            cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
             if proc.returncode != 0:
                 output = (proc.stdout + proc.stderr)[-4000:]
                 raise SystemExit(f"`mnist-sweep run --workers {workers}` failed ({proc.returncode}):\n{output}")
@@ -406,13 +415,15 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
             states = {trial.state.name for trial in done}
             if states != {"COMPLETE"} or len(done) != trials:
                 raise SystemExit(f"study {study}: expected {trials} complete trials, got {[t.state.name for t in done]}")
+            done = sorted(done, key=lambda t: t.datetime_start)
             durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+            trial_medians[label] = median(durations)
             first = min(t.datetime_start for t in done)
             last = max(t.datetime_complete for t in done)
             walls[label] = wall
             rows.append([label, f"{trials // workers}", f"{wall:.1f}", f"{(first - started_at).total_seconds():.1f}",
-                         f"{median(durations):.1f}", f"{(last - first).total_seconds():.1f}",
-                         f"{wall - (last - started_at).total_seconds():.1f}"])
+                         " ".join(f"{d:.1f}" for d in durations), f"{(last - first).total_seconds():.1f}",
+                         f"{wall - (last - started_at).total_seconds():.1f}", f"{cpu:.0f} ({cpu / wall:.2f})"])
     finally:
         for study in studies:
             with contextlib.suppress(Exception):
@@ -427,11 +438,12 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\n## 3. `mnist-sweep run`: {trials} trials of the CNN ({epochs} epochs on {subset} digits, only the learning rate "
-          f"varies, nothing pruned), seconds")
-    table(["variant", "trials per worker", "wall", "start-up before 1st trial", "median trial", "1st trial start to last end",
-           "after last trial (best, exit)"], rows)
+          f"varies, nothing pruned), seconds; {load()}")
+    table(["variant", "trials per worker", "wall", "start-up before 1st trial", "each trial, by start", "1st trial start to last end",
+           "after last trial (best, exit)", "CPU s (cores busy)"], rows)
     ratio = walls["2 workers"] / walls["1 worker"]
-    print(f"2 workers / 1 worker wall time: {ratio:.2f}x (ideal 0.5x)")
+    print(f"2 workers / 1 worker wall time: {ratio:.2f}x (ideal 0.5x); a trial takes "
+          f"{trial_medians['2 workers'] / trial_medians['1 worker']:.1f}x as long with 2 workers (medians)")
     lines = [f"sweep: 2 workers / 1 worker wall time {ratio:.2f}x (goal ≤ 0.6x on {os.cpu_count()} CPUs): {goal(ratio <= 0.6)}"]
     if threads_variant:
         limited = walls["2 workers, 1 TF thread each"] / walls["1 worker"]

@@ -178,7 +178,8 @@ class PostgreSQL:
                 f"{self.name}: running as root needs the unprivileged `postgres` user, which Debian's "
                 "postgresql package creates (apt-get install postgresql)"
             ) from None
-        return ["runuser", "-u", "postgres", "--"]
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        return [runuser, "-u", "postgres", "--"]
 
     def _run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self._as_owner(), *argv], capture_output=True, text=True)
@@ -215,6 +216,11 @@ class PostgreSQL:
 
     def _initdb(self) -> None:
         log.info("%s: creating a database cluster in %s", self.name, self.data_dir)
+        if os.geteuid() == 0 and subprocess.run([*self._as_owner(), "test", "-x", str(self.settings.state_dir)]).returncode != 0:
+            raise ServiceError(
+                f"{self.name}: the unprivileged `postgres` user cannot enter {self.settings.state_dir}; every folder "
+                "above the project must let others in (chmod o+x), or clone the project somewhere that does"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self._chown(self.data_dir)
