@@ -318,6 +318,7 @@ class ObjectStore:
         if self.daemon.pid() is not None:
             with contextlib.suppress(ServiceError):
                 return self.check()
+            self.daemon.stop()  # ours, but not answering: start it afresh
         if port_open(self.host, self.port):
             raise ServiceError(f"{self.address}: port {self.port} is taken by another program; set MNIST_S3_PORT in services.env")
         weed = shutil.which("weed", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
