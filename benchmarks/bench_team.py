@@ -391,7 +391,7 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
         variants.append(("2 workers, 1 TF thread each", 2, one_thread))
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-sweep-"))
     studies: list[str] = []
-    rows, walls, trial_medians = [], {}, {}
+    rows, walls, trial_medians, spans = [], {}, {}, {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         for label, workers, extra_env in variants:
@@ -421,6 +421,7 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
             first = min(t.datetime_start for t in done)
             last = max(t.datetime_complete for t in done)
             walls[label] = wall
+            spans[label] = (last - first).total_seconds()
             rows.append([label, f"{trials // workers}", f"{wall:.1f}", f"{(first - started_at).total_seconds():.1f}",
                          " ".join(f"{d:.1f}" for d in durations), f"{(last - first).total_seconds():.1f}",
                          f"{wall - (last - started_at).total_seconds():.1f}", f"{cpu:.0f} ({cpu / wall:.2f})"])
@@ -444,6 +445,9 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
     ratio = walls["2 workers"] / walls["1 worker"]
     print(f"2 workers / 1 worker wall time: {ratio:.2f}x (ideal 0.5x); a trial takes "
           f"{trial_medians['2 workers'] / trial_medians['1 worker']:.1f}x as long with 2 workers (medians)")
+    serial = walls["1 worker"] - spans["1 worker"]
+    print(f"serial part of 1 worker's wall (start-up, best, exit): {serial:.1f} s; with the trials perfectly split over 2 "
+          f"workers the ratio would be {(serial + spans['1 worker'] / 2) / walls['1 worker']:.2f}x")
     lines = [f"sweep: 2 workers / 1 worker wall time {ratio:.2f}x (goal ≤ 0.6x on {os.cpu_count()} CPUs): {goal(ratio <= 0.6)}"]
     if threads_variant:
         limited = walls["2 workers, 1 TF thread each"] / walls["1 worker"]

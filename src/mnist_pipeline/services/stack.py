@@ -411,7 +411,7 @@ class TrackingServer:
             "--backend-store-uri", self.settings["MNIST_MLFLOW_BACKEND_URI"],
             "--artifacts-destination", self.settings["MNIST_MLFLOW_ARTIFACTS"],
             "--serve-artifacts", "--host", self.host, "--port", str(self.port),
-            "--workers", self.settings.values.get("MNIST_MLFLOW_WORKERS", "2"),
+            "--workers", self.settings.values.get("MNIST_MLFLOW_WORKERS", "1"),
         ]
 
     def start(self) -> str:
