@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import REPO_ROOT, child_env, median
+from _common import REPO_ROOT, child_env, median, timed
 
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
@@ -254,12 +254,7 @@ def scratch_repo(env: dict[str, str], remote_url: str, cache_dir: Path | None = 
 
 
 def run_dvc(args: list[str], root: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"`dvc {' '.join(args)}` failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return seconds
+    return timed([str(BIN / "dvc"), *args], root, env).seconds
 
 
 def timed_call(call: Any) -> float:

@@ -245,6 +245,22 @@ def smoke_project(smoke_run, tmp_path):
     return copy, env, result
 
 
+def wait_for_first_epoch(client, experiment_name: str, process, exclude=frozenset(), timeout: float = 120.0):
+    """Poll until a run of ``experiment_name`` (not in ``exclude``) has logged an epoch; returns the
+    experiment. Fails if ``process``, the training, exits first or the time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name(experiment_name)
+        runs = [run for run in client.search_runs([experiment.experiment_id]) if run.info.run_id not in exclude] if experiment else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
+            return experiment
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.5)
+    pytest.fail("training never logged an epoch")
+
+
 def commit_all(project: Path, message: str) -> None:
     run_cmd(["git", "add", "-A"], cwd=project)
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=project)

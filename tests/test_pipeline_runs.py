@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import commit_all, dvc, edit_params, run_cmd
+from conftest import commit_all, dvc, edit_params, run_cmd, wait_for_first_epoch
 from mnist_pipeline.tracking.store import EXPERIMENT_NAME, resolve_tracking_target
 
 
@@ -196,7 +196,6 @@ def test_an_interrupted_training_stage_leaves_its_run_killed(smoke_project, sign
     import signal
     import subprocess
     import sys
-    import time
 
     project, env, _ = smoke_project
     shutil.rmtree(project / "models" / "mlp" / "model")
@@ -206,16 +205,8 @@ def test_an_interrupted_training_stage_leaves_its_run_killed(smoke_project, sign
     edit_params(project, lambda p: p["models"]["mlp"].update({"epochs": 500, "batch_size": 16}))
     proc = subprocess.Popen([sys.executable, "pipeline/train.py", "mlp"], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            runs = [run for run in client.search_runs([experiment.experiment_id]) if run.info.run_id not in before]
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
-                break
-            assert proc.poll() is None, proc.communicate()[0]
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
+        wait_for_first_epoch(client, EXPERIMENT_NAME, proc, exclude=before)
         proc.send_signal(getattr(signal, signal_name))
         output, _ = proc.communicate(timeout=60)
     finally:

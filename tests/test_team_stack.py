@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, commit_all, dvc, edit_params, keep_models, make_project, run_cmd, smoke_models, subprocess_env
+from conftest import (
+    REPO_ROOT, commit_all, dvc, edit_params, keep_models, make_project, run_cmd, smoke_models, subprocess_env,
+    wait_for_first_epoch,
+)
 
 pytestmark = pytest.mark.services
 
@@ -194,23 +197,13 @@ def test_a_server_stopped_mid_training_fails_the_stage_naming_it_then_repro_reco
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     client = MlflowClient(tracking_uri=stack.tracking_uri)  # the same database, through the team's server
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            experiment = client.get_experiment_by_name(tag)
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
-                break
-            assert repro.poll() is None, repro.communicate()[0]
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
+        experiment = wait_for_first_epoch(client, tag, repro, timeout=180)
         spare_server.stop()
         stopped = time.monotonic()
         output, _ = repro.communicate(timeout=120)
         waited = time.monotonic() - stopped
     finally:
-        with_signal = repro.poll() is None
-        if with_signal:
+        if repro.poll() is None:
             os.killpg(repro.pid, signal.SIGKILL)
     assert repro.returncode != 0, output
     assert waited < 60, f"the stage took {waited:.0f} s to give up"
@@ -289,17 +282,19 @@ def test_a_server_whose_object_store_is_down_names_it(stack, spare_server, monke
     assert message and spare_server.url in message and "artifact store" in message, (message, raised.value)
 
 
-def requests_ok(url: str) -> str:
+def requests_ok(url: str, method: str = "GET", **kwargs) -> str:
+    """A ``wait_until`` check: the request answers HTTP 200."""
     import requests
 
     from mnist_pipeline.services.settings import ServiceError
 
     try:
-        if requests.get(url, timeout=2).status_code == 200:
-            return "ok"
-    except requests.RequestException:
-        pass
-    raise ServiceError(f"{url} not answering yet")
+        status = requests.request(method, url, timeout=5, **kwargs).status_code
+    except requests.RequestException as error:
+        raise ServiceError(f"{url} not answering yet: {error}") from None
+    if status != 200:
+        raise ServiceError(f"{url} answered HTTP {status}")
+    return "ok"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +306,7 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
     import requests
 
     from mnist_pipeline.serving.server import free_port
-    from mnist_pipeline.services.stack import Daemon
+    from mnist_pipeline.services.stack import Daemon, wait_until
 
     port = free_port()
     auth_config = tmp_path / "auth.ini"
@@ -330,16 +325,8 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
     )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                answer = requests.post(url, json={"max_results": 1}, auth=("admin", "a-long-admin-password-1"), timeout=5)
-                if answer.status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, daemon.log_file.read_text()[-2000:]
-            time.sleep(0.5)
+        wait_until(lambda: requests_ok(url, "POST", json={"max_results": 1}, auth=("admin", "a-long-admin-password-1")),
+                   "the basic-auth server", 120, daemon.exited(process))
         assert requests.post(url, json={"max_results": 1}, auth=("admin", "wrong"), timeout=5).status_code == 401
         assert requests.post(url, json={"max_results": 1}, timeout=5).status_code == 401
         # --allowed-hosts: a request naming another host is refused (DNS-rebinding protection).

@@ -40,10 +40,20 @@ def configure_logging() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
-def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+def interrupt_on_sigterm(signum: int, frame: object) -> None:
     # `kill`, a CI timeout or a scheduler stop: unwind like Ctrl-C, so open MLflow runs are
     # marked KILLED and temporary files are removed instead of left behind.
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def user_error(exc: Exception) -> str | None:
+    """The one line to show for a failure the user can fix (bad input, a tracking server that is down);
+    None for anything else, which is a bug and keeps its traceback."""
+    if isinstance(exc, PipelineError):
+        return str(exc)
+    from mnist_pipeline.tracking.store import describe_tracking_failure
+
+    return describe_tracking_failure(exc)
 
 
 _timer = Stopwatch()
@@ -74,23 +84,18 @@ def run_stage(name: str, body: Callable[[], None]) -> int:
     """Run one stage's body; return the process exit status."""
     startup = _process_age()
     configure_logging()
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     stage_log = logging.getLogger(f"mnist_pipeline.{name}")
     try:
         body()
-    except PipelineError as exc:
-        stage_log.error("%s failed: %s", name, exc)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         stage_log.error("%s interrupted", name)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        from mnist_pipeline.tracking.store import describe_tracking_failure
-
-        message = describe_tracking_failure(exc)
+        message = user_error(exc)
         if message is None:
             raise  # a bug: keep the traceback
-        stage_log.debug("%s: tracking failure", name, exc_info=True)
+        stage_log.debug("%s failed", name, exc_info=True)
         stage_log.error("%s failed: %s", name, message)
         return EXIT_USER_ERROR
     report_timing(name, _timer, startup)

@@ -66,6 +66,15 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n    ".join(["last lines of " + str(path) + ":", *text[-lines:]])
 
 
+def _proc_stat(pid: int) -> tuple[str, int]:
+    """(state, process group) of ``pid`` from /proc; ("", -1) when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+        return fields[0], int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return "", -1
+
+
 class Daemon:
     """A process we start detached (its own session), with a pid file and a log under ``.services/``."""
 
@@ -86,10 +95,7 @@ class Daemon:
         except PermissionError:
             return pid
         # A zombie (a child of this very process that exited) is not running.
-        with contextlib.suppress(FileNotFoundError):
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return None
-        return pid
+        return None if _proc_stat(pid)[0] == "Z" else pid
 
     def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -132,10 +138,9 @@ class Daemon:
             return False
         # Only zombies left (children of this process, not yet reaped) count as gone.
         for stat in glob("/proc/[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError):
-                fields = Path(stat).read_text().split(")")[-1].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    return True
+            state, group = _proc_stat(int(stat.split("/")[2]))
+            if group == pgid and state != "Z":
+                return True
         return False
 
 

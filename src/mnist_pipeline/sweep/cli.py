@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.stage import interrupt_on_sigterm, user_error
 
 log = logging.getLogger("mnist_pipeline.sweep")
 
@@ -159,7 +159,7 @@ def worker(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    log.info("done: %d trials; the study now has %s", trials, _counts(study))
+    log.info("done: %d trials; the study now has %s", trials, sweep_study.describe_counts(study))
 
 
 def _space(sweep: Any) -> dict[str, Any]:
@@ -178,12 +178,6 @@ def _check_parent_run(run_id: str) -> None:
             f"the sweep's MLflow parent run {run_id} is not in the tracking store {get_tracking_uri()}: "
             "workers must share the tracking store the study was created with (MLFLOW_TRACKING_URI)"
         ) from None
-
-
-def _counts(study: Any) -> str:
-    from mnist_pipeline.sweep.study import trial_counts
-
-    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(trial_counts(study).items())) or "no trials"
 
 
 def best(args: argparse.Namespace) -> None:
@@ -264,11 +258,6 @@ def run(args: argparse.Namespace) -> None:
 # -- entry ---------------------------------------------------------------------------------------
 
 
-def _interrupt_on_sigterm(signum: int, frame: object) -> None:
-    # `kill`, a scheduler stop: unwind like Ctrl-C, so the running trial is marked FAIL and its run KILLED.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _configure_logging(command: str) -> None:
     import optuna
 
@@ -276,7 +265,9 @@ def _configure_logging(command: str) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging()
-    label = os.environ.get(WORKER_LABEL_ENV) or (f"{platform.node()}:{os.getpid()}" if command == "worker" else "")
+    from mnist_pipeline.sweep.study import worker_name
+
+    label = os.environ.get(WORKER_LABEL_ENV) or (worker_name() if command == "worker" else "")
     if label:
         formatter = logging.Formatter(f"%(asctime)s %(levelname)s [{label}] %(name)s: %(message)s", datefmt="%H:%M:%S")
         for handler in logging.getLogger().handlers:
@@ -314,19 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     _configure_logging(args.command)
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # `kill`, a scheduler stop: unwind like Ctrl-C, so the running trial is marked FAIL and its run KILLED.
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     try:
         args.func(args)
-    except PipelineError as exc:
-        log.error("%s failed: %s", args.command, exc)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         log.error("%s interrupted", args.command)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        from mnist_pipeline.tracking.store import describe_tracking_failure
-
-        message = describe_tracking_failure(exc)
+        message = user_error(exc)
         if message is None:
             raise  # a bug: keep the traceback
         log.error("%s failed: %s", args.command, message)

@@ -50,7 +50,6 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the sweep's parent 
 MODEL_ATTR = "model"  # study user attr: which model the study sweeps (a study is one model's)
 WORKER_ATTR = "worker"  # trial user attr: host:pid of the worker that runs it
 STATE_TAG = "optuna.state"
-STALE_TAG = "closed_as_stale"
 
 
 # -- the study's storage ------------------------------------------------------------------------
@@ -367,6 +366,8 @@ def close_dead_trial_run(study: Any, trial: Any) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from mnist_pipeline.tracking.runs import close_as_killed
+
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     log.warning(
         "trial %d: its worker sent no heartbeat within the grace period (killed, or its machine is gone); "
@@ -379,8 +380,7 @@ def close_dead_trial_run(study: Any, trial: Any) -> None:
         if client.get_run(run_id).info.status != "RUNNING":
             return
         client.set_tag(run_id, STATE_TAG, "FAIL")
-        client.set_tag(run_id, STALE_TAG, "its sweep worker stopped sending heartbeats; closed by another worker")
-        client.set_terminated(run_id, status="KILLED")
+        close_as_killed(client, run_id, "its sweep worker stopped sending heartbeats; closed by another worker")
     except MlflowException as exc:
         log.warning("trial %d: could not close MLflow run %s: %s", trial.number, run_id, exc.message)
 
@@ -395,22 +395,27 @@ def trial_counts(study: Any) -> dict[str, int]:
     return counts
 
 
+def describe_counts(study: Any) -> str:
+    """``"3 complete, 2 pruned"``: the study's trials by state."""
+    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(trial_counts(study).items())) or "no trials"
+
+
 def best_trial(study: Any) -> Any:
     """The complete trial with the highest value; ``PipelineError`` when none has completed."""
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        counts = ", ".join(f"{count} {state}" for state, count in sorted(trial_counts(study).items())) or "no trials"
-        raise PipelineError(f"study {study.study_name!r} has no complete trial yet ({counts}); run `mnist-sweep worker`")
+        raise PipelineError(
+            f"study {study.study_name!r} has no complete trial yet ({describe_counts(study)}); run `mnist-sweep worker`"
+        )
     return study.best_trial
 
 
 def describe_best(study: Any, model: str) -> str:
     """The best trial as lines of ``models.<model>.<key>: <value>``, with its score and the study's trial counts."""
     trial = best_trial(study)
-    counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(trial_counts(study).items()))
-    lines = [f"# study {study.study_name}: best trial {trial.number}, {OBJECTIVE} {trial.value:.4f} ({counts})"]
+    lines = [f"# study {study.study_name}: best trial {trial.number}, {OBJECTIVE} {trial.value:.4f} ({describe_counts(study)})"]
     lines += [f"models.{model}.{key}: {value!r}" for key, value in trial.params.items()]
     return "\n".join(lines)
 

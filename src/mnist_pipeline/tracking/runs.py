@@ -80,6 +80,12 @@ def owner_is_gone(tags: dict[str, str], host: str) -> str | None:
     return None
 
 
+def close_as_killed(client: Any, run_id: str, why: str) -> None:
+    """End a run whose process is gone as KILLED, with a tag saying why (so it is not RUNNING forever)."""
+    client.set_tag(run_id, STALE_TAG, why)
+    client.set_terminated(run_id, status="KILLED")
+
+
 def close_stale_runs(experiment_id: str, model_name: str) -> list[str]:
     """Mark ``model_name``'s RUNNING runs KILLED when their process, on this host, is gone.
 
@@ -101,8 +107,7 @@ def close_stale_runs(experiment_id: str, model_name: str) -> list[str]:
         why = owner_is_gone(run.data.tags, host)
         if why is None:
             continue
-        client.set_tag(run.info.run_id, STALE_TAG, f"{why}; closed by a later training of {model_name}")
-        client.set_terminated(run.info.run_id, status="KILLED")
+        close_as_killed(client, run.info.run_id, f"{why}; closed by a later training of {model_name}")
         log.warning("%s: closed MLflow run %s as KILLED: %s", model_name, run.info.run_id, why)
         closed.append(run.info.run_id)
     return closed
