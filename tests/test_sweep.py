@@ -29,7 +29,7 @@ from mnist_pipeline.config import load_params, parse_params, parse_yaml
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.models.base import FitResult
 from mnist_pipeline.sweep import study as sweep_study
-from mnist_pipeline.sweep.params import Dimension, SweepParams, check_space, known_keys, with_values
+from mnist_pipeline.sweep.params import Dimension, SweepParams, check_space, get_dotted, known_keys, set_dotted, with_values
 
 RAW = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 PARAMS_TEXT = (REPO_ROOT / "params.yaml").read_text()
@@ -220,6 +220,21 @@ def test_a_key_is_accepted_exactly_when_it_names_a_setting_of_the_model(key):
         with pytest.raises(ConfigError, match=rf"sweep.space: {key} is not a setting of models.cnn; known keys are"):
             check_space(sweep, SHIPPED.models)
 
+
+
+@given(part=st.text(max_size=3))
+@example(part="²")  # a digit to str.isdigit(), not to int()
+def test_a_dotted_key_reads_and_sets_a_list_item_only_for_an_ascii_index(part):
+    tree = {"layers": [10, 20, 30]}
+    if part in {"0", "1", "2"}:
+        set_dotted(tree, f"layers.{part}", 99)
+        assert get_dotted(tree, f"layers.{part}") == 99
+    else:
+        with pytest.raises(KeyError):
+            get_dotted(tree, f"layers.{part}")
+        with pytest.raises(KeyError):
+            set_dotted(tree, f"layers.{part}", 99)
+        assert tree == {"layers": [10, 20, 30]}
 
 # -- sampling, the objective and pruning, on Optuna's in-memory storage ---------------------------
 

@@ -193,7 +193,7 @@ def _fetch(url: str, target: Path, label: str, timeout_s: float) -> int:
     """Stream ``url`` into ``target``; return the byte count. Raises urllib/socket errors."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response, open(target, "wb") as out:
         header = response.headers.get("Content-Length")
-        total = int(header) if header and header.isdigit() else None
+        total = int(header) if header and header.isascii() and header.isdigit() else None
         log.info("%s: fetching %s (%s)", label, url, _human(total) if total is not None else "size unknown")
         progress = _Progress(label, total)
         received = 0

@@ -86,7 +86,8 @@ class Settings:
 
     def port(self, key: str) -> int:
         value = self[key]
-        if not value.isdigit() or not 0 < int(value) < 65536:
+        # isdigit() alone accepts "²", which int() refuses
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
             raise ServiceError(f"services env file: {key}={value!r} is not a port number (1-65535)")
         return int(value)
 

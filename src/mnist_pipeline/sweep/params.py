@@ -135,23 +135,33 @@ def leaf_keys(value: Any, prefix: str = "") -> list[str]:
 def set_dotted(tree: Any, key: str, value: Any) -> None:
     """Set ``tree[a][b][0] = value`` for ``key`` ``a.b.0``; the path must exist (``KeyError`` otherwise)."""
     *parents, last = key.split(".")
-    node = tree
-    for part in parents:
-        node = _child(node, part)
+    node = get_dotted(tree, ".".join(parents))
     if isinstance(node, dict) and last in node:
         node[last] = value
-    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
+    elif (index := _list_index(node, last)) is not None:
+        node[index] = value
     else:
         raise KeyError(key)
 
 
-def _child(node: Any, part: str) -> Any:
-    if isinstance(node, dict) and part in node:
-        return node[part]
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-        return node[int(part)]
-    raise KeyError(part)
+def get_dotted(tree: Any, key: str) -> Any:
+    """``tree[a][b][0]`` for ``key`` ``a.b.0`` (``tree`` itself for ``""``); ``KeyError`` when the path is absent."""
+    node = tree
+    for part in key.split(".") if key else ():
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif (index := _list_index(node, part)) is not None:
+            node = node[index]
+        else:
+            raise KeyError(key)
+    return node
+
+
+def _list_index(node: Any, part: str) -> int | None:
+    # isdigit() alone accepts "²", which int() refuses: only ASCII digits name a list index
+    if isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+        return int(part)
+    return None
 
 
 def with_values(model_name: str, model_params: BaseModel, values: dict[str, Any], source: str = "a trial") -> Any:

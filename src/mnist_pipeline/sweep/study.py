@@ -39,7 +39,7 @@ import numpy as np
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import EpochObserver
-from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, set_dotted, with_values
+from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, get_dotted, set_dotted, with_values
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
     for key, value in values.items():
         parent_key, _, last = key.rpartition(".")
         try:
-            parent = _node(node, parent_key)
+            parent = get_dotted(node, parent_key)
             if isinstance(parent, dict) and last not in parent:
                 _append(parent, last, value)
             else:
@@ -485,18 +485,6 @@ def _representer() -> Any:
     Representer.add_representer(type(None), lambda self, data: self.represent_scalar("tag:yaml.org,2002:null", "null"))
     Representer.add_representer(float, represent_float)
     return Representer
-
-
-def _node(tree: Any, key: str) -> Any:
-    node = tree
-    for part in key.split(".") if key else ():
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise KeyError(key)
-    return node
 
 
 def _append(mapping: Any, key: str, value: Any) -> None:
