@@ -13,6 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import settings as hypothesis_settings
+
+# "ci" derandomizes, so a clean-clone check predicts CI's run exactly. To hunt for bugs before a change lands,
+# run the property tests under a few --hypothesis-seed values; a bug found gets an @example.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
