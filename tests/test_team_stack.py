@@ -263,7 +263,7 @@ def test_a_server_whose_object_store_is_down_names_it(stack, spare_server, monke
     dead = f"http://{stack.host}:{free_port()}"
     # AWS_MAX_ATTEMPTS=1: the server gives up on the dead store at once instead of backing off.
     spare_server.settings.values.update(MLFLOW_S3_ENDPOINT_URL=dead, AWS_ENDPOINT_URL_S3=dead, AWS_MAX_ATTEMPTS="1")
-    process = spare_server.daemon.spawn(spare_server.argv(), spare_server.settings.environ())
+    process = spare_server.daemon.spawn(spare_server.argv(), spare_server.environ())
     wait_until(lambda: requests_ok(f"{spare_server.url}/health"), spare_server.address, 120, spare_server.daemon.exited(process))
     with pytest.raises(ServiceError) as unhealthy:
         check_tracking_server(spare_server.url, stack["MNIST_MLFLOW_ARTIFACTS"])
@@ -321,7 +321,8 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
          "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--workers", "1",
          "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}"],
         # The key that signs the UI's CSRF tokens; every replica of a server shares one.
-        subprocess_env(MLFLOW_AUTH_CONFIG_PATH=str(auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex),
+        subprocess_env(MLFLOW_AUTH_CONFIG_PATH=str(auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex,
+                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
     )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search"
     try:
