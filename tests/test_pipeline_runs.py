@@ -203,8 +203,11 @@ def test_an_interrupted_training_stage_leaves_its_run_killed(smoke_project, sign
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
     edit_params(project, lambda p: p["models"]["mlp"].update({"epochs": 500, "batch_size": 16}))
+    # Ctrl-C in a terminal: SIGINT at its default disposition. A test run launched in the background
+    # of a non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it.
     proc = subprocess.Popen([sys.executable, "pipeline/train.py", "mlp"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_first_epoch(client, EXPERIMENT_NAME, proc, exclude=before)
         proc.send_signal(getattr(signal, signal_name))
