@@ -221,7 +221,6 @@ def test_a_key_is_accepted_exactly_when_it_names_a_setting_of_the_model(key):
             check_space(sweep, SHIPPED.models)
 
 
-
 @given(part=st.text(max_size=3))
 @example(part="²")  # a digit to str.isdigit(), not to int()
 def test_a_dotted_key_reads_and_sets_a_list_item_only_for_an_ascii_index(part):
@@ -235,6 +234,7 @@ def test_a_dotted_key_reads_and_sets_a_list_item_only_for_an_ascii_index(part):
         with pytest.raises(KeyError):
             set_dotted(tree, f"layers.{part}", 99)
         assert tree == {"layers": [10, 20, 30]}
+
 
 # -- sampling, the objective and pruning, on Optuna's in-memory storage ---------------------------
 

@@ -306,7 +306,7 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
     import requests
 
     from mnist_pipeline.serving.server import free_port
-    from mnist_pipeline.services.stack import Daemon, wait_until
+    from mnist_pipeline.services.stack import SERVER_ENV_DEFAULTS, Daemon, wait_until
 
     port = free_port()
     auth_config = tmp_path / "auth.ini"
@@ -322,7 +322,7 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
          "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}"],
         # The key that signs the UI's CSRF tokens; every replica of a server shares one.
         subprocess_env(MLFLOW_AUTH_CONFIG_PATH=str(auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex,
-                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+                       **SERVER_ENV_DEFAULTS),
     )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search"
     try:

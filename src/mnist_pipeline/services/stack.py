@@ -389,6 +389,11 @@ def describe_s3_error(address: str, error: Exception) -> str:
 # ---------------------------------------------------------------- mlflow server
 
 
+# MLflow's job runner (a second process, for GenAI judges and trace roll-ups, which this project
+# has none of) costs 5-8 s of every server start on 2 cores; services.env or the shell can turn it on.
+SERVER_ENV_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class TrackingServer:
     """``mlflow server``: runs in PostgreSQL, artifacts proxied into the bucket, so clients need no S3 keys."""
 
@@ -420,9 +425,7 @@ class TrackingServer:
         ]
 
     def environ(self) -> dict[str, str]:
-        # MLflow's job runner (a second process, for GenAI judges and trace roll-ups, which this
-        # project has none of) costs 5-8 s of every start on 2 cores; services.env can turn it on.
-        return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.settings.environ()}
+        return {**SERVER_ENV_DEFAULTS, **self.settings.environ()}
 
     def start(self) -> str:
         if self.daemon.pid() is not None:
