@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -113,19 +114,21 @@ def edit_params(project: Path, edit) -> None:
 # a pre-migrated MLflow store: creating an SQLite store's schema takes seconds, copying it milliseconds
 
 _MIGRATED_DB: Path | None = None
+_MIGRATING = threading.Lock()  # the smoke build's thread may ask at the same time as a test
 
 
 def migrated_db(tmp_root: Path) -> Path:
     """An MLflow SQLite database whose schema is created once per test session."""
     global _MIGRATED_DB
-    if _MIGRATED_DB is None:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    with _MIGRATING:
+        if _MIGRATED_DB is None:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        folder = tmp_root / "migrated-mlflow-store"
-        folder.mkdir(parents=True, exist_ok=True)
-        SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
-        _MIGRATED_DB = folder / "mlflow.db"
-    return _MIGRATED_DB
+            folder = tmp_root / "migrated-mlflow-store"
+            folder.mkdir(parents=True, exist_ok=True)
+            SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
+            _MIGRATED_DB = folder / "mlflow.db"
+        return _MIGRATED_DB
 
 
 def seed_store(root: Path, tmp_root: Path) -> None:
@@ -203,34 +206,93 @@ atexit.register(_record)
 """
 
 
+SMOKE_FIXTURES = frozenset({"smoke_run", "smoke_project", "smoke_module_records"})
+SMOKE_WAIT_SECONDS = 1200
+_smoke_builder: threading.Thread | None = None
+
+
+def _smoke_base(tmp_path_factory, worker_id: str) -> Path:
+    """Where the session's smoke run lives: a folder both pytest-xdist workers see."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    return shared / "smoke"
+
+
+def _build_smoke(base: Path) -> None:
+    """Run the smoke project's `dvc repro`; write ``repro.out`` (done) or ``repro.failed`` last."""
+    try:
+        project = make_project(base)
+        edit_params(project, smoke_models)
+        probe = base / "probe"
+        (probe / "records").mkdir(parents=True)
+        (probe / "sitecustomize.py").write_text(MODULE_PROBE)
+        probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=probed, capture_output=True, text=True, timeout=SMOKE_WAIT_SECONDS)
+        if result.returncode != 0:
+            raise RuntimeError(f"dvc repro exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        shutil.move(probe / "records", base / "module_records")
+        marker, text = base / "repro.out", result.stdout
+    except Exception as error:  # noqa: BLE001 - every failure must reach the tests that wait for it
+        marker, text = base / "repro.failed", f"{type(error).__name__}: {error}"
+    partial = marker.with_suffix(".partial")
+    partial.write_text(text)
+    partial.rename(marker)
+
+
+def _start_smoke_build(base: Path) -> None:
+    """Start the build in a thread of this process, unless a worker has started it already."""
+    global _smoke_builder
+    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(base.parent / "smoke.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    base.mkdir()
+    _smoke_builder = threading.Thread(target=_build_smoke, args=(base,), name="smoke-build", daemon=True)
+    _smoke_builder.start()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the smoke run go last (both workers sort alike), so the build started with the
+    session (below) has finished by the time they start."""
+    items.sort(key=lambda item: bool(SMOKE_FIXTURES.intersection(item.fixturenames)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _smoke_build_starts_with_the_session(request, tmp_path_factory, worker_id):
+    """Start the smoke run as the session starts, when any selected test needs it.
+
+    Its `dvc repro` (a minute of stage processes) then runs beside the first tests instead of
+    holding up the first test that needs it while the other worker waits idle. The process that
+    started it waits for it at the end, so the other worker never waits for a build that died.
+    """
+    if any(SMOKE_FIXTURES.intersection(item.fixturenames) for item in request.session.items):
+        _start_smoke_build(_smoke_base(tmp_path_factory, worker_id))
+    yield
+    if _smoke_builder is not None:
+        _smoke_builder.join()
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, worker_id):
     """One full `dvc repro` of the smoke project per test session, shared by the pytest-xdist workers.
 
-    The first worker to ask builds it under a file lock, the other waits and then reads it, so
-    test_pipeline_full.py and test_pipeline_runs.py run side by side on one build. Tests read it,
-    or work on copies (with its DVC cache). Every process of that repro records whether it
-    imported TensorFlow (``smoke_module_records``).
+    Built once, in the background from the start of the session (above); tests read it, or work
+    on copies (with its DVC cache). Every process of that repro records whether it imported
+    TensorFlow (``smoke_module_records``).
     """
+    import time
     import types
 
-    from filelock import FileLock
-
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    base = shared / "smoke"
-    finished = base / "repro.out"  # written last: the build is complete
-    with FileLock(str(shared / "smoke.lock")):
-        if not finished.exists():
-            base.mkdir()
-            project = make_project(base)
-            edit_params(project, smoke_models)
-            probe = base / "probe"
-            (probe / "records").mkdir(parents=True)
-            (probe / "sitecustomize.py").write_text(MODULE_PROBE)
-            probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
-            result = dvc(project, "repro", env=probed)
-            shutil.move(probe / "records", base / "module_records")
-            finished.write_text(result.stdout)
+    base = _smoke_base(tmp_path_factory, worker_id)
+    _start_smoke_build(base)  # a no-op unless the session fixture did not see this test coming
+    finished, failed = base / "repro.out", base / "repro.failed"
+    deadline = time.monotonic() + SMOKE_WAIT_SECONDS
+    while not finished.exists():
+        if failed.exists():
+            pytest.fail(f"the session's smoke run failed: {failed.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the session's smoke run did not finish in {SMOKE_WAIT_SECONDS} s")
+        time.sleep(0.2)
     env = subprocess_env(MNIST_MIRROR=str(base / "mirror"))
     return base / "project", env, types.SimpleNamespace(stdout=finished.read_text())
 
