@@ -144,9 +144,10 @@ def tracking_store(tmp_path: Path, tmp_path_factory) -> Path:
     return tmp_path
 
 
-def make_project(tmp_path: Path) -> Path:
+def make_project(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
     """A git + DVC copy of the project in ``tmp_path/project`` whose download stage serves a
-    tiny synthetic MNIST from ``tmp_path/mirror``, with a ready (empty) MLflow store."""
+    tiny synthetic MNIST from ``tmp_path/mirror``, with a ready (empty) MLflow store. ``env``:
+    the environment of its git calls (default: this process's, as it is now)."""
     root = tmp_path / "project"
     root.mkdir()
     for name in PROJECT_FILES:
@@ -165,9 +166,9 @@ def make_project(tmp_path: Path) -> Path:
         params["data"]["retries"] = 0
 
     edit_params(root, use_synthetic)
-    run_cmd(["git", "init", "-q", "-b", "main"], cwd=root)
-    run_cmd(["git", "add", "-A"], cwd=root)
-    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"], cwd=root)
+    run_cmd(["git", "init", "-q", "-b", "main"], cwd=root, env=env)
+    run_cmd(["git", "add", "-A"], cwd=root, env=env)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"], cwd=root, env=env)
     seed_store(root, tmp_path.parent)
     return root
 
@@ -217,15 +218,19 @@ def _smoke_base(tmp_path_factory, worker_id: str) -> Path:
     return shared / "smoke"
 
 
-def _build_smoke(base: Path) -> None:
-    """Run the smoke project's `dvc repro`; write ``repro.out`` (done) or ``repro.failed`` last."""
+def _build_smoke(base: Path, env: dict[str, str]) -> None:
+    """Run the smoke project's `dvc repro`; write ``repro.out`` (done) or ``repro.failed`` last.
+
+    ``env`` was taken when the build started: tests running meanwhile in this process may patch
+    ``os.environ`` (a PATH without git, say), and the build must not see that.
+    """
     try:
-        project = make_project(base)
+        project = make_project(base, env)
         edit_params(project, smoke_models)
         probe = base / "probe"
         (probe / "records").mkdir(parents=True)
         (probe / "sitecustomize.py").write_text(MODULE_PROBE)
-        probed = subprocess_env(MNIST_MIRROR=str(base / "mirror"), PYTHONPATH=str(probe), MODULE_PROBE_DIR=str(probe / "records"))
+        probed = env | {"MNIST_MIRROR": str(base / "mirror"), "PYTHONPATH": str(probe), "MODULE_PROBE_DIR": str(probe / "records")}
         result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=probed, capture_output=True, text=True, timeout=SMOKE_WAIT_SECONDS)
         if result.returncode != 0:
             raise RuntimeError(f"dvc repro exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -239,21 +244,38 @@ def _build_smoke(base: Path) -> None:
 
 
 def _start_smoke_build(base: Path) -> None:
-    """Start the build in a thread of this process, unless a worker has started it already."""
+    """Start the build in a thread of this process, unless a worker has claimed it already (the
+    claim holds the builder's pid, so a worker that waits can tell when the builder has died)."""
     global _smoke_builder
     base.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(base.parent / "smoke.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        claim = os.open(base.parent / "smoke.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return
+    os.write(claim, str(os.getpid()).encode())
+    os.close(claim)
     base.mkdir()
-    _smoke_builder = threading.Thread(target=_build_smoke, args=(base,), name="smoke-build", daemon=True)
+    _smoke_builder = threading.Thread(target=_build_smoke, args=(base, subprocess_env()), name="smoke-build", daemon=True)
     _smoke_builder.start()
 
 
+def _builder_is_gone(base: Path) -> bool:
+    try:
+        pid = int((base.parent / "smoke.claimed").read_text())
+    except (OSError, ValueError):
+        return False  # being written
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that read the smoke run go last (both workers sort alike), so the build started with the
-    session (below) has finished by the time they start."""
+    """Tests that read the smoke run go last, so the build started with the session (below) has
+    had time to finish. (pytest-xdist's loadfile hands out the files with the most tests first, so
+    the two smoke files, with few tests, come late there anyway; its reordering beat this order
+    alone, 200 s against 237 s.) Both workers sort alike, as xdist requires."""
     items.sort(key=lambda item: bool(SMOKE_FIXTURES.intersection(item.fixturenames)))
 
 
@@ -290,6 +312,8 @@ def smoke_run(tmp_path_factory, worker_id):
     while not finished.exists():
         if failed.exists():
             pytest.fail(f"the session's smoke run failed: {failed.read_text()}")
+        if _builder_is_gone(base) and not (finished.exists() or failed.exists()):
+            pytest.fail("the test process building the session's smoke run died before it finished")
         if time.monotonic() > deadline:
             pytest.fail(f"the session's smoke run did not finish in {SMOKE_WAIT_SECONDS} s")
         time.sleep(0.2)
