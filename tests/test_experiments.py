@@ -8,6 +8,7 @@ Marked slow: each experiment retrains a model and reruns the report and the gate
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,15 +66,27 @@ def test_a_worse_experiment_is_recorded_with_its_verdict(smoke_project):
     assert enforced.returncode == 1 and "gate FAILED: mlp accuracy" in enforced.stderr
 
 
-def _wait_for_queue(project: Path, env, expected: int, timeout: float = 900) -> str:
+def _queue_diagnostics(project: Path, env, names: list[str]) -> str:
+    """What a stuck or failed queue leaves behind: its status, each experiment's log, the workers' logs."""
+    parts = [dvc(project, "queue", "status", env=env, check=False).stdout]
+    for name in names:
+        parts.append(f"--- dvc queue logs {name}\n" + dvc(project, "queue", "logs", name, env=env, check=False).stdout[-3000:])
+    for log_file in sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("*.out")):
+        parts.append(f"--- {log_file.relative_to(project)}\n" + log_file.read_text(errors="replace")[-3000:])
+    return "\n".join(parts)
+
+
+def _wait_for_queue(project: Path, env, names: list[str], timeout: float = 1200) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = dvc(project, "queue", "status", env=env).stdout
         done = sum(line.split()[-1] in ("Success", "Failed") for line in status.splitlines() if line[:1].isalnum() and "Status" not in line)
-        if done >= expected and "Running" not in status and "Queued" not in status:
+        if done >= len(names) and "Running" not in status and "Queued" not in status:
             return status
-        time.sleep(3)
-    pytest.fail(f"the queue did not finish in {timeout} s:\n{status}")
+        # Each `dvc queue status` is a process start and DVC's imports: polled often, it would
+        # take a good share of the two cores from the experiments it waits for.
+        time.sleep(10)
+    pytest.fail(f"the queue did not finish in {timeout} s:\n{_queue_diagnostics(project, env, names)}")
 
 
 def test_queued_experiments_run_two_at_a_time_keep_every_run_in_the_main_store(smoke_project):
@@ -84,11 +97,17 @@ def test_queued_experiments_run_two_at_a_time_keep_every_run_in_the_main_store(s
     for name, smoothing in zip(names, ("0.1", "0.01", "0.001", "0.0001")):
         dvc(project, "exp", "run", "--queue", "-n", name, "-S", f"models.gaussian_nb.var_smoothing={smoothing}", env=env)
     try:
-        dvc(project, "queue", "start", "-j", "2", env=env)
-        status = _wait_for_queue(project, env, expected=4)
+        # The workers DVC starts keep the standard output they inherit open until the queue is
+        # empty, so `queue start` writes to a file: through a pipe, the call would last as long
+        # as the whole queue.
+        with open(project.parent / "queue-start.log", "w") as start_log:
+            started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project, env=env,
+                                     stdout=start_log, stderr=subprocess.STDOUT, timeout=120)
+        assert started.returncode == 0, (project.parent / "queue-start.log").read_text()
+        status = _wait_for_queue(project, env, names)
     finally:
-        dvc(project, "queue", "stop", env=env, check=False)
-    assert "Failed" not in status, status
+        dvc(project, "queue", "stop", "--kill", env=env, check=False)
+    assert "Failed" not in status, _queue_diagnostics(project, env, names)
     logs = "".join(dvc(project, "queue", "logs", name, env=env, check=False).stdout for name in names)
     assert "database is locked" not in logs
 
