@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -551,6 +552,57 @@ def test_create_worker_best_apply_in_one_process(tmp_path, tmp_path_factory, swe
     parent_run = mlflow_client(root).get_run(parent)
     assert parent_run.info.status == "FINISHED" and parent_run.data.tags["sweep.best_trial"] == str(best.number)
     assert parent_run.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+
+
+def sweep_parent_runs(root: Path, name: str) -> list:
+    client = mlflow_client(root)
+    experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    return client.search_runs(experiment_ids, filter_string=f"attributes.run_name = 'sweep-{name}'")
+
+
+def test_two_creates_at_once_make_one_study_and_one_parent_run(tmp_path, tmp_path_factory, sweep_storage, in_project):
+    """Two teammates (or two CI jobs) starting the same sweep at the same moment."""
+    from mnist_pipeline.sweep import cli
+
+    url, name = sweep_storage
+    root = make_sweep_project(tmp_path / "project", tmp_path_factory.getbasetemp(), name)
+    in_project(root)
+    args = cli.build_parser().parse_args(["--storage", url, "create"])
+    start_together = threading.Barrier(2)
+    failures = []
+
+    def create():
+        start_together.wait()
+        try:
+            cli.create(args)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    creators = [threading.Thread(target=create) for _ in range(2)]
+    for creator in creators:
+        creator.start()
+    for creator in creators:
+        creator.join(timeout=300)
+    assert not failures
+    (parent,) = sweep_parent_runs(root, name)
+    assert load_test_study(url, name).user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+
+
+def test_a_study_whose_maker_stopped_before_its_parent_run_gets_one(tmp_path, tmp_path_factory, sweep_storage, in_project, monkeypatch, caplog):
+    import optuna
+
+    from mnist_pipeline.sweep import cli
+
+    url, name = sweep_storage
+    root = make_sweep_project(tmp_path / "project", tmp_path_factory.getbasetemp(), name)
+    in_project(root)
+    optuna.create_study(study_name=name, storage=url, direction="maximize")  # a create killed right after this
+    monkeypatch.setattr(cli, "PARENT_RUN_WAIT_S", 0.5)
+    assert cli.main(["--storage", url, "create"]) == 0
+    assert "the `create` that made it stopped midway; making it here" in caplog.text
+    (parent,) = sweep_parent_runs(root, name)
+    study = load_test_study(url, name)
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id and study.user_attrs["model"] == "cnn"
 
 
 def sweep_command(root: Path, *args: str) -> list[str]:

@@ -35,6 +35,9 @@ log = logging.getLogger("mnist_pipeline.sweep")
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 WORKER_LABEL_ENV = "MNIST_SWEEP_WORKER"  # how `run` names its workers in their log lines
+# How long a `create` that finds the study just made waits for its maker's parent run (the maker
+# imports MLflow and may migrate a new store first).
+PARENT_RUN_WAIT_S = 120.0
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -59,13 +62,23 @@ def create(args: argparse.Namespace) -> None:
     params, _, url = _load(args)
     sweep = params.sweep
     storage = sweep_study.open_storage(url, sweep)
-    study = sweep_study.create_study(storage, sweep)
+    study, created = sweep_study.create_study(storage, sweep)
+    parent = study.user_attrs.get(sweep_study.PARENT_RUN_ATTR)
+    if parent is None and not created:
+        # Another `create` made the study a moment ago and is making its parent run: two parent
+        # runs would split the trials' nesting, so use that one.
+        log.info("study %r is being created by another `mnist-sweep create`; waiting for its MLflow parent run", sweep.study_name)
+        parent = sweep_study.wait_for_user_attr(study, sweep_study.PARENT_RUN_ATTR, timeout=PARENT_RUN_WAIT_S)
+        if parent is None:
+            log.warning(
+                "study %r still has no MLflow parent run after %.0f s: the `create` that made it stopped midway; making it here",
+                sweep.study_name, PARENT_RUN_WAIT_S,
+            )
     swept = study.user_attrs.get(sweep_study.MODEL_ATTR)
     if swept not in (None, sweep.model):
         raise PipelineError(
             f"study {sweep.study_name!r} sweeps models.{swept}, not models.{sweep.model}; give the sweep another study_name"
         )
-    parent = study.user_attrs.get(sweep_study.PARENT_RUN_ATTR)
     if parent is None:
         experiment_id = configure_tracking()
         parent = _create_parent_run(experiment_id, sweep, url)

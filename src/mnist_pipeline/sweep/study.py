@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import platform
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ STATE_TAG = "optuna.state"
 
 STORAGE_ENV = "MNIST_SWEEP_STORAGE"
 LOCAL_STORAGE = Path("mlruns") / "optuna.db"
+SCHEMA_RACE_ATTEMPTS = 3  # opening a new study database: tries when another process is creating its schema
 
 
 class StudyStorageError(PipelineError):
@@ -143,15 +145,25 @@ def open_storage(url: str, sweep: SweepParams, *, stale_trial_callback: Callable
         if backend == "postgresql":
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=sweep.heartbeat_s,
-                grace_period=sweep.grace_period,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )
+        for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                    return optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=sweep.heartbeat_s,
+                        grace_period=sweep.grace_period,
+                        heartbeat_stale_trial_callback=stale_trial_callback,
+                    )
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError) as exc:
+                # Optuna creates the schema of a new database without a lock: of two processes
+                # opening it at once, one finds a table the other just made. The schema is there
+                # now, and the next attempt uses it.
+                if attempt == SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
+                    raise
+                log.debug("the study storage's schema was being created by another process; opening it again")
+                time.sleep(0.2 * attempt)
     except ImportError as exc:
         raise StudyStorageError(f"the sweep's study storage ({service}) needs a database driver that is not installed: {_reason(exc, url)}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -159,6 +171,11 @@ def open_storage(url: str, sweep: SweepParams, *, stale_trial_callback: Callable
             f"the sweep's study storage ({service}) is not usable: {_reason(exc, url)}; "
             f"check the URL ({masked_url(url)}), the password and that the database is up"
         ) from None
+
+
+def _lost_schema_race(error: Exception) -> bool:
+    text = str(error).lower()
+    return "already exists" in text or "unique constraint" in text or "duplicate key" in text
 
 
 def load_study(storage: Any, url: str, sweep: SweepParams) -> Any:
@@ -175,13 +192,33 @@ def load_study(storage: Any, url: str, sweep: SweepParams) -> Any:
         ) from None
 
 
-def create_study(storage: Any, sweep: SweepParams) -> Any:
+def create_study(storage: Any, sweep: SweepParams) -> tuple[Any, bool]:
+    """The study ``sweep.study_name``, and whether this call created it.
+
+    Creating is the claim on what comes with a new study (its MLflow parent run): the storage
+    keeps study names unique, so of two ``mnist-sweep create`` racing, exactly one creates it.
+    """
     import optuna
 
-    return optuna.create_study(
-        study_name=sweep.study_name, storage=storage, direction=DIRECTION, load_if_exists=True,
-        sampler=make_sampler(), pruner=make_pruner(sweep.pruner),
-    )
+    try:
+        study = optuna.create_study(
+            study_name=sweep.study_name, storage=storage, direction=DIRECTION, load_if_exists=False,
+            sampler=make_sampler(), pruner=make_pruner(sweep.pruner),
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=sweep.study_name, storage=storage, sampler=make_sampler(), pruner=make_pruner(sweep.pruner))
+        return study, False
+
+
+def wait_for_user_attr(study: Any, key: str, timeout: float, poll: float = 0.5) -> Any:
+    """The study's user attr ``key`` once another process has set it; None if it is still unset after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = study.user_attrs.get(key)  # read from the storage each time
+        if value is not None or time.monotonic() >= deadline:
+            return value
+        time.sleep(poll)
 
 
 # -- sampling ------------------------------------------------------------------------------------
