@@ -224,6 +224,8 @@ def _build_smoke(base: Path, env: dict[str, str]) -> None:
     ``env`` was taken when the build started: tests running meanwhile in this process may patch
     ``os.environ`` (a PATH without git, say), and the build must not see that.
     """
+    from mnist_pipeline.atomic import write_text
+
     try:
         project = make_project(base, env)
         edit_params(project, smoke_models)
@@ -236,9 +238,7 @@ def _build_smoke(base: Path, env: dict[str, str]) -> None:
         marker, text = base / "repro.out", result.stdout
     except Exception as error:  # noqa: BLE001 - every failure must reach the tests that wait for it
         marker, text = base / "repro.failed", f"{type(error).__name__}: {error}"
-    partial = marker.with_suffix(".partial")
-    partial.write_text(text)
-    partial.rename(marker)
+    write_text(marker, text)  # whole or not at all: the waiting tests read it as soon as it exists
 
 
 def _start_smoke_build(base: Path) -> None:

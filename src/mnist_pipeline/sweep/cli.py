@@ -62,7 +62,7 @@ def create(args: argparse.Namespace) -> None:
     params, _, url = _load(args)
     sweep = params.sweep
     storage = sweep_study.open_storage(url, sweep)
-    study, created = sweep_study.create_study(storage, sweep)
+    study, created = sweep_study.create_study(storage, url, sweep)
     parent = study.user_attrs.get(sweep_study.PARENT_RUN_ATTR)
     if parent is None and not created:
         # Another `create` made the study a moment ago and is making its parent run: two parent

@@ -192,7 +192,7 @@ def load_study(storage: Any, url: str, sweep: SweepParams) -> Any:
         ) from None
 
 
-def create_study(storage: Any, sweep: SweepParams) -> tuple[Any, bool]:
+def create_study(storage: Any, url: str, sweep: SweepParams) -> tuple[Any, bool]:
     """The study ``sweep.study_name``, and whether this call created it.
 
     Creating is the claim on what comes with a new study (its MLflow parent run): the storage
@@ -207,8 +207,7 @@ def create_study(storage: Any, sweep: SweepParams) -> tuple[Any, bool]:
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=sweep.study_name, storage=storage, sampler=make_sampler(), pruner=make_pruner(sweep.pruner))
-        return study, False
+        return load_study(storage, url, sweep), False
 
 
 def wait_for_user_attr(study: Any, key: str, timeout: float, poll: float = 0.5) -> Any:
