@@ -1,16 +1,24 @@
-"""Measure the noise model: every model's test accuracy over many training seeds, with the project's own code.
+"""Measure the noise model: every model's metrics over many seeds, and its default seed under other numerics.
 
-Every model in params.yaml is trained and scored exactly as `train@<m>` and `evaluate@<m>` do it
-(``training.fit``, ``evaluation.predict_proba``, ``evaluation.compute_metrics``), once per seed:
-20 seeds where one fit takes under 30 s, 10 otherwise, a single run for a model without a seed
-(GaussianNB is deterministic), each in a fresh process as the pipeline's stages are. Each run is
-appended to ``noise/runs.jsonl`` as it finishes, so an
-interrupted measurement resumes where it stopped; runs already there (same model, same params
-apart from the seed, same seed) are not repeated. At the end the runs of the current params are
-summarised into ``noise/noise.json``, which the gate reads (see ``mnist_pipeline.noise``).
+One campaign covers every metric the gate judges: each run is trained once with the project's
+own code (``training.fit``) and scored on every test set exactly as `evaluate@<m>` scores it
+(``evaluation.score_all_sets``: the MNIST test digits, each corruption, the UCI digits, the writer
+slices). Two kinds of run, each in a fresh process as the pipeline's stages are:
 
-Usage: python benchmarks/seed_spread.py [--models cnn mlp ...] [--seeds N] [--summarize-only]
-Needs the processed arrays (`dvc repro preprocess`). Runs outside CI: about an hour on 2 cores.
+- the default seed under every numeric variant in ``VARIANTS`` (oneDNN on or off, 1, 2 or 4
+  threads): the spread of one seed across machines, which judges a rerun of the committed params;
+- more seeds under the default numerics: 20 where one fit takes under 30 s, 10 otherwise, a single
+  run for a model without a seed (GaussianNB is deterministic): the spread over seeds.
+
+Each run is appended to ``noise/runs.jsonl`` as it finishes, so an interrupted measurement resumes
+where it stopped. Trained models are kept under ``noise/models/`` (not committed): a run already
+scored on today's test sets is not repeated, and one scored on older sets is rescored without
+retraining. At the end the runs of the current params are summarised into ``noise/noise.json``, which the gate reads
+(``mnist_pipeline.reporting.noise``).
+
+Usage: python benchmarks/seed_spread.py [--models cnn mlp ...] [--seeds N] [--variants-only]
+       [--train-only] [--summarize-only]
+Needs the processed arrays and the test sets (`dvc repro testsets`). Runs outside CI: hours on 2 cores.
 """
 
 from __future__ import annotations
@@ -40,6 +48,28 @@ log = logging.getLogger("seed_spread")
 FAST_FIT_SECONDS = 30.0
 SEEDS_IF_FAST = 20
 SEEDS_IF_SLOW = 10
+# The same seed under other numerics: what moves a seeded result from one machine to the next
+# (oneDNN's kernels, how reductions are split over threads). Each is a set of environment variables
+# for the training process, read by TensorFlow (and OpenMP/BLAS) as it starts. "default" sets none.
+_ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+_FOUR_THREADS = {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "2", "OMP_NUM_THREADS": "4"}
+_ONEDNN_OFF = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "onednn-off": _ONEDNN_OFF,
+    "threads-1": _ONE_THREAD,
+    "onednn-off-threads-1": _ONEDNN_OFF | _ONE_THREAD,
+    "threads-4": _FOUR_THREADS,
+    "onednn-off-threads-4": _ONEDNN_OFF | _FOUR_THREADS,
+}
+# What each run records: every metric the gate may judge, so the noise model covers them all.
+ROW_METRICS = (
+    "accuracy", "loss", "ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy",
+    "series0_accuracy", "series4_accuracy",
+)
+# Trained models are kept (not committed), so a changed test set is rescored without retraining.
+MODELS_CACHE = Path("noise/models")
+FIT_FILE = "fit.json"
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
@@ -64,83 +94,126 @@ def append_run(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def run_once(name: str, params: Any, paths: Any, seed: int | None) -> dict[str, Any]:
-    from mnist_pipeline.evaluation import compute_metrics, predict_proba
+def model_folder(name: str, params: Any, seed: int | None, variant: str) -> Path:
+    return MODELS_CACHE / f"{name}-{params_hash(params, without_seed=True)}" / f"{seed}-{variant}"
+
+
+def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str) -> tuple[Any, dict[str, Any]]:
+    """The model of this (seed, variant), trained in this process, or loaded if an earlier run kept it."""
+    from mnist_pipeline.atomic import atomic_directory
     from mnist_pipeline.models import registry
     from mnist_pipeline.training import fit, targets_for
 
-    framework = registry.of(params).framework
+    folder = model_folder(name, params, seed, variant)
+    adapter = registry.adapter_of(params)
+    if (folder / FIT_FILE).exists():
+        return adapter.load(folder, registry.of(params)), json.loads((folder / FIT_FILE).read_text(encoding="utf-8"))
     representation = registry.input_representation(params)
     x_train, _ = load_split(paths, "train", representation)
     y_train, _ = load_split(paths, "train", targets_for(params))
-    x_test, y_test = load_split(paths, "test", representation)
     model_params = params if seed is None else params.model_copy(update={"seed": seed})
     result = fit(name, model_params, x_train, y_train, verbose=0)
-    metrics = compute_metrics(y_test, predict_proba(result.model, framework, x_test, 1000))
+    facts = {
+        "fit_seconds": round(result.fit_seconds, 2),
+        "epochs": result.epochs,
+        "machine": machine_facts(),
+        "versions": library_versions(),
+        "environment": VARIANTS[variant],
+    }
+    with atomic_directory(folder) as staging:
+        adapter.save(result.model, staging)
+        write_json(staging / FIT_FILE, facts)
+    return result.model, facts
+
+
+def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None, variant: str) -> dict[str, Any]:
+    """Train (or load) one (seed, variant) and score it on every test set, as evaluate@<name> does."""
+    from mnist_pipeline.evaluation import score_all_sets
+    from mnist_pipeline.models import registry
+
+    model, facts = trained(name, params, paths, seed, variant)
+    scores = score_all_sets(model, registry.of(params).framework, registry.input_representation(params), paths, settings)
+    summary = scores.summary()
     return {
         "model": name,
         "type": params.type,
         "params_hash": params_hash(params, without_seed=True),
         "seed": seed,
-        "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"],
-        "fit_seconds": round(result.fit_seconds, 2),
-        "epochs": result.epochs,
-        "machine": machine_facts(),
-        "versions": library_versions(),
+        "variant": variant,
+        **{metric: summary[metric] for metric in ROW_METRICS},
+        "testsets": scores.testsets_digest,
+        "fit_seconds": facts["fit_seconds"],
+        "epochs": facts["epochs"],
+        "machine": facts["machine"],
+        "versions": facts["versions"],
     }
 
 
-def run_in_child(name: str, seed: int | None, runs_path: Path) -> dict[str, Any]:
-    """One training in a fresh process, as the pipeline runs each stage.
+def run_in_child(name: str, seed: int | None, variant: str, runs_path: Path, train_only: bool) -> dict[str, Any] | None:
+    """One training in a fresh process, as the pipeline runs each stage, under the variant's environment.
 
     Back-to-back fits in one long-lived process slow down several-fold (a CNN fit took 406 s
     after a dozen earlier fits, against about 80 s in a fresh process), and a fresh process is
-    also the state a train stage starts from.
+    also the state a train stage starts from. TensorFlow reads the variant's settings as it starts.
     """
     before = len(read_runs(runs_path))
-    command = [sys.executable, __file__, "--one", name, "none" if seed is None else str(seed)]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, __file__, "--one", name, "none" if seed is None else str(seed), variant]
+    if train_only:
+        command.append("--train-only")
+    environment = os.environ | VARIANTS[variant]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     rows = read_runs(runs_path)
-    if result.returncode != 0 or len(rows) != before + 1:
-        raise PipelineError(f"{name} seed {seed}: the training process failed ({result.returncode}):\n{result.stdout[-3000:]}")
-    return rows[-1]
+    if result.returncode != 0 or (not train_only and len(rows) != before + 1):
+        raise PipelineError(f"{name} seed {seed} ({variant}): the training process failed ({result.returncode}):\n{result.stdout[-3000:]}")
+    return None if train_only else rows[-1]
 
 
-def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None) -> None:
-    done = read_runs(runs_path)
+def planned(name: str, model: Any, fit_seconds: list[float], seeds_override: int | None) -> list[tuple[int | None, str]]:
+    """The (seed, variant) runs a model needs: its default seed under every variant, then more seeds."""
+    if not hasattr(model, "seed"):
+        return [(None, "default")]
+    runs = [(model.seed, variant) for variant in VARIANTS]
+    target = seeds_override
+    if target is None:
+        slow = fit_seconds and sorted(fit_seconds)[len(fit_seconds) // 2] >= FAST_FIT_SECONDS
+        target = SEEDS_IF_SLOW if slow else SEEDS_IF_FAST
+    return runs + [(seed, "default") for seed in range(target) if seed != model.seed]
+
+
+def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None, variants_only: bool, train_only: bool) -> None:
+    digest = None
+    if not train_only:
+        from mnist_pipeline.data.testsets import manifest_digest
+
+        digest = manifest_digest(Path(params.paths.testsets_dir))
     for name in names:
         model = params.model(name)
-        params_hash = params_hash(model, without_seed=True)
-        have = {row["seed"] for row in done if row["model"] == name and row["params_hash"] == params_hash}
-        if not hasattr(model, "seed"):
-            if None not in have:
-                row = run_in_child(name, None, runs_path)
-                done.append(row)
-                log.info("%s (deterministic): accuracy %.4f, fit %.1f s", name, row["accuracy"], row["fit_seconds"])
-            continue
-        target = seeds_override
-        seed = 0
-        while target is None or len([s for s in have if s is not None and s < target]) < target:
-            if seed not in have:
-                started = time.perf_counter()
-                row = run_in_child(name, seed, runs_path)
-                done.append(row)
-                have.add(seed)
+        model_hash = params_hash(model, without_seed=True)
+        mine = [row for row in read_runs(runs_path) if row["model"] == name and row["params_hash"] == model_hash]
+        # A run counts once it was scored on today's test sets; its trained model is reused otherwise.
+        done = {(row["seed"], row.get("variant", "default")) for row in mine if row.get("testsets") == digest}
+        plan = planned(name, model, [row["fit_seconds"] for row in mine], seeds_override)
+        if variants_only:
+            plan = [run for run in plan if run[0] == getattr(model, "seed", None)]
+        for seed, variant in plan:
+            if (seed, variant) in done or (train_only and (model_folder(name, model, seed, variant) / FIT_FILE).exists()):
+                continue
+            started = time.perf_counter()
+            row = run_in_child(name, seed, variant, runs_path, train_only)
+            wall = time.perf_counter() - started
+            if row is None:
+                log.info("%s seed %s (%s): trained and kept (wall %.1f s)", name, seed, variant, wall)
+            else:
                 log.info(
-                    "%s seed %d: accuracy %.4f, fit %.1f s (wall %.1f s)",
-                    name, seed, row["accuracy"], row["fit_seconds"], time.perf_counter() - started,
+                    "%s seed %s (%s): accuracy %.4f, corruptions %.4f, UCI %.4f, fit %.1f s (wall %.1f s)",
+                    name, seed, variant, row["accuracy"], row["corruption_mean"], row["uci_accuracy"], row["fit_seconds"], wall,
                 )
-            if target is None:
-                fit_times = [row["fit_seconds"] for row in done if row["model"] == name and row["params_hash"] == params_hash]
-                target = SEEDS_IF_FAST if sorted(fit_times)[len(fit_times) // 2] < FAST_FIT_SECONDS else SEEDS_IF_SLOW
-                log.info("%s: fit takes %.0f s, so %d seeds", name, fit_times[0], target)
-            seed += 1
 
 
 def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any]:
     hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
-    models = noise.summarize(read_runs(runs_path), hashes)
+    default_seeds = {name: getattr(model, "seed", None) for name, model in params.models.items()}
+    models = noise.summarize(read_runs(runs_path), hashes, default_seeds)
     fit_total = sum(sum(entry["fit_seconds"]) for entry in models.values())
     missing = sorted(set(hashes) - set(models))
     payload = {
@@ -154,15 +227,7 @@ def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any
         "models": models,
     }
     write_json(out_path, payload)
-    lines = ["| model | test accuracy, mean ± sd | runs | range | seed 0 |", "| --- | --- | --- | --- | --- |"]
-    for name, entry in models.items():
-        acc = entry["accuracy"]
-        seed0 = acc["values"][entry["seeds"].index(0)] if 0 in entry["seeds"] else acc["values"][0]
-        spread = "deterministic" if entry["deterministic"] else f"{100 * acc['min']:.2f}–{100 * acc['max']:.2f}"
-        lines.append(
-            f"| `{name}` | {100 * acc['mean']:.2f} ± {100 * acc['sd']:.2f} | {entry['n']} | {spread} | {100 * seed0:.2f} |"
-        )
-    log.info("noise model (percent):\n%s", "\n".join(lines))
+    log.info("noise model (percent):\n%s", noise.format_summary(models))
     if missing:
         log.warning("no runs with the current params for %s: the gate will use its default tolerance for them", missing)
     return payload
@@ -173,14 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 20 if a fit < 30 s, else 10)")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild noise.json from the runs file")
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)  # the child of run_in_child
+    parser.add_argument("--variants-only", action="store_true", help="only the default seed under every numeric variant")
+    parser.add_argument("--train-only", action="store_true", help="train and keep the models, score nothing (score later)")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "SEED", "VARIANT"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
     configure_logging()
     params = load_params()
     runs_path, out_path = Path(params.paths.noise_runs), Path(params.paths.noise_model)
     if args.one:
-        name, seed = args.one
-        append_run(runs_path, run_once(name, params.model(name), params.paths, None if seed == "none" else int(seed)))
+        name, seed_text, variant = args.one
+        seed = None if seed_text == "none" else int(seed_text)
+        if args.train_only:
+            trained(name, params.model(name), params.paths, seed, variant)
+        else:
+            append_run(runs_path, run_once(name, params.model(name), params.paths, params.evaluate, seed, variant))
         return 0
     started = time.perf_counter()
     try:
@@ -188,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             names = args.models or list(params.models)
             for name in names:
                 params.model(name)
-            measure(names, params, runs_path, args.seeds)
-        write_summary(params, runs_path, out_path)
+            measure(names, params, runs_path, args.seeds, args.variants_only, args.train_only)
+        if not args.train_only:
+            write_summary(params, runs_path, out_path)
     except PipelineError as exc:
         log.error("%s", exc)
         return 2

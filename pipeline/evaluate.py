@@ -1,11 +1,13 @@
-"""DVC stage `evaluate@<name>`: score one trained model on the test digits.
+"""DVC stage `evaluate@<name>`: score one trained model on every test set.
 
-Writes ``metrics/<name>.json`` (DVC metrics, numbers only, no timings) and
-``predictions/<name>.csv`` (one row per test digit, drawn by DVC as a confusion plot), then logs
-the evaluation to MLflow as a child run of the training run recorded in
-``models/<name>/mlflow_run.json``: test metrics (also linked to the logged model and the test
-dataset, for the Models tab), per-digit precision and recall, the confusion matrix and a gallery
-of the most confident mistakes (see ``mnist_pipeline.evaluation_tracking``).
+The MNIST test digits, each of their corruptions, the UCI digits, and the test digits sliced by
+writer population and writer (``mnist_pipeline.data.testsets``). Writes ``metrics/<name>.json``
+(DVC metrics, numbers only, no timings) and ``predictions/<name>.csv`` (one row per MNIST test
+digit, drawn by DVC as a confusion plot), then logs the evaluation to MLflow as a child run of the
+training run recorded in ``models/<name>/mlflow_run.json``: every set as a dataset, its metrics
+linked to the logged model and that dataset (for the Models tab), per-digit precision and recall,
+the confusion matrix, the writer slices and a gallery of the most confident mistakes
+(``mnist_pipeline.tracking.evaluation``).
 """
 
 from __future__ import annotations
@@ -14,17 +16,11 @@ import logging
 import os
 import sys
 
-from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.atomic import atomic_open, write_json
 from mnist_pipeline.config import load_params
-from mnist_pipeline.evaluation import (
-    compute_metrics,
-    confusion,
-    dvc_metrics,
-    per_class,
-    predict_proba,
-    predictions_frame,
-)
+from mnist_pipeline.data.arrays import load_array, load_split
+from mnist_pipeline.data.testsets import load_testsets
+from mnist_pipeline.evaluation import confusion, dvc_metrics, model_predictor, per_class, predictions_frame, score_testsets
 from mnist_pipeline.models.store import load_trained_model, read_config, read_run
 from mnist_pipeline.reporting.plots import error_gallery
 from mnist_pipeline.models import adapters
@@ -46,33 +42,39 @@ def evaluate(name: str) -> None:
     watch.import_modules(f"import {config['framework']}", adapters.get(config["framework"]).heavy_modules)
     with watch.section("scoring"):
         model = load_trained_model(model_dir, config)
-        inputs, labels = load_split(paths, "test", config["input"])
-        log.info("%s: predicting %d test digits (%s input, batch %d)", name, labels.shape[0], config["input"], settings.batch_size)
-        proba = predict_proba(model, config["framework"], inputs, settings.batch_size)
-        metrics = compute_metrics(labels, proba)
-        predictions = predictions_frame(labels, proba)
+        pixels, labels = load_split(paths, "test", "pixels")
+        sets = load_testsets(paths.testsets_dir, pixels, labels)
+        log.info(
+            "%s: predicting %d test digits, %d corruptions of them and %d UCI digits (%s input, batch %d)",
+            name, len(labels), len(sets.corruptions), len(sets.uci), config["input"], settings.batch_size,
+        )
+        dtype = load_array(paths.processed("test", config["input"])).dtype
+        predict = model_predictor(model, config["framework"], config["input"], dtype, settings.batch_size)
+        scores = score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)
+        predictions = predictions_frame(labels, scores.clean_proba)
     with watch.section("saving"):
-        write_json(paths.metrics_file(name), dvc_metrics(metrics, config))
+        write_json(paths.metrics_file(name), dvc_metrics(scores, config))
         with atomic_open(paths.predictions_file(name), "w", encoding="utf-8", newline="") as handle:
             predictions.to_csv(handle, index=False, float_format="%.6f")
+    summary = scores.summary()
     log.info(
-        "%s: test accuracy %.4f, loss %.4f, %d errors -> %s, %s",
-        name, metrics["accuracy"], metrics["loss"], metrics["errors"], paths.metrics_file(name), paths.predictions_file(name),
+        "%s: test accuracy %.4f (series 4 %.4f, series 0 %.4f), corruptions mean %.4f (worst %.4f), UCI digits %.4f, "
+        "ECE %.4f -> %s, %s",
+        name, summary["accuracy"], summary["series4_accuracy"], summary["series0_accuracy"], summary["corruption_mean"],
+        summary["corruption_worst"], summary["uci_accuracy"], summary["ece"], paths.metrics_file(name), paths.predictions_file(name),
     )
 
     with watch.section("figures"):
         predicted = predictions["predicted"].to_numpy()
-        images, _ = load_split(paths, "test", "pixels")
         gallery = error_gallery(
-            images, labels, predicted, predictions["confidence"].to_numpy(), settings.gallery_size, title=f"{name}: MNIST test errors"
+            pixels, labels, predicted, predictions["confidence"].to_numpy(), settings.gallery_size, title=f"{name}: MNIST test errors"
         )
     watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
     with watch.section("MLflow logging"):
         stage = os.environ.get("DVC_STAGE") or f"evaluate@{name}"
         logged = log_evaluation(
-            name, record, stage, metrics, per_class(labels, predicted), confusion(labels, predicted), gallery,
-            settings.model_dump(), inputs, labels, dataset_name=f"mnist-test-{config['input']}",
-            dataset_source=str(paths.processed_dir("test")),
+            name, record, stage, scores, per_class(labels, predicted), confusion(labels, predicted), gallery,
+            settings.model_dump(), sets, clean_source=str(paths.processed_dir("test")), sets_source=paths.testsets_dir,
         )
     log.info("%s: evaluation logged to MLflow run %s", name, logged)
 

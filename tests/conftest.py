@@ -45,7 +45,8 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_mirror(directory: Path, n_train: int = 300, n_test: int = 120, seed: int = 0) -> dict[str, dict]:
-    """Write the four gzip IDX files of a synthetic MNIST; return their ``data.files`` pins."""
+    """Write the four gzip IDX files of a synthetic MNIST and its writer labels; return their pins
+    (``data.files``' four, and ``writers`` for ``testsets.writers.file``)."""
     from mnist_pipeline.data.idx import encode_idx
 
     train_images, train_labels = synthetic_digits(n_train, seed)
@@ -62,7 +63,44 @@ def write_mirror(directory: Path, n_train: int = 300, n_test: int = 120, seed: i
         raw = encode_idx(array)
         (directory / MNIST_FILENAMES[key]).write_bytes(gzip.compress(raw))
         pins[key] = {"filename": MNIST_FILENAMES[key], "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+    pins["writers"] = write_writers(directory, test_labels)
     return pins
+
+
+QMNIST_FILENAME = "qmnist-test-labels.tsv.gz"
+
+
+def write_writers(directory: Path, test_labels: np.ndarray, rows: int = 10_000) -> dict:
+    """A synthetic QMNIST extended-labels file whose first rows label ``test_labels``; returns its pin.
+
+    Like the real one: the first half of the test digits from series 4, the rest from series 0,
+    each writer writing ten digits in a row.
+    """
+    classes = np.resize(np.asarray(test_labels, dtype=np.int64), rows)
+    classes[: len(test_labels)] = test_labels
+    index = np.arange(rows)
+    series = np.where(index < len(test_labels) // 2, 4, 0)
+    writer = np.where(series == 4, 2100, 0) + index // 10
+    table = np.column_stack([classes, series, writer, index % 10, 30 + classes, index, np.zeros((rows, 2), dtype=np.int64)])
+    raw = "".join("\t".join(map(str, row)) + "\n" for row in table).encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / QMNIST_FILENAME).write_bytes(gzip.compress(raw))
+    return {"filename": QMNIST_FILENAME, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+
+
+def make_testsets(root: Path, test_labels: np.ndarray, corruptions: list[str] | None = None) -> None:
+    """Run the real ``testsets`` stage in ``root`` (cwd, with params.yaml and the processed test
+    split), its writer labels served from a synthetic file beside it."""
+    pin = write_writers(root / "qmnist-mirror", test_labels)
+
+    def use_synthetic_writers(params: dict) -> None:
+        params["testsets"]["writers"] |= {"file": pin, "mirrors": [(root / "qmnist-mirror").as_uri()], "retries": 0}
+        if corruptions is not None:
+            params["testsets"]["corruptions"] = corruptions
+
+    edit_params(root, use_synthetic_writers)
+    (root / "reports").mkdir(exist_ok=True)
+    assert load_entry("testsets").main() == 0
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -71,6 +109,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("QMNIST_MIRROR", None)  # a project made here names its own writer labels in params.yaml
     env.update(extra)
     return env
 
@@ -159,11 +198,14 @@ def make_project(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
         else:
             shutil.copy2(source, target)
     pins = write_mirror(tmp_path / "mirror")
+    writers = pins.pop("writers")
 
     def use_synthetic(params: dict) -> None:
         params["data"]["files"] = pins
         params["data"]["mirrors"] = ["http://127.0.0.1:9/unreachable/"]
         params["data"]["retries"] = 0
+        # The writer labels come straight from the mirror folder (the download code reads file:// URLs too).
+        params["testsets"]["writers"] |= {"file": writers, "mirrors": [(tmp_path / "mirror").as_uri()], "retries": 0}
 
     edit_params(root, use_synthetic)
     run_cmd(["git", "init", "-q", "-b", "main"], cwd=root, env=env)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, load_entry, synthetic_digits
+from conftest import REPO_ROOT, load_entry, make_testsets, synthetic_digits
 from mnist_pipeline.data.params import PreprocessParams
 from mnist_pipeline.data.preprocess import represent
 from mnist_pipeline.evaluation import (
@@ -221,6 +221,8 @@ def workdir(tracking_store, tmp_path, monkeypatch, data):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     save_split(load_params().paths, "test", data["test"])
+    # Two corruptions keep it quick; every set is still scored and logged.
+    make_testsets(tmp_path, data["test"]["labels"], corruptions=["fog", "stripe"])
     yield tmp_path
     # configure_tracking points MLflow (and, through it, the environment) at this folder's store.
     mlflow.set_tracking_uri(None)
@@ -266,8 +268,11 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
 
     metrics = json.loads((workdir / f"metrics/{name}.json").read_text())
     # Numbers only, and no timings: `dvc metrics diff` must not show a change for a retrain that changed nothing.
-    assert set(metrics) == set(METRIC_KEYS) | {"params_total", "params_trainable", "epochs"}
-    assert all(isinstance(value, (int, float)) for value in metrics.values())
+    sets = {"ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy", "ece_uci", "series0_accuracy",
+            "series4_accuracy", "series_error_ratio", "worst_writer_accuracy", "corruption"}
+    assert set(metrics) == set(METRIC_KEYS) | sets | {"params_total", "params_trainable", "epochs"}
+    assert set(metrics.pop("corruption")) == {"fog", "stripe"}
+    assert all(isinstance(value, (int, float)) or (value is None and key == "series_error_ratio") for key, value in metrics.items())
     predictions = pd.read_csv(workdir / f"predictions/{name}.csv")
     assert list(predictions.columns) == ["actual", "predicted", "confidence"] and len(predictions) == N_TEST
     assert int((predictions["actual"] != predictions["predicted"]).sum()) == metrics["errors"]
@@ -285,15 +290,25 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
     assert child.data.params["optimizer.name"] == "rmsprop" and child.data.params["evaluate.batch_size"] == "1000"
     assert child.data.tags["dvc.stage"] == f"evaluate@{name}" and child.data.tags["model.name"] == name
     artifacts = {Path(item.path).name for item in client.list_artifacts(child.info.run_id, "evaluation")}
-    assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"}
-    assert child.inputs.dataset_inputs[0].dataset.name == "mnist-test-flat"
+    assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png", "writer_series.csv", "writers.csv"}
+    # Every test set is a dataset of the evaluation, with its digest; its metrics carry its prefix.
+    datasets = {item.dataset.name: item.dataset for item in child.inputs.dataset_inputs}
+    assert set(datasets) == {"mnist-test", "mnist-c-fog", "mnist-c-stripe", "uci-digits"}
+    assert len({dataset.digest for dataset in datasets.values()}) == 4
+    assert child.data.metrics["mnistc_fog_accuracy"] == pytest.approx(json.loads((workdir / f"metrics/{name}.json").read_text())["corruption"]["fog"])
+    assert child.data.metrics["uci_accuracy"] == pytest.approx(metrics["uci_accuracy"])
+    assert child.data.metrics["mnistc_mean_accuracy"] == pytest.approx(metrics["corruption_mean"])
+    assert child.data.metrics["writers_series4_accuracy"] == pytest.approx(metrics["series4_accuracy"])
 
     # The logged model carries its test metrics, on the test dataset, and nothing from training.
     model = client.get_logged_model(model_id)
     assert model.name == name
     by_key = {metric.key: metric for metric in model.metrics}
     assert by_key["test_accuracy"].value == pytest.approx(metrics["accuracy"])
-    assert by_key["test_accuracy"].dataset_name == "mnist-test-flat" and by_key["test_accuracy"].run_id == child.info.run_id
+    assert by_key["test_accuracy"].dataset_name == "mnist-test" and by_key["test_accuracy"].run_id == child.info.run_id
+    # ... and its results on each other set, on that set: the Models tab compares models set by set.
+    assert by_key["mnistc_stripe_accuracy"].dataset_name == "mnist-c-stripe"
+    assert by_key["uci_accuracy"].dataset_name == "uci-digits"
     assert "val_accuracy" not in by_key
 
     # Evaluating again (an evaluate.* change, say) opens another child run: two evaluations never share a run.

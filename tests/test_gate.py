@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.reporting.gate import GateParams
 from mnist_pipeline.reporting.gate import (
+    ParamsHashes,
     Tolerance,
     check,
     derive_tolerances,
@@ -24,7 +25,8 @@ from mnist_pipeline.reporting.gate import (
     format_table,
     verdict_record,
 )
-from mnist_pipeline.reporting.noise import ModelNoise, NoiseModel
+from mnist_pipeline.reporting.noise import ModelNoise, NoiseModel, SameSeedNoise
+from mnist_pipeline.reporting.tolerances import ANOTHER_SEED, DETERMINISTIC, OTHER_CONFIG, SAME_SEED, UNMEASURED
 
 GATE = GateParams.model_validate(
     {
@@ -100,7 +102,7 @@ def test_tolerances_follow_from_the_measured_spread_and_the_false_alarm_rate():
     assert tolerances[("cnn", "accuracy")].value == pytest.approx(t.ppf(1 - per_model, 9) * 0.001 * 2**0.5)
     assert tolerances[("nb", "accuracy")].value == 0.001  # deterministic: the resolution
     assert tolerances[("new", "accuracy")].value == 0.005 and "no noise measurement" in tolerances[("new", "accuracy")].note
-    assert tolerances[("mlp", "accuracy")].source == "noise: 20 seeds, sd 0.0020, against the baseline run"
+    assert tolerances[("mlp", "accuracy")].source == "baseline configuration not measured: 20 seeds, sd 0.0020, against the baseline run"
     assert tolerances[("mlp", "accuracy")].expected is None
 
 
@@ -151,6 +153,148 @@ def test_the_false_alarm_rate_is_shared_by_the_models_whose_results_changed():
     assert [row.verdict for row in rows] == ["ok", "ok"] and rows[0].expected == 0.97
     rows = check({"mlp": {"accuracy": 0.9701}, "cnn": {"accuracy": 0.99}}, low_baseline, gate, MODELS, measured)
     assert rows[0].verdict == "REGRESSION" and rows[0].expected == 0.98
+
+
+# ---------------------------------------------------------------------------------------------
+# what a run is a draw of: the rule per (model, metric)
+
+RUN = ParamsHashes("cfg", "cfg-seed0")  # the baseline's configuration and seed
+ONE_RULE = GATE.model_copy(update={"rules": {"accuracy": GATE.rules["accuracy"]}, "floors": {}})
+
+
+def _measured(same_sd=0.0005, variants=6, seeds_hash="cfg", same_metrics=("accuracy",), seed_metrics=("accuracy",)):
+    """mlp measured over 20 seeds (sd 0.002, mean 0.98), and its default seed under ``variants`` numeric variants."""
+    models = {"mlp": {m: ModelNoise("mlp", m, 20, 0.98, 0.002, False, seeds_hash) for m in seed_metrics}}
+    same = {"mlp": {m: SameSeedNoise("mlp", m, 0, variants, 0.979, same_sd, ("v",) * variants, seeds_hash) for m in same_metrics}}
+    return NoiseModel(models, "test", {}, same)
+
+
+def _one(now, baseline, noise=None, gate=ONE_RULE, metric="accuracy"):
+    return derive_tolerances(gate, noise or _measured(), {"mlp": now}, {"mlp": baseline})[("mlp", metric)]
+
+
+def test_a_rerun_of_the_baseline_seed_is_judged_against_the_baseline_run_by_its_numerics_noise():
+    from scipy.stats import t
+
+    tolerance = _one(RUN, RUN)
+    assert tolerance.kind == SAME_SEED and tolerance.expected is None
+    assert tolerance.value == pytest.approx(t.ppf(1 - 0.01, 5) * 0.0005 * 2**0.5)
+    assert tolerance.source == "same seed: 6 numeric variants, sd 0.0005, against the baseline run" and not tolerance.note
+    # Bit-identical variants (scikit-learn): the resolution.
+    assert _one(RUN, RUN, _measured(same_sd=0.0)).value == ONE_RULE.resolution
+
+
+def test_another_seed_is_judged_against_the_measured_mean():
+    from scipy.stats import t
+
+    tolerance = _one(ParamsHashes("cfg", "cfg-seed3"), RUN)
+    assert (tolerance.kind, tolerance.expected) == (ANOTHER_SEED, 0.98)
+    assert tolerance.value == pytest.approx(t.ppf(1 - 0.01, 19) * 0.002 * (1 + 1 / 20) ** 0.5)
+    assert tolerance.source == "another seed: 20 seeds, sd 0.0020, against their mean"
+
+
+def test_another_configuration_is_judged_against_the_baseline_configurations_mean_or_run():
+    from scipy.stats import t
+
+    changed = ParamsHashes("cfg-1-epoch", "cfg-1-epoch-seed0")
+    tolerance = _one(changed, RUN)  # the baseline's configuration is the measured one
+    assert (tolerance.kind, tolerance.expected) == (OTHER_CONFIG, 0.98)
+    assert tolerance.value == pytest.approx(t.ppf(1 - 0.01, 19) * 0.002 * (1 + 1 / 20) ** 0.5)
+    assert tolerance.source == "other configuration: 20 seeds, sd 0.0020 of the baseline's, against their mean"
+    unmeasured_baseline = _one(changed, ParamsHashes("cfg-old", "cfg-old-seed0"))
+    assert (unmeasured_baseline.kind, unmeasured_baseline.expected) == (OTHER_CONFIG, None)
+    assert unmeasured_baseline.value == pytest.approx(t.ppf(1 - 0.01, 19) * 0.002 * 2**0.5)
+    assert "not the configuration its noise was measured for" in unmeasured_baseline.note
+
+
+def test_the_same_seed_rule_needs_the_measured_configuration_and_its_same_seed_measurement():
+    # Same params and seed as the baseline, but the noise model measured another configuration.
+    other = _one(RUN, RUN, _measured(seeds_hash="cfg-old"))
+    assert other.kind == OTHER_CONFIG and other.expected is None and "against the baseline run" in other.source
+    # Measured, but not under variants (a schema-1 noise model), or under one only: as before, the mean.
+    for noise in (NoiseModel(_measured().models, "schema 1", {}), _measured(variants=1)):
+        fallback = _one(RUN, RUN, noise)
+        assert (fallback.kind, fallback.expected) == (SAME_SEED, 0.98)
+        assert fallback.source == "same seed, not measured under variants: 20 seeds, sd 0.0020, against their mean"
+    # A seedless hash alone never counts as the same seed.
+    assert _one("cfg", "cfg").kind == ANOTHER_SEED
+    assert _one(RUN, ParamsHashes("cfg")).kind == ANOTHER_SEED
+    # No measurement at all: the rule's tolerance.
+    unmeasured = _one(RUN, RUN, NoiseModel({}, "empty", {}))
+    assert (unmeasured.kind, unmeasured.value, unmeasured.source) == (UNMEASURED, 0.005, "gate.rules default")
+
+
+def test_each_metric_falls_back_on_its_own_and_all_share_the_false_alarm_rate():
+    from scipy.stats import t
+
+    gate = GateParams.model_validate({"rules": {
+        "accuracy": {"higher_is_better": True, "tolerance": 0.005},
+        "uci_accuracy": {"higher_is_better": True, "tolerance": 0.01},
+        "corruption_mean": {"higher_is_better": True, "tolerance": 0.02},
+    }})
+    noise = _measured(seed_metrics=("accuracy", "uci_accuracy"))
+    tolerances = derive_tolerances(gate, noise, {"mlp": RUN, "nb": "h"}, {"mlp": RUN, "nb": "h"})
+    alpha = 0.01 / (2 * 3)  # Bonferroni over 2 models x 3 gated metrics
+    accuracy, uci, corruption = (tolerances[("mlp", m)] for m in ("accuracy", "uci_accuracy", "corruption_mean"))
+    assert accuracy.kind == SAME_SEED and accuracy.value == pytest.approx(t.ppf(1 - alpha, 5) * 0.0005 * 2**0.5)
+    assert uci.kind == SAME_SEED and uci.expected == 0.98  # measured over seeds, not yet under variants
+    assert corruption.kind == UNMEASURED and corruption.value == 0.02 and "no noise measurement of corruption_mean" in corruption.note
+    assert tolerances[("nb", "accuracy")].kind == UNMEASURED
+
+
+def test_a_deterministic_model_gets_the_resolution():
+    noise = NoiseModel({"nb": {"accuracy": ModelNoise("nb", "accuracy", 1, 0.5558, 0.0, True, "cfg")}}, "test", {})
+    tolerance = derive_tolerances(ONE_RULE, noise, {"nb": ParamsHashes("cfg", "cfg")}, {"nb": ParamsHashes("cfg", "cfg")})[("nb", "accuracy")]
+    assert (tolerance.kind, tolerance.value, tolerance.source) == (DETERMINISTIC, 0.001, "resolution (deterministic)")
+
+
+def test_a_rerun_of_the_baseline_seed_is_compared_with_the_baseline_run():
+    tolerances = derive_tolerances(ONE_RULE, _measured(), {"mlp": RUN}, {"mlp": RUN})
+    tolerance = tolerances[("mlp", "accuracy")].value
+    baseline = {"mlp": {"accuracy": 0.9720}}  # seed 0, far below the measured mean 0.98
+    (row,) = check({"mlp": {"accuracy": 0.9720 - 0.9 * tolerance}}, baseline, ONE_RULE, ["mlp"], tolerances)
+    assert row.verdict == "ok" and row.expected == 0.9720
+    (row,) = check({"mlp": {"accuracy": 0.9720 - 1.1 * tolerance}}, baseline, ONE_RULE, ["mlp"], tolerances)
+    assert row.verdict == "REGRESSION" and f"mlp accuracy {0.9720 - 1.1 * tolerance:.4f} < baseline 0.9720" in row.reason
+
+
+def test_calibration_errors_losses_and_error_counts_are_lower_is_better():
+    from mnist_pipeline.reporting.gate import lower_is_better
+
+    assert [lower_is_better(m) for m in ("ece", "ece_corruption_mean", "loss", "errors")] == [True] * 4
+    assert not any(lower_is_better(m) for m in ("accuracy", "corruption_mean", "corruption_worst", "uci_accuracy", "series0_accuracy"))
+    gate = GateParams.model_validate({
+        "rules": {"ece": {"higher_is_better": False, "tolerance": 0.01}},
+        "floors": {"m": {"ece_corruption_mean": 0.10, "corruption_worst": 0.5}},  # floors without a rule
+    })
+    baseline = {"m": {"ece": 0.02, "ece_corruption_mean": 0.05, "corruption_worst": 0.6}}
+    rows = check({"m": {"ece": 0.04, "ece_corruption_mean": 0.12, "corruption_worst": 0.55}}, baseline, gate, ["m"])
+    assert [row.reason for row in failures(rows)] == [
+        "m ece 0.0400 > baseline 0.0200 + tolerance 0.0100", "m ece_corruption_mean 0.1200 > ceiling 0.1",
+    ]
+    assert not failures(check({"m": {"ece": 0.001, "ece_corruption_mean": 0.01, "corruption_worst": 0.9}}, baseline, gate, ["m"]))
+
+
+def test_the_committed_noise_model_still_serves_the_gate():
+    """Whatever its schema (the committed one may be 1): every model gets a measured tolerance, and
+    the committed metrics, judged against themselves, pass."""
+    from mnist_pipeline.config import load_params
+    from mnist_pipeline.reporting import noise as noise_model
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    measured = noise_model.load(REPO_ROOT / params.paths.noise_model)
+    hashes = {name: ParamsHashes.of(model) for name, model in params.models.items()}
+    tolerances = derive_tolerances(params.gate, measured, hashes, hashes)
+    for (model, metric), tolerance in tolerances.items():
+        if metric == "accuracy":
+            assert tolerance.kind in (SAME_SEED, DETERMINISTIC), (model, tolerance)
+            assert params.gate.resolution <= tolerance.value < 0.1, (model, tolerance)
+            if measured.schema == 1 and tolerance.kind == SAME_SEED:
+                assert tolerance.expected is not None and "not measured under variants" in tolerance.source
+    files = {name: REPO_ROOT / params.paths.metrics_file(name) for name in params.models}
+    metrics = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
+    rows = check(metrics, metrics, params.gate.model_copy(update={"rules": {"accuracy": params.gate.rules["accuracy"]}}), list(metrics), tolerances)
+    assert not failures(rows)
 
 
 def test_noise_measured_for_other_params_still_applies_but_is_flagged():
@@ -297,6 +441,8 @@ def repo(tmp_path, monkeypatch):
     """params.yaml with two models (mlp, cnn), a noise model, and their metrics committed as the baseline."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     keep_models(raw, {name: raw["models"][name] for name in MODELS})
+    # Accuracy alone: these tests are about the entry; the other gated metrics follow the same path.
+    raw["gate"]["rules"] = {"accuracy": raw["gate"]["rules"]["accuracy"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (tmp_path / "noise").mkdir()
     (tmp_path / "noise/noise.json").write_text(json.dumps(NOISE))
@@ -319,7 +465,7 @@ def test_gate_stage_records_a_pass_and_the_tolerances(repo, caplog):
     assert "gate passed" in caplog.text
     report = (repo / "reports/gate.md").read_text()
     assert "**Metric gate passed**" in report and "| `cnn` | accuracy | 0.9912 | 0.9912 |" in report
-    assert f"`mlp` accuracy: {_tolerance(20, 0.002):.4f} (noise: 20 seeds, sd 0.0020, against the baseline run)" in report
+    assert f"`mlp` accuracy: {_tolerance(20, 0.002):.4f} (baseline configuration not measured: 20 seeds, sd 0.0020, against the baseline run)" in report
     verdict = json.loads((repo / "reports/gate.json").read_text())
     assert verdict["passed"] is True and verdict["verdict"] == {"mlp": "pass", "cnn": "pass"}
 
@@ -364,6 +510,57 @@ def test_when_the_baseline_runs_the_measured_configuration_runs_are_judged_by_th
     assert load_entry("gate").main([]) == 0
     table = (repo / "reports/gate.md").read_text()
     assert "| `cnn` | accuracy | 0.9912 | 0.9900 |" in table and "against their mean" in table
+
+
+def _schema_2_noise(repo, same_sd=0.0004):
+    """noise.json (schema 2) for the repo's params: 20 seeds each, and the default seed under 6 variants."""
+    from mnist_pipeline.config import load_params
+    from mnist_pipeline.models.base import params_hash
+
+    params = load_params()
+    models = {
+        name: {
+            "type": name, "deterministic": False, "params_hash": params_hash(params.models[name], without_seed=True),
+            "seeds": {"accuracy": {"n": 20, "mean": mean, "sd": 0.002}},
+            "same_seed": {"seed": 0, "variants": ["default", "onednn-off", "threads-1", "a", "b", "c"],
+                          "metrics": {"accuracy": {"n": 6, "mean": mean, "sd": same_sd}}},
+        }
+        for name, mean in (("mlp", 0.985), ("cnn", 0.995))  # both far above the committed seed-0 runs
+    }
+    (repo / "noise/noise.json").write_text(json.dumps({"schema": 2, "models": models}))
+
+
+def test_a_rerun_of_the_committed_params_is_judged_against_the_committed_run(repo):
+    """The committed params and seed, rerun (on another CPU, say): only numerics noise separates the runs."""
+    _schema_2_noise(repo)
+    same_seed = _tolerance(6, 0.0004, checks=2)  # two models in question, one ruled metric
+    _write_metrics(repo, {"mlp": 0.9801 + 0.0001, "cnn": 0.9912 - 0.9 * same_seed})
+    assert load_entry("gate").main(["--enforce"]) == 0
+    assert load_entry("gate").main([]) == 0
+    table = (repo / "reports/gate.md").read_text()
+    assert "| `cnn` | accuracy | 0.9912 | 0.9912 |" in table  # the reference: the committed run, not the mean 0.995
+    assert f"`cnn` accuracy: {same_seed:.4f} (same seed: 6 numeric variants, sd 0.0004, against the baseline run)" in table
+    _write_metrics(repo, {"mlp": 0.9801 + 0.0001, "cnn": 0.9912 - 1.1 * same_seed})
+    assert load_entry("gate").main(["--enforce"]) == 1
+
+
+def test_another_seed_of_the_committed_params_is_judged_against_the_measured_mean(repo):
+    """`dvc exp run -S models.cnn.seed=3`: a fresh draw over seeds; the committed seed-0 run says little about it."""
+    _schema_2_noise(repo)
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["models"]["cnn"]["seed"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    from scipy.stats import t
+
+    another_seed = t.ppf(1 - 0.01 / 2, 19) * 0.002 * (1 + 1 / 20) ** 0.5
+    _write_metrics(repo, {"mlp": 0.9801 + 0.0001, "cnn": 0.995 - 0.9 * another_seed})  # below the committed run by 0.0009
+    assert load_entry("gate").main([]) == 0
+    table = (repo / "reports/gate.md").read_text()
+    assert "| `cnn` | accuracy | 0.9912 | 0.9950 |" in table
+    assert f"`cnn` accuracy: {another_seed:.4f} (another seed: 20 seeds, sd 0.0020, against their mean)" in table
+    assert "`mlp` accuracy: " in table and "(same seed: 6 numeric variants" in table
+    _write_metrics(repo, {"mlp": 0.9801 + 0.0001, "cnn": 0.995 - 1.1 * another_seed})
+    assert load_entry("gate").main(["--enforce"]) == 1
 
 
 def test_a_drop_within_the_measured_noise_passes_and_one_beyond_it_fails(repo):

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from conftest import commit_all, dvc, edit_params, run_cmd
+from mnist_pipeline.data.corruptions import CORRUPTIONS
 
 
 def test_full_pipeline_smoke_run(smoke_project):
     project, env, first = smoke_project
-    for stage in ("download", "preprocess", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "report", "gate", "register"):
+    for stage in ("download", "preprocess", "testsets", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "report", "gate", "register"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     metrics = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
@@ -26,11 +27,19 @@ def test_full_pipeline_smoke_run(smoke_project):
     assert {Path(path).name for path in shown} >= {"mlp.json", "gaussian_nb.json", "gate.json"}
     mlp_metrics = json.loads((project / "metrics/mlp.json").read_text())
     assert mlp_metrics["accuracy"] > 0.9 and mlp_metrics["params_total"] == 203530
+    # Every model scored on every test set: the corruptions, the UCI digits, the writer slices.
+    assert set(mlp_metrics["corruption"]) == set(CORRUPTIONS)
+    assert mlp_metrics["corruption_worst"] <= mlp_metrics["corruption_mean"] <= 1
+    for key in ("uci_accuracy", "ece", "ece_corruption_mean", "series4_accuracy", "series0_accuracy", "worst_writer_accuracy"):
+        assert 0 <= mlp_metrics[key] <= 1, key
     summary = json.loads((project / "reports/summary.json").read_text())
     assert {row["model"] for row in summary["models"]} == {"mlp", "gaussian_nb"}
     assert summary["best_model"] == max(summary["models"], key=lambda row: (row["accuracy"], -row["loss"]))["model"]
     assert "| `mlp` | keras_mlp | 203,530 |" in (project / "reports/summary.md").read_text()
     assert (project / "reports/accuracy_vs_params.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Beyond the MNIST test set" in (project / "reports/summary.md").read_text()
+    for figure in ("robustness.png", "corruptions.png"):
+        assert (project / "reports" / figure).read_bytes()[:4] == b"\x89PNG", figure
     assert "NEW" in (project / "reports/gate.md").read_text()
 
     # dvc plots render training curves and confusion matrices.
@@ -46,6 +55,24 @@ def test_full_pipeline_smoke_run(smoke_project):
     status = json.loads(dvc(project, "status", "--json", env=env).stdout)
     assert not any(stage.startswith("train@") for stage in status), status
     assert {"evaluate@mlp", "evaluate@gaussian_nb"} <= set(status)
+
+    # So does a test-set key: the sets are remade and every model rescored, nothing retrained.
+    edit_params(project, lambda p: p["testsets"].__setitem__("corruptions", ["fog", "stripe"]))
+    rerun = dvc(project, "repro", env=env)
+    ran = {line.split("'")[1] for line in rerun.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"testsets", "evaluate@mlp", "evaluate@gaussian_nb", "report", "gate", "register"}, rerun.stdout
+    assert set(json.loads((project / "metrics/mlp.json").read_text())["corruption"]) == {"fog", "stripe"}
+
+
+def test_the_test_sets_are_made_again_byte_for_byte(smoke_project):
+    """A generated set records its seed, params and SHA-256; making it again here gives the same bytes."""
+    project, env, _ = smoke_project
+    manifest = project / "data/testsets/manifest.json"
+    first = json.loads(manifest.read_text())
+    assert first["seed"] == 0 and first["params"]["corruptions"] == list(CORRUPTIONS)
+    assert set(first["sha256"]) == {*CORRUPTIONS, "uci", "writers"}
+    dvc(project, "repro", "--force", "--single-item", "testsets", env=env)
+    assert json.loads(manifest.read_text())["sha256"] == first["sha256"]
 
 
 def test_a_degraded_model_reruns_alone_is_recorded_and_fails_make_run_naming_it(smoke_project):

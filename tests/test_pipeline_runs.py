@@ -99,6 +99,7 @@ def test_only_keras_stages_import_tensorflow(smoke_module_records):
     assert stages == {
         "pipeline/download.py": False,
         "pipeline/preprocess.py": False,
+        "pipeline/testsets.py": False,
         "pipeline/report.py": False,
         "pipeline/gate.py": False,
         # It packages the trained folders as pyfuncs without loading them.
@@ -155,7 +156,9 @@ def test_train_stage_logs_everything_to_one_run_per_model(smoke_run):
     # Per-epoch metrics are the run's, not the model's: its metrics are the test results evaluate linked.
     model_metrics = by_run[mlp.info.run_id].metrics
     assert model_metrics and {metric.key for metric in model_metrics} >= {"test_accuracy", "test_loss"}
-    assert all(metric.key.startswith("test_") and metric.dataset_name == "mnist-test-flat" for metric in model_metrics)
+    assert all(metric.key.startswith(("test_", "writers_", "mnistc_", "uci_")) for metric in model_metrics)
+    assert {metric.dataset_name for metric in model_metrics if metric.key.startswith("test_")} == {"mnist-test"}
+    assert {metric.dataset_name for metric in model_metrics if metric.key.startswith("uci_")} == {"uci-digits"}
     # Who owns the run, so a later training can close it if its process dies without doing so.
     import os
     import platform

@@ -20,9 +20,16 @@ SEED_MODELS = {
 }
 
 
+# What evaluate writes beside the MNIST test results: the other test sets' headline numbers.
+SET_METRICS = {
+    "corruption_mean": 0.85, "corruption_worst": 0.5, "uci_accuracy": 0.8, "ece": 0.01, "ece_corruption_mean": 0.1,
+    "series4_accuracy": 0.97, "series0_accuracy": 0.99, "series_error_ratio": 3.0, "worst_writer_accuracy": 0.75,
+}
+
+
 def _row(name, model_type, parameters, accuracy, loss=0.1, errors=None):
     errors = round((1 - accuracy) * 10_000) if errors is None else errors
-    return ModelRow(name, model_type, parameters, accuracy, loss, errors, 1.5, 10)
+    return ModelRow(name, model_type, parameters, accuracy, loss, errors, 1.5, 10, {"accuracy": accuracy}, {"fog": accuracy - 0.1})
 
 
 def test_rows_sort_by_accuracy_best_first():
@@ -59,8 +66,11 @@ def test_markdown_table_has_one_line_per_model():
     text = render_markdown("Title", rows, contrast_sentence(rows))
     lines = text.splitlines()
     assert lines[0] == "# Title"
-    table = [line for line in lines if line.startswith("|")]
+    beyond = lines.index("## Beyond the MNIST test set")
+    table = [line for line in lines[:beyond] if line.startswith("|")]
     assert len(table) == 4 and "test accuracy" in table[0] and "`cnn`" in table[2] and "203,530" in table[3]
+    sets = [line for line in lines[beyond:] if line.startswith("|")]
+    assert len(sets) == 4 and "corruptions, mean" in sets[0] and "`cnn`" in sets[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +89,10 @@ def workdir(tracking_store, tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_STAGE", raising=False)
     for name, (model_type, parameters, accuracy, loss, errors) in SEED_MODELS.items():
         # What evaluate writes (no timing) and what train leaves beside the weights (the timing).
-        metrics = {"accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters, "params_trainable": parameters, "epochs": 10}
+        metrics = {
+            "accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters, "params_trainable": parameters, "epochs": 10,
+            **SET_METRICS, "corruption": {"fog": accuracy - 0.2, "stripe": accuracy - 0.1},
+        }
         (tmp_path / "metrics").mkdir(exist_ok=True)
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
         config = {
@@ -111,10 +124,14 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     assert summary["best_model"] == "cnn" and summary["best_accuracy"] == 0.9912
     assert summary["models"][1] == {
         "model": "mlp", "type": "keras_mlp", "parameters": 203_530, "accuracy": 0.9801, "loss": 0.07,
-        "errors": 199, "fit_seconds": 12.5, "epochs": 10,
+        "errors": 199, "fit_seconds": 12.5, "epochs": 10, "sets": {"accuracy": 0.9801, **SET_METRICS},
+        "corruptions": {"fog": pytest.approx(0.7801), "stripe": pytest.approx(0.8801)},
     }
-    png = workdir / "reports/accuracy_vs_params.png"
-    assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
+    for figure in ("accuracy_vs_params.png", "robustness.png"):
+        png = workdir / "reports" / figure
+        assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
+    # The models x test sets table, in percent.
+    assert "| `cnn`   |        99.12 |               85.00 |              50.00 |        80.00 |" in markdown
 
     client = MlflowClient()
     (run,) = client.search_runs([configure_tracking()])
@@ -122,7 +139,7 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     assert run.data.metrics["best_accuracy"] == 0.9912
     assert run.data.tags["dvc.stage"] == "report"
     logged = {item.path for item in client.list_artifacts(run.info.run_id, "report")}
-    assert logged == {"report/summary.md", "report/summary.json", "report/accuracy_vs_params.png"}
+    assert logged == {"report/summary.md", "report/summary.json", "report/accuracy_vs_params.png", "report/robustness.png"}
 
 
 def test_missing_metrics_name_the_model_and_the_file(workdir, caplog):

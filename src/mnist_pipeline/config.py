@@ -6,6 +6,7 @@ Each section's schema lives beside the code that reads it:
 | --- | --- |
 | ``paths`` | ``paths.PathsParams`` |
 | ``data``, ``preprocess`` | ``data.params`` |
+| ``testsets`` | ``data.testsets.TestsetsParams`` |
 | ``models.<name>`` | the model type's module, ``models/types/<type>.py`` (``models.registry``) |
 | ``evaluate`` | ``evaluation.EvaluateParams`` |
 | ``report`` | ``reporting.report.ReportParams`` |
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from mnist_pipeline.data.params import DataParams, PreprocessParams
+from mnist_pipeline.data.testsets import TestsetsParams
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.evaluation import EvaluateParams
 from mnist_pipeline.models import registry
@@ -48,6 +50,7 @@ class Params(Section):
     paths: PathsParams
     data: DataParams
     preprocess: PreprocessParams
+    testsets: TestsetsParams
     models: Annotated[dict[ModelName, Any], Field(min_length=1)]
     evaluate: EvaluateParams
     report: ReportParams

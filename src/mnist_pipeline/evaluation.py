@@ -7,6 +7,8 @@ the model's framework adapter produces (``predict_proba``), whatever the framewo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -25,6 +27,8 @@ class EvaluateParams(Section):
 
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     gallery_size: Annotated[int, Field(ge=0, le=400)] = 36
+    calibration_bins: Annotated[int, Field(ge=2, le=100)] = 15
+    min_writer_digits: Annotated[int, Field(ge=1, le=1000)] = 10
 
 
 def predict_proba(model: Any, framework: str, inputs: np.ndarray, batch_size: int) -> np.ndarray:
@@ -88,15 +92,16 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=list(DIGITS))
 
 
-def dvc_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, float | int]:
-    """What DVC tracks and the gate compares: test metrics plus the model's size and epochs run.
+def dvc_metrics(scores: "SetScores", config: dict[str, Any]) -> dict[str, Any]:
+    """What DVC tracks and the gate compares: every set's results plus the model's size and epochs run.
 
     No timing: this file is what ``dvc metrics diff`` compares, and a fit time moves on every
     retrain. Fit time lives in MLflow and in the report (from the model's ``config.json``).
     """
     counts = config["parameter_counts"]
     return {
-        **metrics,
+        **scores.summary(),
+        "corruption": {name: result["accuracy"] for name, result in scores.corruptions.items()},
         "params_total": int(counts["total"]),
         "params_trainable": int(counts["trainable"]),
         "epochs": int(config["epochs"]),
@@ -116,3 +121,100 @@ def predictions_frame(labels: np.ndarray, proba: np.ndarray) -> Any:
             "confidence": proba[np.arange(proba.shape[0]), predicted],
         }
     )
+
+
+def expected_calibration_error(labels: np.ndarray, proba: np.ndarray, bins: int) -> float:
+    """ECE over ``bins`` equal-width confidence bins: sum over bins of (share of digits) * |accuracy - mean confidence|."""
+    proba = _normalised(proba)
+    confidence = proba.max(axis=1)
+    correct = predicted_labels(proba) == np.asarray(labels)
+    # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 cannot occur (max of 10 >= 0.1).
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=correct, minlength=bins) - np.bincount(which, weights=confidence, minlength=bins))
+    return float(gap.sum() / max(count.sum(), 1))
+
+
+def _accuracy(labels: np.ndarray, proba: np.ndarray) -> float:
+    return float(np.mean(predicted_labels(proba) == np.asarray(labels)))
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """One model scored on every test set (``data.testsets``)."""
+
+    clean: dict[str, float | int]  # compute_metrics on the MNIST test digits, plus ece
+    clean_proba: np.ndarray
+    corruptions: dict[str, dict[str, float]]  # corruption -> accuracy, ece
+    uci: dict[str, float]  # accuracy, ece
+    series: Any  # DataFrame: one row per NIST series (writer population): digits, errors, accuracy
+    writers: Any  # DataFrame: one row per writer with at least min_writer_digits digits, worst first
+    testsets_digest: str
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The headline numbers, flat (DVC metrics, the gate, the noise model's rows)."""
+        by_series = {int(row.series): row for row in self.series.itertuples(index=False)}
+        rate = {series: row.errors / row.digits for series, row in by_series.items()}
+        accuracy = [scores["accuracy"] for scores in self.corruptions.values()]
+        return {
+            **self.clean,
+            "corruption_mean": float(np.mean(accuracy)),
+            "corruption_worst": float(np.min(accuracy)),
+            "ece_corruption_mean": float(np.mean([scores["ece"] for scores in self.corruptions.values()])),
+            "uci_accuracy": self.uci["accuracy"],
+            "ece_uci": self.uci["ece"],
+            **{f"series{series}_accuracy": float(row.accuracy) for series, row in by_series.items() if series in SERIES},
+            # How many times likelier an error is on the harder writers (series 4) than the easier (0).
+            "series_error_ratio": rate[4] / rate[0] if rate.get(0) and 4 in rate else None,
+            "worst_writer_accuracy": float(self.writers["accuracy"].iloc[0]) if len(self.writers) else None,
+        }
+
+
+SERIES = (0, 4)  # NIST's two writer populations in the MNIST test set (one digit comes from series 1)
+
+
+def score_testsets(
+    predict: Callable[[np.ndarray], np.ndarray], sets: Any, bins: int, min_writer_digits: int
+) -> SetScores:
+    """Score ``predict`` (0-255 pixels (N, 784) -> probabilities (N, 10)) on every set of ``sets`` (a ``Testsets``)."""
+    import pandas as pd
+
+    labels = np.asarray(sets.labels)
+    clean_proba = predict(sets.clean)
+    clean = {**compute_metrics(labels, clean_proba), "ece": expected_calibration_error(labels, clean_proba, bins)}
+    corruptions = {}
+    for name, pixels in sets.corruptions.items():
+        proba = predict(pixels)
+        corruptions[name] = {"accuracy": _accuracy(labels, proba), "ece": expected_calibration_error(labels, proba, bins)}
+    uci_proba = predict(sets.uci)
+    uci = {"accuracy": _accuracy(sets.uci_labels, uci_proba), "ece": expected_calibration_error(sets.uci_labels, uci_proba, bins)}
+
+    frame = pd.DataFrame({
+        "series": sets.writers[:, 0], "writer": sets.writers[:, 1], "error": predicted_labels(clean_proba) != labels,
+    })
+    series = frame.groupby("series").agg(digits=("error", "size"), errors=("error", "sum")).reset_index()
+    series["accuracy"] = 1.0 - series["errors"] / series["digits"]
+    writers = frame.groupby(["writer", "series"]).agg(digits=("error", "size"), errors=("error", "sum")).reset_index()
+    writers = writers[writers["digits"] >= min_writer_digits].copy()
+    writers["accuracy"] = 1.0 - writers["errors"] / writers["digits"]
+    writers = writers.sort_values(["accuracy", "digits", "writer"], ascending=[True, False, True], ignore_index=True)
+    return SetScores(clean, clean_proba, corruptions, uci, series, writers, sets.digest)
+
+
+def model_predictor(model: Any, framework: str, representation: str, dtype: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """0-255 pixels -> the model's probabilities, through the preprocessing its training data went through."""
+    from mnist_pipeline.data.preprocess import as_representation
+
+    return lambda pixels: predict_proba(model, framework, as_representation(pixels, representation, dtype), batch_size)
+
+
+def score_all_sets(model: Any, framework: str, representation: str, paths: Any, settings: EvaluateParams) -> SetScores:
+    """``score_testsets`` on the sets the pipeline made, as evaluate@<model> scores a trained model."""
+    from mnist_pipeline.data.arrays import load_array, load_split
+    from mnist_pipeline.data.testsets import load_testsets
+
+    pixels, labels = load_split(paths, "test", "pixels")
+    dtype = load_array(paths.processed("test", representation)).dtype
+    sets = load_testsets(paths.testsets_dir, pixels, labels)
+    predict = model_predictor(model, framework, representation, dtype, settings.batch_size)
+    return score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)

@@ -23,6 +23,7 @@ class PathsParams(Section):
     raw_dir: str
     processed_train_dir: str
     processed_test_dir: str
+    testsets_dir: str  # corrupted, other writers' and writer-labelled test digits (data.testsets)
     models_dir: str
     metrics_dir: str
     predictions_dir: str

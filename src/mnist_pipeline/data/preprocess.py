@@ -30,18 +30,37 @@ def represent(images: np.ndarray, labels: np.ndarray, params: PreprocessParams, 
     """All representations of one split, keyed by representation name."""
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    count = images.shape[0]
-    pixels = np.ascontiguousarray(images.reshape(count, IMAGE_SIDE * IMAGE_SIDE))
-    # Divide in the target dtype, as the seed does (astype("float32") / 255), so values match it bit for bit.
-    flat = pixels.astype(params.dtype)
-    flat /= np.asarray(PIXEL_MAX, dtype=params.dtype)
+    pixels = np.ascontiguousarray(images.reshape(images.shape[0], IMAGE_SIDE * IMAGE_SIDE))
+    flat = as_representation(pixels, "flat", params.dtype)
     return {
         "pixels": pixels,
         "flat": flat,
-        "image": flat.reshape(count, IMAGE_SIDE, IMAGE_SIDE, 1),
+        "image": as_representation(flat, "image", params.dtype),
         "onehot": one_hot(labels),
         "labels": np.ascontiguousarray(labels, dtype=np.uint8),
     }
+
+
+def as_representation(pixels: np.ndarray, representation: str, dtype: str | np.dtype) -> np.ndarray:
+    """Digits as 0-255 pixels (any shape with N first) in one model input representation.
+
+    The one path from pixels to a model's input: the test sets (corruptions, other writers) go
+    through it as the MNIST test digits do. ``flat`` input (already scaled) passes through.
+    """
+    count = pixels.shape[0]
+    if representation == "pixels":
+        return np.ascontiguousarray(pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE), dtype=np.uint8)
+    if pixels.dtype == np.uint8:
+        # Divide in the target dtype, as the seed does (astype("float32") / 255), so values match it bit for bit.
+        flat = pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE).astype(dtype)
+        flat /= np.asarray(PIXEL_MAX, dtype=dtype)
+    else:
+        flat = pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE)
+    if representation == "flat":
+        return flat
+    if representation == "image":
+        return flat.reshape(count, IMAGE_SIDE, IMAGE_SIDE, 1)
+    raise ValueError(f"unknown input representation {representation!r}; expected pixels, flat or image")
 
 
 def preprocess(

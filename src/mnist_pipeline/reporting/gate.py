@@ -14,13 +14,13 @@ has a floor for) one ``Row`` gets a verdict:
   table says so, and the floor still applies;
 - ``ok``: otherwise.
 
-What the baseline's model is expected to score: when the noise model (``noise/noise.json``)
-measured exactly the configuration the baseline commit runs (its params at that commit, seed
-aside), the measured mean of its runs, a far better estimate than the one committed run;
-otherwise that committed run itself. Tolerances are not chosen by hand: each follows from the
-model's measured seed-to-seed spread, which reference it is compared with, and
-``gate.false_alarm_rate``, as ``reporting.noise`` derives. A model the noise model has not
-measured falls back to the baseline run and ``gate.rules[metric].tolerance``, and the table says so.
+What the baseline's model is expected to score, and the tolerance, follow from what this run is a
+draw of (``reporting.tolerances``; the derivation: ``reporting.noise``): a rerun of the baseline
+run's configuration and seed differs from it by numerics noise only, so that run is the reference,
+with the measured same-seed spread; a run of another seed is judged against the measured mean of
+the seeds, with their spread. Tolerances are not chosen by hand: each follows from the measured
+noise and ``gate.false_alarm_rate``. A model or metric the noise model has not measured falls back
+to the baseline run and ``gate.rules[metric].tolerance``, and the table says so.
 
 ``check``, ``derive_tolerances`` and the formatters are pure; ``current_metrics``,
 ``baseline_metrics`` and ``run_gate`` read the working tree and git; ``pipeline/gate.py`` records
@@ -42,16 +42,26 @@ from pydantic import Field
 
 
 from mnist_pipeline.errors import ArtifactError, ConfigError
-from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.paths import Section
 from mnist_pipeline.reporting import noise as noise_model
+from mnist_pipeline.reporting.tolerances import ParamsHashes as ParamsHashes  # re-exported: the gate's API
+from mnist_pipeline.reporting.tolerances import Tolerance as Tolerance
+from mnist_pipeline.reporting.tolerances import derive_tolerances as derive_tolerances
+from mnist_pipeline.reporting.tolerances import models_in_question as models_in_question
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params
 
 log = logging.getLogger(__name__)
 
-MetricName = Literal["accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro"]
+MetricName = Literal[
+    "accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro",
+    "corruption_mean",  # mean accuracy over the 15 MNIST-C-style corruptions
+    "corruption_worst",  # accuracy under the worst of them
+    "uci_accuracy",  # accuracy on scikit-learn's UCI digits, made MNIST-style
+    "ece", "ece_corruption_mean",  # expected calibration error: lower is better
+    "series0_accuracy", "series4_accuracy",
+]
 
 
 class MetricRule(Section):
@@ -78,14 +88,6 @@ class GateParams(Section):
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
 PASSING = frozenset({OK, NEW})
 COLUMNS = ("model", "metric", "baseline", "expected", "now", "delta", "tolerance", "floor", "verdict")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    value: float
-    source: str  # where the value came from, e.g. "noise: 20 seeds, sd 0.0011, against their mean"
-    note: str = ""  # a caveat worth reading, e.g. the noise was measured for other settings
-    expected: float | None = None  # the measured mean, when the baseline's model is the measured one
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,16 @@ def _metrics_to_check(gate: GateParams, model: str) -> list[str]:
     return metrics
 
 
+def lower_is_better(metric: str) -> bool:
+    """Among the known metrics, only losses, error counts and calibration errors shrink as models improve."""
+    return metric in ("loss", "errors") or metric.startswith("ece")
+
+
 def _higher_is_better(gate: GateParams, metric: str) -> bool:
     rule = gate.rules.get(metric)
     if rule is not None:
         return rule.higher_is_better
-    # A floor without a rule: only loss and errors among the known metrics shrink as models improve.
-    return metric not in ("loss", "errors")
+    return not lower_is_better(metric)  # a floor without a rule
 
 
 COUNT_METRICS = frozenset({"errors"})
@@ -138,79 +144,6 @@ def _fmt(value: float | None, metric: str, sign: bool = False) -> str:
         return "-"
     spec = ".0f" if metric in COUNT_METRICS else ".4f"
     return format(value, ("+" if sign else "") + spec)
-
-
-# ---------------------------------------------------------------------------------------------
-# tolerances from the measured noise
-
-
-def derive_tolerances(
-    gate: GateParams,
-    noise: noise_model.NoiseModel | None,
-    model_hashes: Mapping[str, str],
-    baseline_hashes: Mapping[str, str] | None = None,
-    models_in_question: int | None = None,
-) -> dict[tuple[str, str], Tolerance]:
-    """One tolerance (and, where it applies, the expected value) per (model, ruled metric).
-
-    ``model_hashes`` maps each gated model to the hash of its params now, seed aside;
-    ``baseline_hashes`` to its params' hash at the baseline commit. When the latter matches the
-    configuration the noise model measured, the baseline's model is known by its distribution,
-    and a run now is judged against the measured mean. Otherwise it is judged against the
-    baseline's one run, with the measured spread (flagged when it was measured for other settings).
-
-    ``models_in_question``: how many models have a result that differs from the baseline's (see
-    ``models_in_question``); the false-alarm rate is shared among their checks only, since a
-    result identical to the baseline's is the baseline itself and cannot raise a false alarm.
-    Default: every gated model.
-    """
-    baseline_hashes = baseline_hashes or {}
-    checks = [(model, metric) for model in model_hashes for metric in gate.rules]
-    in_question = len(model_hashes) if models_in_question is None else max(models_in_question, 1)
-    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, in_question * len(gate.rules))
-    tolerances: dict[tuple[str, str], Tolerance] = {}
-    for model, metric in checks:
-        measured = noise.get(model, metric) if noise is not None else None
-        if measured is None or not measured.measured_spread:
-            tolerances[(model, metric)] = Tolerance(
-                gate.rules[metric].tolerance,
-                "gate.rules default",
-                f"{model} has no noise measurement; gate.rules.{metric}.tolerance applies",
-            )
-            continue
-        if measured.deterministic:
-            value = noise_model.tolerance(measured, alpha, gate.resolution)
-            tolerances[(model, metric)] = Tolerance(value, "resolution (deterministic)")
-            continue
-        spread = f"{measured.n} seeds, sd {measured.sd:.4f}"
-        if measured.params_hash and baseline_hashes.get(model) == measured.params_hash:
-            value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_MEAN)
-            tolerances[(model, metric)] = Tolerance(value, f"noise: {spread}, against their mean", expected=measured.mean)
-            continue
-        value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
-        note = ""
-        if measured.params_hash and baseline_hashes.get(model) not in (None, measured.params_hash):
-            note = f"{model} at the baseline commit is not the configuration its noise was measured for; judged against that commit's run"
-        elif measured.params_hash and measured.params_hash != model_hashes[model]:
-            note = f"{model}'s params differ from those its noise was measured with; the measured spread applies"
-        tolerances[(model, metric)] = Tolerance(value, f"noise: {spread}, against the baseline run", note)
-    return tolerances
-
-
-def models_in_question(
-    current: Mapping[str, Mapping[str, Any] | None], baseline: Mapping[str, Mapping[str, Any] | None]
-) -> list[str]:
-    """The models whose results could raise a false alarm: both runs present and not identical.
-
-    DVC reruns only what changed, so after `dvc exp run -S models.cnn.epochs=1` every other
-    model's metrics file is still the baseline's own, byte for byte. Only the models whose results
-    differ are being tested, and the gate's false-alarm rate is shared among them. On another CPU
-    every model reruns and differs, and all of them share it.
-    """
-    return [
-        model for model in current
-        if current.get(model) is not None and baseline.get(model) is not None and dict(current[model]) != dict(baseline[model])
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,10 +281,10 @@ def format_markdown(
     lines = ["## Metric gate", "", headline, ""]
     if false_alarm_rate is not None:
         lines += [
-            "*expected*: what the baseline's model is expected to score, the measured mean of its seeds where the "
-            "noise model measured that configuration, else the baseline run. Tolerances follow from each model's "
-            f"measured seed-to-seed spread, for a {false_alarm_rate:.0%} chance that the whole gate fails on noise "
-            "alone (README: the gate).",
+            "*expected*: the reference. A rerun of the baseline run's configuration and seed is judged against that "
+            "run, with the measured same-seed (numerics) spread; another seed against the measured mean of the seeds, "
+            "with their spread; an unmeasured configuration against the baseline run. Tolerances are set for a "
+            f"{false_alarm_rate:.0%} chance that the whole gate fails on noise alone (README: the gate).",
             "",
         ]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -476,16 +409,15 @@ def baseline_metrics(commit: str, path: Path) -> dict[str, Any] | None:
         ) from None
 
 
-def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, str]:
-    """Each model's params hash (seed aside) as ``params_path`` stood at ``commit``; {} if unreadable.
+def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHashes]:
+    """Each model's params hashes (seed aside, and with it) as ``params_path`` stood at ``commit``; {} if unreadable.
 
-    Used only to tell whether the baseline runs the configuration the noise model measured, so a
-    params file the current schema can't read simply means "not known to be the measured one".
+    Used only to tell whether the baseline ran the configuration the noise model measured, and
+    with which seed, so a params file the current schema can't read simply means "not known".
     """
     from pydantic import ValidationError
 
     from mnist_pipeline.config import parse_yaml
-    from mnist_pipeline.errors import ConfigError
     from mnist_pipeline.models import registry
 
     shown = _git("show", f"{commit}:./{params_path.as_posix()}")
@@ -498,8 +430,7 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, str]:
     hashes = {}
     for name, entry in models.items() if isinstance(models, dict) else ():
         try:
-            schema = registry.get(entry["type"]).params
-            hashes[name] = params_hash(schema.model_validate(entry), without_seed=True)
+            hashes[name] = ParamsHashes.of(registry.get(entry["type"]).params.model_validate(entry))
         except (ValidationError, ConfigError, KeyError, TypeError):
             continue
     return hashes
@@ -524,7 +455,7 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
     commit = verify_ref(ref)
     noise = noise_model.load(Path(paths.noise_model))
     names = list(params.models)
-    current_hashes = {name: params_hash(params.models[name], without_seed=True) for name in names}
+    current_hashes = {name: ParamsHashes.of(params.models[name]) for name in names}
     current, reasons, baseline = {}, {}, {}
     for name in names:
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))

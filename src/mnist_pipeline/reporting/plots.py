@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnist_pipeline.constants import IMAGE_SIDE
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import pandas
+    from matplotlib.figure import Figure
 
 
 def pyplot() -> Any:
@@ -109,5 +115,53 @@ def error_gallery(
         axis.imshow(images[index], cmap="gray_r")
         axis.set_title(f"{int(labels[index])}→{int(predicted[index])} ({confidence[index]:.0%})", fontsize=9)
     figure.suptitle(f"{title}: {chosen.size} most confident of {int(np.count_nonzero(np.asarray(labels) != np.asarray(predicted)))}")
+    figure.tight_layout()
+    return figure
+
+
+def corruption_grid(clean: np.ndarray, corrupted: Mapping[str, np.ndarray], title: str) -> Figure:
+    """One digit clean and under every corruption, side by side, each named underneath.
+
+    Pixels are drawn as stored (white ink on black) on a fixed 0-255 scale, so a brightness shift
+    or a fog shows as the grey it is rather than being stretched away.
+    """
+    plt = pyplot()
+    panels = [("clean", clean), *corrupted.items()]
+    columns = min(len(panels), 8)
+    rows = int(math.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows + 0.5), squeeze=False)
+    for axis in axes.ravel()[len(panels):]:
+        figure.delaxes(axis)
+    for axis, (name, image) in zip(axes.ravel(), panels):
+        axis.imshow(np.asarray(image).reshape(IMAGE_SIDE, IMAGE_SIDE), cmap="gray", vmin=0, vmax=255)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel(name.replace("_", " "), fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def robustness_heatmap(accuracy: pandas.DataFrame, title: str) -> Figure:
+    """Accuracy per model (rows) and test set (columns) on a fixed 0-100 % scale, each cell labelled."""
+    plt = pyplot()
+    values = accuracy.to_numpy(dtype=float)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.75 * values.shape[1] + 3), max(2.5, 0.5 * values.shape[0] + 2)))
+    image = axis.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    colourbar = figure.colorbar(image, ax=axis)
+    colourbar.ax.yaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    for row in range(values.shape[0]):
+        for column in range(values.shape[1]):
+            value = values[row, column]
+            # viridis runs dark to light, so low accuracies get white text.
+            axis.text(
+                column, row, "–" if np.isnan(value) else f"{value:.1%}", ha="center", va="center", fontsize=8,
+                color="white" if np.isnan(value) or image.norm(value) < 0.5 else "black",
+            )
+    axis.set_xticks(range(values.shape[1]), [str(column) for column in accuracy.columns], rotation=45, ha="right")
+    axis.set_yticks(range(values.shape[0]), [str(row) for row in accuracy.index])
+    axis.set_xlabel("test set")
+    axis.set_ylabel("model")
+    axis.set_title(title)
     figure.tight_layout()
     return figure

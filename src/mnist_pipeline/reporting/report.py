@@ -25,6 +25,7 @@ from mnist_pipeline.atomic import atomic_path, write_json, write_text
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.store import read_config, read_json
 from mnist_pipeline.paths import PathsParams, Section
+from mnist_pipeline.reporting.plots import close_figures, robustness_heatmap
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params
@@ -36,7 +37,21 @@ SUMMARY_JSON = "summary.json"
 SCATTER_PNG = "accuracy_vs_params.png"
 # The seed's contrast is between these two; other names fall back to the first model of each type.
 SEED_CNN, SEED_MLP = "cnn", "mlp"
-REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total")
+REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total", "corruption_mean", "corruption_worst", "uci_accuracy", "ece")
+ROBUSTNESS_PNG = "robustness.png"
+# The models x test sets table: (column, metric in metrics/<m>.json, as a percentage?)
+SET_COLUMNS = (
+    ("MNIST test", "accuracy", True),
+    ("corruptions, mean", "corruption_mean", True),
+    ("worst corruption", "corruption_worst", True),
+    ("UCI digits", "uci_accuracy", True),
+    ("series 4", "series4_accuracy", True),
+    ("series 0", "series0_accuracy", True),
+    ("error ratio 4/0", "series_error_ratio", False),
+    ("worst writer", "worst_writer_accuracy", True),
+    ("ECE", "ece", False),
+    ("ECE, corruptions", "ece_corruption_mean", False),
+)
 
 
 class ReportParams(Section):
@@ -55,6 +70,8 @@ class ModelRow:
     errors: int
     fit_seconds: float
     epochs: int
+    sets: dict[str, float | None]  # SET_COLUMNS' metrics
+    corruptions: dict[str, float]  # accuracy per corruption
 
 
 def make_row(name: str, model_type: str, metrics: Mapping[str, Any], training: Mapping[str, Any]) -> ModelRow:
@@ -72,6 +89,8 @@ def make_row(name: str, model_type: str, metrics: Mapping[str, Any], training: M
         errors=int(metrics["errors"]),
         fit_seconds=float(training["fit_seconds"]),
         epochs=int(training["epochs"]),
+        sets={metric: metrics.get(metric) for _, metric, _ in SET_COLUMNS},
+        corruptions=dict(metrics.get("corruption", {})),
     )
 
 
@@ -133,7 +152,7 @@ def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None) 
                 ]
             )
         )
-    lines.append("")
+    lines += ["", "## Beyond the MNIST test set", "", sets_table(rows), ""]
     if rows:
         best = rows[0]
         lines.append(f"Best: `{best.model}` at {_percent(best.accuracy)} test accuracy ({best.errors:,} errors).")
@@ -141,6 +160,31 @@ def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None) 
         lines += ["", contrast]
     lines.append("")
     return "\n".join(lines)
+
+
+def sets_table(rows: Sequence[ModelRow]) -> str:
+    """Models x test sets, in percent (accuracies) or as is (ECE, the error ratio)."""
+    import pandas as pd
+
+    def cell(value: float | None, percent: bool) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value:.2f}" if percent else f"{value:.3f}"
+
+    frame = pd.DataFrame(
+        [[f"`{row.model}`"] + [cell(row.sets.get(metric), percent) for _, metric, percent in SET_COLUMNS] for row in rows],
+        columns=["model"] + [column for column, _, _ in SET_COLUMNS],
+    )
+    return frame.to_markdown(index=False, colalign=["left"] + ["right"] * len(SET_COLUMNS), disable_numparse=True)
+
+
+def robustness_frame(rows: Sequence[ModelRow]) -> Any:
+    """Accuracy, models (rows, best first) x sets (clean, each corruption, UCI): the heat map's data."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {row.model: {"clean": row.accuracy, **row.corruptions, "UCI digits": row.sets["uci_accuracy"]} for row in rows}
+    ).T
 
 
 def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) -> dict[str, Any]:
@@ -208,7 +252,6 @@ def collect_rows(params: "Params") -> list[ModelRow]:
 
 
 def save_figure(figure: Any, destination: Path) -> None:
-    from mnist_pipeline.reporting.plots import close_figures
 
     try:
         with atomic_path(destination, suffix=destination.suffix) as tmp:
@@ -219,10 +262,11 @@ def save_figure(figure: Any, destination: Path) -> None:
 
 def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow]) -> dict[str, Path]:
     contrast = contrast_sentence(rows)
-    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG)}
+    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, ROBUSTNESS_PNG)}
     write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast))
     write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast))
     save_figure(accuracy_vs_params_figure(rows, f"{title}: test accuracy vs parameters"), files[SCATTER_PNG])
+    save_figure(robustness_heatmap(robustness_frame(rows), f"{title}: accuracy on every test set"), files[ROBUSTNESS_PNG])
     if contrast:
         log.info("%s", contrast)
     return files

@@ -7,10 +7,12 @@ run's metrics. The child holds:
 
 - the training run's params (so evaluation runs compare by hyperparameter in ``mlflow ui``) and
   the ``evaluate.*`` settings;
-- the test metrics, logged against the logged model and the test dataset, so MLflow's Models tab
-  shows each model's test accuracy on that dataset (the metric entry names this run);
-- per-digit precision and recall, the confusion matrix and the gallery of the most confident
-  mistakes, under ``evaluation/``.
+- every test set (the MNIST test digits, each corruption of them, the UCI digits) as a dataset
+  input with its digest, and that set's metrics under its own prefix (``test_``, ``mnistc_<name>_``,
+  ``uci_``; the writer slices as ``writers_``), logged against the logged model and the dataset,
+  so MLflow's Models tab shows each model's results set by set (the metric entry names this run);
+- per-digit precision and recall, the confusion matrix, accuracy per writer population and per
+  writer, and the gallery of the most confident mistakes, under ``evaluation/``.
 
 If the store has lost the training run (wiped, or the run deleted), the evaluation run is opened
 at the top level, tagged ``continues_missing_run=<old id>``, with a warning. Only "does not
@@ -92,23 +94,54 @@ def open_evaluation_run(name: str, record: RunRecord, stage: str, training: Any 
     return tracked_run(run_name=f"{name}{RUN_SUFFIX}", experiment_id=experiment_id, tags=tags)
 
 
+def _dataset(pixels: np.ndarray, labels: np.ndarray, source: str, name: str) -> Any:
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        # A bare local path matches two equivalent MLflow source types; it warns, then picks one.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return mlflow.data.from_numpy(np.asarray(pixels), targets=np.asarray(labels), source=source, name=name)
+
+
+def set_metrics(scores: Any) -> list[tuple[str, str, dict[str, float]]]:
+    """(dataset name, what it is, metrics) per test set; each set's metrics carry its own prefix."""
+    summary = scores.summary()
+    clean = {f"test_{key}": float(value) for key, value in scores.clean.items()}
+    clean.update({
+        f"writers_{key}": float(summary[key])
+        for key in ("series0_accuracy", "series4_accuracy", "series_error_ratio", "worst_writer_accuracy")
+        if summary.get(key) is not None
+    })
+    sets = [(CLEAN_DATASET, "clean", clean)]
+    for corruption, result in scores.corruptions.items():
+        sets.append((f"{CORRUPTED_DATASET}-{corruption}", corruption, {f"mnistc_{corruption}_{key}": value for key, value in result.items()}))
+    sets.append((UCI_DATASET, "uci", {f"uci_{key}": value for key, value in scores.uci.items()}))
+    return sets
+
+
+CLEAN_DATASET, CORRUPTED_DATASET, UCI_DATASET = "mnist-test", "mnist-c", "uci-digits"
+
+
 def log_evaluation(
     name: str,
     record: RunRecord,
     stage: str,
-    metrics: dict[str, Any],
+    scores: Any,
     per_digit: Any,
     cm: np.ndarray,
     gallery: Any,
     evaluate_settings: dict[str, Any],
-    test_inputs: np.ndarray,
-    test_labels: np.ndarray,
-    dataset_name: str,
-    dataset_source: str,
+    sets: Any,
+    clean_source: str,
+    sets_source: str,
 ) -> str:
-    """Log one evaluation as a child run of the training run; returns the child run's id."""
-    import warnings
+    """Log one evaluation (``scores``, a ``SetScores`` of ``sets``, a ``Testsets``) as a child run of the training run.
 
+    Every test set is an MLflow dataset input of the run, with its digest, and its metrics are
+    logged against that dataset and the logged model, so the Models tab compares models set by set.
+    """
     import mlflow
     import pandas as pd
     from mlflow.entities import LoggedModelInput
@@ -118,23 +151,34 @@ def log_evaluation(
     model_id = find_logged_model(record.model_id) if training is not None else None
     if training is not None and record.model_id and model_id is None:
         log.warning("%s: logged model %s is not in the tracking store; test metrics stay on the run only", name, record.model_id)
-    with warnings.catch_warnings():
-        # A bare local path matches two equivalent MLflow source types; it warns, then picks one.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(np.asarray(test_inputs), targets=np.asarray(test_labels), source=dataset_source, name=dataset_name)
+    pixels = {"clean": sets.clean, "uci": sets.uci, **sets.corruptions}
+    labels = {"uci": sets.uci_labels}
 
     with open_evaluation_run(name, record, stage, training) as run:
         params = dict(training.data.params) if training is not None else {}
         params.update({f"evaluate.{key}": value for key, value in evaluate_settings.items()})
+        params["testsets.digest"] = sets.digest
         mlflow.log_params(params)
-        mlflow.log_input(dataset, context="testing", model=LoggedModelInput(model_id) if model_id else None)
-        mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()}, model_id=model_id, dataset=dataset)
+        model_input = LoggedModelInput(model_id) if model_id else None
+        for dataset_name, key, metrics in set_metrics(scores):
+            source = clean_source if key == "clean" else sets_source
+            dataset = _dataset(pixels[key], labels.get(key, sets.labels), source, dataset_name)
+            mlflow.log_input(dataset, context="testing", model=model_input)
+            mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+        summary = scores.summary()
+        mlflow.log_metrics({
+            "mnistc_mean_accuracy": summary["corruption_mean"],
+            "mnistc_worst_accuracy": summary["corruption_worst"],
+            "mnistc_mean_ece": summary["ece_corruption_mean"],
+        }, model_id=model_id)
         per_digit_metrics: dict[str, float] = {}
         for row in per_digit.itertuples(index=False):
             per_digit_metrics[f"test_precision_digit_{row.digit}"] = float(row.precision)
             per_digit_metrics[f"test_recall_digit_{row.digit}"] = float(row.recall)
         mlflow.log_metrics(per_digit_metrics)
         mlflow.log_text(per_digit.to_csv(index=False, float_format="%.6f"), f"{ARTIFACT_DIR}/per_class.csv")
+        mlflow.log_text(scores.series.to_csv(index=False, float_format="%.6f"), f"{ARTIFACT_DIR}/writer_series.csv")
+        mlflow.log_text(scores.writers.to_csv(index=False, float_format="%.6f"), f"{ARTIFACT_DIR}/writers.csv")
         frame = pd.DataFrame(cm, index=pd.Index(range(cm.shape[0]), name="actual"), columns=range(cm.shape[1]))
         mlflow.log_text(frame.to_csv(), f"{ARTIFACT_DIR}/confusion_matrix.csv")
         confusion_png = confusion_figure(cm, f"{name}: test confusion matrix")

@@ -1,0 +1,100 @@
+"""Test-set benchmark: every MNIST-C-style corruption over the 10,000 MNIST test digits.
+
+Times ``corrupt`` per corruption (median of the repeats) and their total. Goal: the 15 together well
+under 2 minutes on the 2-core reference machine (aim < 60 s). Logs a table and writes the figures,
+with the machine and library versions, to benchmarks/results/testsets.json.
+Needs the raw test digits (`dvc repro download`).
+
+Usage: python benchmarks/bench_testsets.py [--repeats 3] [--seed 0] [--output benchmarks/results/testsets.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from _common import REPO_ROOT, median
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.config import load_params
+from mnist_pipeline.data.corruptions import CORRUPTIONS, corrupt
+from mnist_pipeline.data.idx import read_idx_gz
+from mnist_pipeline.tracking.provenance import library_versions, machine_facts
+
+log = logging.getLogger("bench_testsets")
+GOAL_S = 120.0
+AIM_S = 60.0
+
+
+def load_test_digits() -> np.ndarray:
+    params = load_params(REPO_ROOT / "params.yaml")
+    path = params.paths.raw(params.data.files.test_images.filename)
+    path = path if path.is_absolute() else REPO_ROOT / path
+    if not path.exists():
+        raise SystemExit(f"{path}: no raw MNIST test digits; run `dvc repro download` first")
+    return read_idx_gz(path, "images")
+
+
+def versions() -> dict[str, str]:
+    """The project's usual libraries plus the two the corruptions lean on."""
+    found = library_versions()
+    for package in ("scipy", "scikit-image"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "testsets.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    images = load_test_digits()
+
+    runs: dict[str, list[float]] = {}
+    for name in CORRUPTIONS:
+        runs[name] = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            corrupt(images, name, args.seed)
+            runs[name].append(time.perf_counter() - started)
+    medians = {name: median(seconds) for name, seconds in runs.items()}
+    total = sum(medians.values())
+
+    log.info("%d digits, seed %d, median of %d repeats", len(images), args.seed, args.repeats)
+    log.info("%-14s %9s %12s", "corruption", "median s", "µs / digit")
+    for name in CORRUPTIONS:
+        log.info("%-14s %9.2f %12.1f", name, medians[name], medians[name] / len(images) * 1e6)
+    verdict = "meets" if total <= AIM_S else ("within the goal, over the aim" if total <= GOAL_S else "MISSES")
+    log.info("%-14s %9.2f   (goal ≤ %.0f s, aim < %.0f s: %s)", "total", total, GOAL_S, AIM_S, verdict)
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.output, {
+        "benchmark": "testsets",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "digits": int(len(images)),
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "seconds": {name: {"median": round(medians[name], 4), "runs": [round(s, 4) for s in runs[name]]} for name in CORRUPTIONS},
+        "total_median_s": round(total, 3),
+        "goal_s": GOAL_S,
+        "aim_s": AIM_S,
+        "machine": machine_facts(),
+        "libraries": versions(),
+    })
+    log.info("wrote %s", args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Which tolerance the gate gives each (model, metric), and a simulation of the gate's false alarms.
+
+A run is judged by what it is a draw of (the rules and their derivation: ``reporting.noise``):
+
+1. ``SAME_SEED``: its params, seed included, are the baseline commit's (``ParamsHashes.run``
+   equal), and the noise model measured this configuration's default seed under 2 or more numeric
+   variants for the metric: judged against the baseline run, ``t(V-1) * s_num * sqrt(2)``;
+2. ``ANOTHER_SEED``: the baseline's configuration with another seed, which the noise model
+   measured: a fresh draw over seeds, judged against the measured mean, ``t(n-1) * s * sqrt(1+1/n)``;
+3. ``OTHER_CONFIG``: its params changed (seed aside). Against the measured mean of the baseline's
+   configuration when the noise model measured it (rule 2's formula), else against the baseline
+   run, ``t(n-1) * s * sqrt(2)``;
+4. ``UNMEASURED``: no measured spread for that model and metric: ``gate.rules[metric].tolerance``
+   against the baseline run.
+
+A run of the baseline's configuration and seed whose noise model has no same-seed measurement
+(a schema-1 ``noise.json``, or a metric not yet measured under variants) gets rule 2, and its
+``source`` says so. ``derive_tolerances`` is pure; ``simulate_gates`` runs it on simulated
+measurement campaigns and reruns to find the whole gate's false-alarm rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from mnist_pipeline.reporting import noise as noise_model
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from mnist_pipeline.reporting.gate import GateParams
+
+SAME_SEED, ANOTHER_SEED, OTHER_CONFIG, UNMEASURED, DETERMINISTIC = (
+    "same seed", "another seed", "other configuration", "unmeasured", "deterministic",
+)
+
+
+class ParamsHashes(NamedTuple):
+    """A model's params hashes: ``config`` without its seed (what the noise model measured), ``run`` with it."""
+
+    config: str
+    run: str = ""  # "" when unknown
+
+    @classmethod
+    def of(cls, params: "BaseModel") -> "ParamsHashes":
+        from mnist_pipeline.models.base import params_hash
+
+        return cls(params_hash(params, without_seed=True), params_hash(params))
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    source: str  # where the value came from, e.g. "same seed: 6 numeric variants, sd 0.0004, against the baseline run"
+    note: str = ""  # a caveat worth reading, e.g. the noise was measured for other settings
+    expected: float | None = None  # the measured mean, when that is the reference; None: the baseline run
+    kind: str = ""  # SAME_SEED, ANOTHER_SEED, OTHER_CONFIG, UNMEASURED or DETERMINISTIC
+
+
+def _hashes(value: "str | ParamsHashes | None") -> ParamsHashes | None:
+    """A plain string is the seedless hash alone (the seed unknown)."""
+    if value is None or isinstance(value, ParamsHashes):
+        return value
+    return ParamsHashes(str(value))
+
+
+def derive_tolerances(
+    gate: "GateParams",
+    noise: noise_model.NoiseModel | None,
+    model_hashes: "Mapping[str, str | ParamsHashes]",
+    baseline_hashes: "Mapping[str, str | ParamsHashes] | None" = None,
+    models_in_question: int | None = None,
+) -> dict[tuple[str, str], Tolerance]:
+    """One tolerance (and, where it applies, the expected value) per (model, ruled metric).
+
+    ``model_hashes`` maps each gated model to its params' hashes now, ``baseline_hashes`` to
+    those at the baseline commit (``ParamsHashes``; a plain string is the seedless hash, and
+    then a run is never taken for a rerun of the baseline's seed). The module docstring says
+    which rule each combination gets.
+
+    ``models_in_question``: how many models have a result that differs from the baseline's (see
+    ``models_in_question``); the false-alarm rate is shared among their checks only, since a
+    result identical to the baseline's is the baseline itself and cannot raise a false alarm.
+    Default: every gated model.
+    """
+    baseline_hashes = baseline_hashes or {}
+    in_question = len(model_hashes) if models_in_question is None else max(models_in_question, 1)
+    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, in_question * len(gate.rules))
+    tolerances: dict[tuple[str, str], Tolerance] = {}
+    for model, hashes in model_hashes.items():
+        now, base = _hashes(hashes), _hashes(baseline_hashes.get(model))
+        same_run = bool(now.run) and base is not None and (now.config, now.run) == (base.config, base.run)
+        for metric in gate.rules:
+            measured = noise.get(model, metric) if noise is not None else None
+            same = noise.get_same_seed(model, metric) if noise is not None else None
+            if same_run and same is not None and same.n >= 2 and same.params_hash and same.params_hash == now.config:
+                value = noise_model.same_seed_tolerance(same, alpha, gate.resolution)
+                source = f"same seed: {same.n} numeric variants, sd {same.sd:.4f}, against the baseline run"
+                tolerances[(model, metric)] = Tolerance(value, source, kind=SAME_SEED)
+            elif measured is None or not measured.measured_spread:
+                tolerances[(model, metric)] = Tolerance(
+                    gate.rules[metric].tolerance, "gate.rules default",
+                    f"{model} has no noise measurement of {metric}; gate.rules.{metric}.tolerance applies", kind=UNMEASURED,
+                )
+            elif measured.deterministic:
+                value = noise_model.tolerance(measured, alpha, gate.resolution)
+                tolerances[(model, metric)] = Tolerance(value, "resolution (deterministic)", kind=DETERMINISTIC)
+            else:
+                tolerances[(model, metric)] = _over_seeds(model, measured, now, base, same_run, alpha, gate.resolution)
+    return tolerances
+
+
+def _over_seeds(
+    model: str, measured: noise_model.ModelNoise, now: ParamsHashes, base: ParamsHashes | None, same_run: bool,
+    alpha: float, resolution: float,
+) -> Tolerance:
+    """Rules 2 and 3: the spread over seeds, against their mean or against the baseline run."""
+    spread = f"{measured.n} seeds, sd {measured.sd:.4f}"
+    if measured.params_hash and base is not None and base.config == measured.params_hash:
+        value = noise_model.tolerance(measured, alpha, resolution, against=noise_model.AGAINST_MEAN)
+        if same_run:
+            return Tolerance(value, f"same seed, not measured under variants: {spread}, against their mean", expected=measured.mean, kind=SAME_SEED)
+        if now.config == base.config:
+            return Tolerance(value, f"another seed: {spread}, against their mean", expected=measured.mean, kind=ANOTHER_SEED)
+        return Tolerance(
+            value, f"other configuration: {spread} of the baseline's, against their mean", expected=measured.mean, kind=OTHER_CONFIG
+        )
+    value = noise_model.tolerance(measured, alpha, resolution, against=noise_model.AGAINST_RUN)
+    note = ""
+    if measured.params_hash and base is not None and base.config != measured.params_hash:
+        note = f"{model} at the baseline commit is not the configuration its noise was measured for; judged against that commit's run"
+    elif measured.params_hash and measured.params_hash != now.config:
+        note = f"{model}'s params differ from those its noise was measured with; the measured spread applies"
+    return Tolerance(value, f"baseline configuration not measured: {spread}, against the baseline run", note, kind=OTHER_CONFIG)
+
+
+def models_in_question(
+    current: Mapping[str, Mapping[str, Any] | None], baseline: Mapping[str, Mapping[str, Any] | None]
+) -> list[str]:
+    """The models whose results could raise a false alarm: both runs present and not identical.
+
+    DVC reruns only what changed, so after `dvc exp run -S models.cnn.epochs=1` every other
+    model's metrics file is still the baseline's own, byte for byte. Only the models whose results
+    differ are being tested, and the gate's false-alarm rate is shared among them. On another CPU
+    every model reruns and differs, and all of them share it.
+    """
+    return [
+        model for model in current
+        if current.get(model) is not None and baseline.get(model) is not None and dict(current[model]) != dict(baseline[model])
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate, simulated
+
+
+@dataclass(frozen=True)
+class SimulatedModel:
+    sigma_seed: float  # sd of the seeds' offsets
+    sigma_num: float  # sd of the numerics noise, fresh for every run
+    seeds: int  # n: seeds measured under the default numerics (2 or more)
+    variants: int  # V: numeric variants of the default seed measured (fewer than 2: none)
+    seed_offset: float = -3.0  # the default seed's own offset, in sigma_seed: shared by every run of it
+    drop: float = 0.0  # a real regression of the new run, in metric units
+
+
+@dataclass(frozen=True)
+class Simulation:
+    gate_failure_rate: float  # the share of gates where any model failed
+    model_failure_rates: dict[str, float]
+    sources: dict[str, str]  # the rule each model was judged by (the tolerance's source, for a unit sd)
+
+
+def simulate_gates(
+    models: Mapping[str, SimulatedModel], false_alarm_rate: float, gates: int, resolution: float = 0.0,
+    same_seed_measured: bool = True, default_seed_measured: bool = True, seed: int = 0,
+) -> Simulation:
+    """``gates`` CI reruns of the baseline's configuration and default seed, each judged as the gate judges it.
+
+    Per gate and model, under ``y = mu + s_seed + e``: a seed campaign (n seeds under the default
+    numerics; with ``default_seed_measured`` the default seed, offset ``seed_offset * sigma_seed``,
+    is one of them, as in ``make noise``, else all n are other seeds), a same-seed campaign (V
+    variants of the default seed, the first being the seed campaign's default-seed run when it has
+    one), and the baseline run and the new run of the default seed, each with fresh numerics noise
+    (and the new run ``drop`` lower). So the noise model's s and s_num carry their
+    estimation error. Which rule applies and its factor come from ``derive_tolerances`` itself, on
+    a noise model with unit sds (tolerance = factor * estimated sd, at least ``resolution``).
+    ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
+    """
+    import numpy as np
+
+    from mnist_pipeline.reporting.gate import GateParams
+
+    gate = GateParams.model_validate(
+        {"rules": {"accuracy": {"higher_is_better": True, "tolerance": 0.0}}, "false_alarm_rate": false_alarm_rate, "resolution": 0.0}
+    )
+    hashes = {name: ParamsHashes(f"{name}-config", f"{name}-run") for name in models}
+    unit = noise_model.NoiseModel(
+        {name: {"accuracy": noise_model.ModelNoise(name, "accuracy", m.seeds, 0.0, 1.0, False, hashes[name].config)} for name, m in models.items()},
+        "simulation", {},
+        {
+            name: {"accuracy": noise_model.SameSeedNoise(name, "accuracy", 0, m.variants, 0.0, 1.0, ("v",) * m.variants, hashes[name].config)}
+            for name, m in models.items() if same_seed_measured and m.variants >= 2
+        },
+    )
+    factors = derive_tolerances(gate, unit, hashes, hashes, models_in_question=len(models))
+    rng = np.random.default_rng(seed)
+    any_failed = np.zeros(gates, dtype=bool)
+    rates: dict[str, float] = {}
+    for name, m in models.items():
+        offset = m.seed_offset * m.sigma_seed
+        seed_offsets = rng.normal(0.0, m.sigma_seed, size=(gates, m.seeds))
+        if default_seed_measured:
+            seed_offsets[:, 0] = offset
+        campaign = seed_offsets + rng.normal(0.0, m.sigma_num, size=(gates, m.seeds))
+        variants = offset + rng.normal(0.0, m.sigma_num, size=(gates, max(m.variants, 2)))
+        if default_seed_measured:
+            variants[:, 0] = campaign[:, 0]
+        baseline = offset + rng.normal(0.0, m.sigma_num, size=gates)
+        now = offset + rng.normal(0.0, m.sigma_num, size=gates) - m.drop
+        rule = factors[(name, "accuracy")]
+        # Rule 1 scales the same-seed sd; every other rule the sd over seeds.
+        sd = (variants if rule.kind == SAME_SEED and rule.expected is None else campaign).std(axis=1, ddof=1)
+        tolerance = np.maximum(rule.value * sd, resolution)
+        reference = baseline if rule.expected is None else campaign.mean(axis=1)
+        failed = now < reference - tolerance
+        rates[name] = float(failed.mean())
+        any_failed |= failed
+    return Simulation(float(any_failed.mean()), rates, {name: factors[(name, "accuracy")].source for name in models})
