@@ -168,16 +168,13 @@ def run_in_child(name: str, seed: int | None, variant: str, runs_path: Path, tra
     return None if train_only else rows[-1]
 
 
-def planned(name: str, model: Any, fit_seconds: list[float], seeds_override: int | None) -> list[tuple[int | None, str]]:
-    """The (seed, variant) runs a model needs: its default seed under every variant, then more seeds."""
-    if not hasattr(model, "seed"):
-        return [(None, "default")]
-    runs = [(model.seed, variant) for variant in VARIANTS]
+def seeds_to_measure(model: Any, default_fit_seconds: float | None, seeds_override: int | None) -> list[int]:
+    """Seeds 0..N-1 under the default numerics: N = 20 where a fit takes under 30 s, else 10."""
     target = seeds_override
     if target is None:
-        slow = fit_seconds and sorted(fit_seconds)[len(fit_seconds) // 2] >= FAST_FIT_SECONDS
+        slow = default_fit_seconds is not None and default_fit_seconds >= FAST_FIT_SECONDS
         target = SEEDS_IF_SLOW if slow else SEEDS_IF_FAST
-    return runs + [(seed, "default") for seed in range(target) if seed != model.seed]
+    return list(range(target))
 
 
 def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None, variants_only: bool, train_only: bool) -> None:
@@ -189,25 +186,38 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
     for name in names:
         model = params.model(name)
         model_hash = params_hash(model, without_seed=True)
-        mine = [row for row in read_runs(runs_path) if row["model"] == name and row["params_hash"] == model_hash]
         # A run counts once it was scored on today's test sets; its trained model is reused otherwise.
-        done = {(row["seed"], row.get("variant", "default")) for row in mine if row.get("testsets") == digest}
-        plan = planned(name, model, [row["fit_seconds"] for row in mine], seeds_override)
-        if variants_only:
-            plan = [run for run in plan if run[0] == getattr(model, "seed", None)]
-        for seed, variant in plan:
+        done = {
+            (row["seed"], row.get("variant", "default")) for row in read_runs(runs_path)
+            if row["model"] == name and row["params_hash"] == model_hash and row.get("testsets") == digest
+        }
+
+        def run(seed: int | None, variant: str) -> None:
             if (seed, variant) in done or (train_only and (model_folder(name, model, seed, variant) / FIT_FILE).exists()):
-                continue
+                return
             started = time.perf_counter()
             row = run_in_child(name, seed, variant, runs_path, train_only)
             wall = time.perf_counter() - started
             if row is None:
                 log.info("%s seed %s (%s): trained and kept (wall %.1f s)", name, seed, variant, wall)
-            else:
-                log.info(
-                    "%s seed %s (%s): accuracy %.4f, corruptions %.4f, UCI %.4f, fit %.1f s (wall %.1f s)",
-                    name, seed, variant, row["accuracy"], row["corruption_mean"], row["uci_accuracy"], row["fit_seconds"], wall,
-                )
+                return
+            log.info(
+                "%s seed %s (%s): accuracy %.4f, corruptions %.4f, UCI %.4f, fit %.1f s (wall %.1f s)",
+                name, seed, variant, row["accuracy"], row["corruption_mean"], row["uci_accuracy"], row["fit_seconds"], wall,
+            )
+
+        if not hasattr(model, "seed"):
+            run(None, "default")  # deterministic: one run says it all
+            continue
+        # The default seed under every numeric variant first: the same-seed spread the gate needs most.
+        for variant in VARIANTS:
+            run(model.seed, variant)
+        if variants_only:
+            continue
+        fit = model_folder(name, model, model.seed, "default") / FIT_FILE
+        default_fit = json.loads(fit.read_text(encoding="utf-8"))["fit_seconds"] if fit.exists() else None
+        for seed in seeds_to_measure(model, default_fit, seeds_override):
+            run(seed, "default")
 
 
 def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any]:
