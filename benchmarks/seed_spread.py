@@ -270,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 params.model(name)
             measure(names, params, runs_path, args.seeds, args.variants_only, args.train_only)
-        if not args.train_only:
-            write_summary(params, runs_path, out_path)
+        if args.train_only:
+            log.info("trained models kept under %s (%.0f s); score them with a run without --train-only", MODELS_CACHE, time.perf_counter() - started)
+            return 0
+        write_summary(params, runs_path, out_path)
     except PipelineError as exc:
         log.error("%s", exc)
         return 2
