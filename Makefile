@@ -24,7 +24,7 @@ SERVICES_ENV ?= services.env
 LOAD_SERVICES = if [ -f "$(SERVICES_ENV)" ]; then set -a; . "./$(SERVICES_ENV)"; set +a; fi;
 SWEEP_WORKERS ?= 2
 
-.PHONY: env run test test-all ui serve bench-data bench-training bench-pipeline bench-serving bench-team noise \
+.PHONY: env run test test-all ui serve bench-testsets bench-evaluation bench-data bench-training bench-pipeline bench-serving bench-team noise \
 	services services-stop services-status test-services push pull sweep
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
@@ -76,6 +76,12 @@ bench-team: env  ## server vs embedded tracking, dvc push/pull vs a plain copy, 
 bench-serving: env  ## serving latency and throughput: HTTP vs in process, start-up time and memory
 	$(UV) run --locked python benchmarks/bench_serving.py
 
+bench-testsets: env  ## every corruption over the test digits, and the whole testsets stage (goal: within 2 min)
+	$(UV) run --locked python benchmarks/bench_testsets.py
+
+bench-evaluation: env  ## per model: scoring every test set beside the MNIST test digits alone (after make run)
+	$(UV) run --locked python benchmarks/bench_evaluation.py
+
 bench-data: env  ## download + preprocess + no-op repro timings, preprocess peak memory
 	$(UV) run --locked python benchmarks/bench_data.py
 
@@ -85,6 +91,6 @@ bench-training: env  ## s/epoch vs the seed's own script, MLflow overhead, peak 
 bench-pipeline: env  ## from-scratch repro over pure fit time; no-op repro
 	$(UV) run --locked python benchmarks/bench_pipeline.py
 
-noise: env  ## measure the gate's noise model: every model over 10-20 seeds (about an hour; resumes if stopped)
-	$(UV) run --locked dvc repro preprocess
+noise: env  ## measure the gate's noise model: every model over 10-20 seeds and its seed 0 under 6 numeric variants, every test set (hours; resumes)
+	$(UV) run --locked dvc repro testsets
 	$(UV) run --locked python benchmarks/seed_spread.py

@@ -1,9 +1,12 @@
-"""Test-set benchmark: every MNIST-C-style corruption over the 10,000 MNIST test digits.
+"""Test-set benchmark: every MNIST-C-style corruption over the 10,000 MNIST test digits, and the whole stage.
 
-Times ``corrupt`` per corruption (median of the repeats) and their total. Goal: the 15 together well
-under 2 minutes on the 2-core reference machine (aim < 60 s). Logs a table and writes the figures,
-with the machine and library versions, to benchmarks/results/testsets.json.
-Needs the raw test digits (`dvc repro download`).
+Times ``corrupt`` per corruption (median of the repeats) and their total, then the `testsets`
+stage as a process (`python pipeline/testsets.py`: start-up, the writer labels, every corruption,
+the UCI digits, saving, the figure), median of the repeats. Goal: the stage within 2 minutes on
+the 2-core reference machine (aim < 60 s). Logs a table and writes the figures, with the machine
+and library versions, to benchmarks/results/testsets.json.
+Needs the raw and processed test digits (`dvc repro preprocess`); QMNIST_MIRROR defaults to
+../shared/datasets/qmnist. The stage rewrites data/testsets with the same bytes.
 
 Usage: python benchmarks/bench_testsets.py [--repeats 3] [--seed 0] [--output benchmarks/results/testsets.json]
 """
@@ -19,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, median
+from _common import REPO_ROOT, median, timed
 
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.config import load_params
@@ -75,8 +78,10 @@ def main() -> int:
     log.info("%-14s %9s %12s", "corruption", "median s", "µs / digit")
     for name in CORRUPTIONS:
         log.info("%-14s %9.2f %12.1f", name, medians[name], medians[name] / len(images) * 1e6)
-    verdict = "meets" if total <= AIM_S else ("within the goal, over the aim" if total <= GOAL_S else "MISSES")
-    log.info("%-14s %9.2f   (goal ≤ %.0f s, aim < %.0f s: %s)", "total", total, GOAL_S, AIM_S, verdict)
+    log.info("%-14s %9.2f", "total", total)
+    stage = [timed([sys.executable, "pipeline/testsets.py"], REPO_ROOT).seconds for _ in range(args.repeats)]
+    verdict = "meets" if median(stage) <= AIM_S else ("within the goal, over the aim" if median(stage) <= GOAL_S else "MISSES")
+    log.info("the whole testsets stage: median %.1f s of %s (goal ≤ %.0f s, aim < %.0f s: %s)", median(stage), [round(s, 1) for s in stage], GOAL_S, AIM_S, verdict)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.output, {
@@ -87,6 +92,7 @@ def main() -> int:
         "repeats": args.repeats,
         "seconds": {name: {"median": round(medians[name], 4), "runs": [round(s, 4) for s in runs[name]]} for name in CORRUPTIONS},
         "total_median_s": round(total, 3),
+        "stage_seconds": {"median": round(median(stage), 2), "runs": [round(s, 2) for s in stage]},
         "goal_s": GOAL_S,
         "aim_s": AIM_S,
         "machine": machine_facts(),

@@ -19,11 +19,22 @@ retraining. At the end the runs of the current params are summarised into ``nois
 Usage: python benchmarks/seed_spread.py [--models cnn mlp ...] [--seeds N] [--variants-only]
        [--train-only] [--summarize-only]
 Needs the processed arrays and the test sets (`dvc repro testsets`). Runs outside CI: hours on 2 cores.
+
+Spread over machines: python benchmarks/seed_spread.py --study [NAME] [--storage URL] (the other
+options as above), on every machine, as many as there are cores to spare. The campaign is an
+Optuna study (NAME, default ``noise-campaign``) in the sweeps' storage (``--storage``, else
+``MNIST_SWEEP_STORAGE``, e.g. the team's PostgreSQL, else ``mlruns/optuna.db``): the worker that
+creates it queues every run (its --models/--seeds/--variants-only make the plan; runs its runs file
+already holds count as done), and each worker takes the next queued run, stores its row in the
+study and stops when none is left. A worker that dies mid-run stops its heartbeat (the sweeps'):
+another puts the run back in the queue. Each worker ends by merging the study's rows into its own
+runs file and summarising; ``--summarize-only --study NAME`` does that alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -31,6 +42,8 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +175,9 @@ def run_in_child(name: str, seed: int | None, variant: str, runs_path: Path, tra
         command.append("--train-only")
     environment = os.environ | VARIANTS[variant]
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    rows = read_runs(runs_path)
-    if result.returncode != 0 or (not train_only and len(rows) != before + 1):
+    # Its own row: other workers on this machine (--study) may have appended theirs meanwhile.
+    rows = [row for row in read_runs(runs_path)[before:] if (row["model"], row["seed"], row.get("variant", "default")) == (name, seed, variant)]
+    if result.returncode != 0 or (not train_only and not rows):
         raise PipelineError(f"{name} seed {seed} ({variant}): the training process failed ({result.returncode}):\n{result.stdout[-3000:]}")
     return None if train_only else rows[-1]
 
@@ -175,6 +189,24 @@ def seeds_to_measure(model: Any, default_fit_seconds: float | None, seeds_overri
         slow = default_fit_seconds is not None and default_fit_seconds >= FAST_FIT_SECONDS
         target = SEEDS_IF_SLOW if slow else SEEDS_IF_FAST
     return list(range(target))
+
+
+def kept_fit(name: str, model: Any) -> float | None:
+    """The fit time of the default seed's default-numerics model kept here, if it was trained here."""
+    fit = model_folder(name, model, model.seed, "default") / FIT_FILE
+    return json.loads(fit.read_text(encoding="utf-8"))["fit_seconds"] if fit.exists() else None
+
+
+def planned_runs(model: Any, variants_only: bool, seeds_override: int | None, default_fit: Any) -> Iterator[tuple[int | None, str]]:
+    """A model's runs in order: the default seed under every variant, then the seeds (how many: ``default_fit()``, asked then)."""
+    if not hasattr(model, "seed"):
+        yield None, "default"  # deterministic: one run says it all
+        return
+    # The default seed under every numeric variant first: the same-seed spread the gate needs most.
+    for variant in VARIANTS:
+        yield model.seed, variant
+    if not variants_only:
+        yield from ((seed, "default") for seed in seeds_to_measure(model, default_fit(), seeds_override) if seed != model.seed)
 
 
 def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None, variants_only: bool, train_only: bool) -> None:
@@ -206,18 +238,9 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
                 name, seed, variant, row["accuracy"], row["corruption_mean"], row["uci_accuracy"], row["fit_seconds"], wall,
             )
 
-        if not hasattr(model, "seed"):
-            run(None, "default")  # deterministic: one run says it all
-            continue
-        # The default seed under every numeric variant first: the same-seed spread the gate needs most.
-        for variant in VARIANTS:
-            run(model.seed, variant)
-        if variants_only:
-            continue
-        fit = model_folder(name, model, model.seed, "default") / FIT_FILE
-        default_fit = json.loads(fit.read_text(encoding="utf-8"))["fit_seconds"] if fit.exists() else None
-        for seed in seeds_to_measure(model, default_fit, seeds_override):
-            run(seed, "default")
+        # Lazily: the seeds' count follows the default run's fit time, known once it has run.
+        for seed, variant in planned_runs(model, variants_only, seeds_override, functools.partial(kept_fit, name, model)):
+            run(seed, variant)
 
 
 def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any]:
@@ -243,6 +266,175 @@ def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any
     return payload
 
 
+# -- a campaign spread over machines: one Optuna study, one trial per run ---------------------
+# Each planned run is an enqueued trial: Optuna hands a queued trial to exactly one worker (the
+# storage flips it WAITING -> RUNNING under a row lock), where a sampler (GridSampler) lets two
+# workers pick the same point and never retries a FAIL. What a trial misses, the queue gets back.
+
+CAMPAIGN_STUDY = "noise-campaign"
+RUN_ATTR, ROW_ATTR, PLAN_ATTR, HASHES_ATTR = "run", "row", "planned_runs", "params_hashes"  # trial, trial, study, study
+PLAN_WAIT_S = 120.0  # how long a joining worker waits for the creating one to queue the plan
+
+
+def run_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["model"], row["params_hash"], row["seed"], row.get("variant", "default")
+
+
+def local_rows(runs_path: Path, digest: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """This machine's rows scored on today's test sets, by run."""
+    return {run_key(row): row for row in read_runs(runs_path) if row.get("testsets") == digest}
+
+
+def study_rows(study: Any) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    return [trial.user_attrs[ROW_ATTR] for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if ROW_ATTR in trial.user_attrs]
+
+
+def requeue(study: Any, trial: Any) -> None:
+    """A run whose worker died (its heartbeat stopped) or stopped mid-run goes back in the queue."""
+    if RUN_ATTR in trial.user_attrs:
+        log.warning("trial %d (%s): its worker stopped mid-run; the run is back in the queue", trial.number, trial.user_attrs[RUN_ATTR])
+        study.enqueue_trial({}, user_attrs={RUN_ATTR: trial.user_attrs[RUN_ATTR]})
+
+
+def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int | None, variants_only: bool, done: dict) -> None:
+    """Queue every run, in measure's order; seeds 10..19 of a model whose fit time is not known yet go last, marked ``if_fast``."""
+    import optuna
+
+    needed, if_fast = [], []
+    for name in names:
+        model = params.model(name)
+        fit = kept_fit(name, model) if hasattr(model, "seed") else None
+        for seed, variant in planned_runs(model, variants_only, seeds_override, lambda fit=fit: fit):
+            run = {"model": name, "params_hash": params_hash(model, without_seed=True), "seed": seed, "variant": variant}
+            if seeds_override is None and fit is None and variant == "default" and seed is not None and seed >= SEEDS_IF_SLOW:
+                if_fast.append(run | {"if_fast": True})  # decided by whoever takes it (campaign_objective)
+            else:
+                needed.append(run)
+    for run in needed + if_fast:
+        if (row := done.get(run_key(run))) is not None:  # measured here already: a finished trial
+            study.add_trial(optuna.trial.create_trial(value=row["accuracy"], user_attrs={RUN_ATTR: run, ROW_ATTR: row}))
+        else:
+            study.enqueue_trial({}, user_attrs={RUN_ATTR: run})
+    study.set_user_attr(HASHES_ATTR, {name: params_hash(params.model(name), without_seed=True) for name in names})
+    study.set_user_attr(PLAN_ATTR, len(needed) + len(if_fast))
+
+
+def campaign_objective(study: Any, params: Any, runs_path: Path, digest: str) -> Any:
+    import optuna
+
+    from mnist_pipeline.sweep.study import WORKER_ATTR, worker_name
+
+    def objective(trial: Any) -> float:
+        run = trial.user_attrs.get(RUN_ATTR)
+        if run is None:
+            raise optuna.TrialPruned("no run left")  # another worker took the last one as this one asked
+        trial.set_user_attr(WORKER_ATTR, worker_name())
+        name, seed, variant, model = run["model"], run["seed"], run["variant"], params.model(run["model"])
+        if run.get("if_fast"):
+            # The default run's fit time, from the study or this machine; unknown (still running): measure it anyway.
+            fits = [row["fit_seconds"] for row in study_rows(study) if run_key(row) == (name, run["params_hash"], model.seed, "default")]
+            fit = fits[0] if fits else kept_fit(name, model)
+            if fit is not None and fit >= FAST_FIT_SECONDS:
+                raise optuna.TrialPruned(f"{name}: a fit takes {fit:.0f} s, so {SEEDS_IF_SLOW} seeds")
+        row = local_rows(runs_path, digest).get(run_key(run))
+        if row is None:
+            try:
+                row = run_in_child(name, seed, variant, runs_path, False)
+            except BaseException:
+                requeue(study, trial)  # a failed or interrupted run: whoever comes next retries it
+                raise
+        trial.set_user_attr(ROW_ATTR, row)
+        log.info("%s seed %s (%s): accuracy %.4f, fit %.1f s", name, seed, variant, row["accuracy"], row["fit_seconds"])
+        return float(row["accuracy"])
+
+    return objective
+
+
+def work(study: Any, params: Any, runs_path: Path, digest: str) -> None:
+    """Take queued runs until none is queued or running (a dead worker's run comes back to the queue)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    objective, waiting_logged = campaign_objective(study, params, runs_path, digest), False
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # calls requeue for each
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.optimize(objective, n_trials=1)  # with the heartbeat
+        elif running := study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not waiting_logged:
+                log.info("no run left to start; waiting for the %d running elsewhere (should a worker die)", len(running))
+            waiting_logged = True
+            time.sleep(params.sweep.heartbeat_s)
+        else:
+            return
+
+
+def merge_study_rows(study: Any, runs_path: Path) -> int:
+    """Append the study's rows the runs file lacks: one row per (model, params, seed, variant, test sets)."""
+    import fcntl
+
+    runs_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(runs_path, "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the workers of one machine merge one at a time
+        seen = {(*run_key(row), row.get("testsets")) for row in read_runs(runs_path)}
+        added = 0
+        for row in study_rows(study):
+            if (key := (*run_key(row), row.get("testsets"))) not in seen:
+                append_run(runs_path, row)
+                seen.add(key)
+                added += 1
+    return added
+
+
+def serialized(storage: Any) -> Any:
+    """On SQLite, every transaction takes the write lock first (BEGIN IMMEDIATE).
+
+    Optuna pops a queued trial by reading its state, then writing RUNNING; PostgreSQL locks the
+    row (FOR UPDATE), but pysqlite begins a transaction only at the write, so two workers could
+    pop the same run.
+    """
+    from sqlalchemy import event
+
+    if storage.engine.dialect.name == "sqlite":
+        event.listen(storage.engine, "connect", lambda connection, _: setattr(connection, "isolation_level", None))
+        event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+        storage.engine.dispose()  # the connections opened so far begin the old way
+    return storage
+
+
+def campaign(args: argparse.Namespace, params: Any, runs_path: Path) -> None:
+    """Join (or start) the campaign ``args.study``, work until no run is left, merge its rows here."""
+    from mnist_pipeline.data.testsets import manifest_digest
+    from mnist_pipeline.sweep import study as sweep_study
+
+    url = sweep_study.storage_url(args.storage)
+    settings = params.sweep.model_copy(update={"study_name": args.study})  # the sweeps' heartbeat_s and grace_s
+    storage = serialized(sweep_study.open_storage(url, settings, stale_trial_callback=requeue))
+    if args.summarize_only:
+        try:
+            study = sweep_study.load_study(storage, url, settings)
+        except sweep_study.StudyStorageError:
+            raise sweep_study.StudyStorageError(f"{sweep_study.describe_storage(url)} has no campaign {args.study!r}") from None
+    else:
+        digest = manifest_digest(Path(params.paths.testsets_dir))
+        study, created = sweep_study.create_study(storage, url, settings)
+        if created:
+            plan_campaign(study, args.models or list(params.models), params, args.seeds, args.variants_only, local_rows(runs_path, digest))
+        elif sweep_study.wait_for_user_attr(study, PLAN_ATTR, timeout=PLAN_WAIT_S) is None:
+            raise PipelineError(f"campaign {args.study!r} has no plan (its creator stopped while queueing it); use another --study name")
+        mine = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
+        if differ := sorted(name for name, value in study.user_attrs[HASHES_ATTR].items() if mine.get(name) != value):
+            raise PipelineError(f"campaign {args.study!r} was planned with other params for {differ}; use its params.yaml, or another --study name")
+        log.info("joined campaign %r in %s: %d runs planned, %s", args.study, sweep_study.describe_storage(url),
+                 study.user_attrs[PLAN_ATTR], sweep_study.describe_counts(study))
+        work(study, params, runs_path, digest)
+    log.info("%d rows of campaign %r merged into %s", merge_study_rows(study, runs_path), args.study, runs_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
@@ -250,8 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild noise.json from the runs file")
     parser.add_argument("--variants-only", action="store_true", help="only the default seed under every numeric variant")
     parser.add_argument("--train-only", action="store_true", help="train and keep the models, score nothing (score later)")
+    parser.add_argument("--study", nargs="?", const=CAMPAIGN_STUDY, metavar="NAME", help=f"share the campaign NAME (default {CAMPAIGN_STUDY}) with other workers")
+    parser.add_argument("--storage", metavar="URL", help="the study's database (default: $MNIST_SWEEP_STORAGE, else sqlite:///mlruns/optuna.db)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SEED", "VARIANT"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
+    if args.study and args.train_only:
+        parser.error("--train-only does not combine with --study")
+    if args.storage and not args.study:
+        parser.error("--storage needs --study")
     configure_logging()
     params = load_params()
     runs_path, out_path = Path(params.paths.noise_runs), Path(params.paths.noise_model)
@@ -265,10 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     try:
-        if not args.summarize_only:
+        for name in args.models or []:
+            params.model(name)
+        if args.study:
+            campaign(args, params, runs_path)
+        elif not args.summarize_only:
             names = args.models or list(params.models)
-            for name in names:
-                params.model(name)
             measure(names, params, runs_path, args.seeds, args.variants_only, args.train_only)
         if args.train_only:
             log.info("trained models kept under %s (%.0f s); score them with a run without --train-only", MODELS_CACHE, time.perf_counter() - started)

@@ -1,7 +1,9 @@
 """DVC stage `report`: every model's test metrics in one table, a scatter plot, and an MLflow run.
 
-Writes ``reports/summary.md``, ``reports/summary.json`` and ``reports/accuracy_vs_params.png``
-(see ``mnist_pipeline.report``) and logs them to an MLflow run named ``report``.
+Writes ``reports/summary.md`` (with the models x test sets tables: this run's, and the noise
+model's mean ± sd over seeds), ``reports/summary.json``, ``reports/accuracy_vs_params.png`` and
+``reports/robustness.png`` (see ``mnist_pipeline.reporting.report``) and logs them to an MLflow
+run named ``report``.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.reporting.report import collect_rows, write_report
+from mnist_pipeline.models.base import params_hash
+from mnist_pipeline.reporting import noise
+from mnist_pipeline.reporting.report import collect_rows, seeds_table, write_report
 from mnist_pipeline.tracking.report import log_report
 from mnist_pipeline.stage import run_stage, timer
 
@@ -23,7 +28,9 @@ def body() -> None:
     with watch.section("report"):
         params = load_params()
         rows = collect_rows(params)
-        files = write_report(params.paths, params.report.title, rows)
+        hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
+        seeds = seeds_table([row.model for row in rows], hashes, noise.load(Path(params.paths.noise_model)))
+        files = write_report(params.paths, params.report.title, rows, seeds)
     log.info("report: %d models, best %s (%.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))
     watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
     with watch.section("MLflow logging"):

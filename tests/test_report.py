@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.reporting.report import ModelRow, collect_rows, contrast_sentence, render_markdown, sort_rows
+from mnist_pipeline.reporting.report import ModelRow, collect_rows, contrast_sentence, render_markdown, seeds_table, sort_rows
 
 SEED_MODELS = {
     # name: (type, parameters, accuracy, loss, errors)
@@ -25,6 +25,29 @@ SET_METRICS = {
     "corruption_mean": 0.85, "corruption_worst": 0.5, "uci_accuracy": 0.8, "ece": 0.01, "ece_corruption_mean": 0.1,
     "series4_accuracy": 0.97, "series0_accuracy": 0.99, "series_error_ratio": 3.0, "worst_writer_accuracy": 0.75,
 }
+
+
+# A noise model that measured the mlp's configuration (hash "mlp-hash") and another cnn.
+NOISE = {
+    "schema": 2,
+    "models": {
+        "mlp": {"deterministic": False, "params_hash": "mlp-hash", "seeds": {
+            "accuracy": {"n": 20, "mean": 0.97713, "sd": 0.00185}, "corruption_mean": {"n": 20, "mean": 0.68, "sd": 0.009}}},
+        "cnn": {"deterministic": False, "params_hash": "other-cnn", "seeds": {"accuracy": {"n": 10, "mean": 0.99, "sd": 0.001}}},
+    },
+}
+
+
+def test_the_seeds_table_shows_mean_and_sd_for_the_measured_configuration_only():
+    from mnist_pipeline.reporting import noise
+
+    measured = noise.parse(NOISE, "noise.json")
+    table = seeds_table(["cnn", "mlp"], {"mlp": "mlp-hash", "cnn": "cnn-hash"}, measured)
+    lines = table.splitlines()
+    assert "MNIST test" in lines[0] and "corruptions, mean" in lines[0] and "UCI digits" in lines[0]
+    assert lines[2].startswith("| `cnn`") and lines[2].count(" - ") == 3  # measured, but for other settings
+    assert "97.71 ± 0.18 (20)" in lines[3] and "68.00 ± 0.90 (20)" in lines[3] and lines[3].rstrip().endswith("- |")
+    assert seeds_table(["cnn"], {"cnn": "cnn-hash"}, measured) is None
 
 
 def _row(name, model_type, parameters, accuracy, loss=0.1, errors=None):
@@ -84,6 +107,8 @@ def workdir(tracking_store, tmp_path, monkeypatch):
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     keep_models(raw, {name: raw["models"][name] for name in SEED_MODELS})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise/noise.json").write_text(json.dumps(NOISE))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)

@@ -134,7 +134,7 @@ def _markdown_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None) -> str:
+def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None, seeds: str | None = None) -> str:
     header = ["model", "type", "parameters", "test accuracy", "test loss", "errors", "fit time (s)", "epochs"]
     lines = [f"# {title}", "", _markdown_row(header), "| " + " | ".join(["---", "---"] + ["---:"] * 6) + " |"]
     for row in rows:
@@ -152,13 +152,15 @@ def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None) 
                 ]
             )
         )
-    lines += ["", "## Beyond the MNIST test set", "", sets_table(rows), ""]
+    lines.append("")
     if rows:
         best = rows[0]
         lines.append(f"Best: `{best.model}` at {_percent(best.accuracy)} test accuracy ({best.errors:,} errors).")
     if contrast:
         lines += ["", contrast]
-    lines.append("")
+    lines += ["", "## Beyond the MNIST test set", "", "This run, in percent (ECE and the error ratio as is):", "", sets_table(rows), ""]
+    if seeds:
+        lines += ["Over seeds (the noise model, `noise/noise.json`), in percent: mean ± sd (seeds).", "", seeds]
     return "\n".join(lines)
 
 
@@ -176,6 +178,33 @@ def sets_table(rows: Sequence[ModelRow]) -> str:
         columns=["model"] + [column for column, _, _ in SET_COLUMNS],
     )
     return frame.to_markdown(index=False, colalign=["left"] + ["right"] * len(SET_COLUMNS), disable_numparse=True)
+
+
+SEED_COLUMNS = (("MNIST test", "accuracy"), ("corruptions, mean", "corruption_mean"), ("UCI digits", "uci_accuracy"))
+
+
+def seeds_table(models: Sequence[str], hashes: Mapping[str, str], noise: Any) -> str | None:
+    """Models x the gated sets: mean ± sd over the noise model's seeds, for the configuration each model runs now.
+
+    None when the noise model measured none of them. ``hashes``: each model's params hash, seed aside.
+    """
+    import pandas as pd
+
+    def cell(model: str, metric: str) -> str:
+        measured = noise.get(model, metric)
+        if measured is None or (measured.params_hash and measured.params_hash != hashes.get(model)):
+            return "-"
+        if measured.deterministic:
+            return f"{100 * measured.mean:.2f} (deterministic)"
+        if measured.n < 2:
+            return f"{100 * measured.mean:.2f} (1 seed)"
+        return f"{100 * measured.mean:.2f} ± {100 * measured.sd:.2f} ({measured.n})"
+
+    cells = [[f"`{model}`"] + [cell(model, metric) for _, metric in SEED_COLUMNS] for model in models]
+    if all(value == "-" for row in cells for value in row[1:]):
+        return None
+    frame = pd.DataFrame(cells, columns=["model"] + [column for column, _ in SEED_COLUMNS])
+    return frame.to_markdown(index=False, colalign=["left"] + ["right"] * len(SEED_COLUMNS), disable_numparse=True) + "\n"
 
 
 def robustness_frame(rows: Sequence[ModelRow]) -> Any:
@@ -260,10 +289,10 @@ def save_figure(figure: Any, destination: Path) -> None:
         close_figures(figure)
 
 
-def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow]) -> dict[str, Path]:
+def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow], seeds: str | None = None) -> dict[str, Path]:
     contrast = contrast_sentence(rows)
     files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, ROBUSTNESS_PNG)}
-    write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast))
+    write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast, seeds))
     write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast))
     save_figure(accuracy_vs_params_figure(rows, f"{title}: test accuracy vs parameters"), files[SCATTER_PNG])
     save_figure(robustness_heatmap(robustness_frame(rows), f"{title}: accuracy on every test set"), files[ROBUSTNESS_PNG])

@@ -1,0 +1,90 @@
+"""Evaluation benchmark: what scoring every test set costs per model, beside scoring the MNIST test digits alone.
+
+For each trained model (``models/<m>/``, left by `make run`), times in one process, side by side,
+(a) predicting the 10,000 MNIST test digits and computing their metrics, as evaluate@<m> did
+before the other test sets existed, and (b) ``score_testsets`` on every set: the test digits, each
+corruption, the UCI digits and the writer slices. Medians of the repeats, and their ratio. Logs a
+table and writes benchmarks/results/evaluation.json with the machine and library versions.
+Needs `make run`'s outputs (the trained models, data/processed, data/testsets).
+
+Usage: python benchmarks/bench_evaluation.py [--repeats 3] [--models mlp cnn ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from _common import REPO_ROOT, median
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.config import load_params
+from mnist_pipeline.data.arrays import load_array, load_split
+from mnist_pipeline.data.testsets import load_testsets
+from mnist_pipeline.evaluation import compute_metrics, model_predictor, score_testsets
+from mnist_pipeline.models.store import load_trained_model, read_config
+from mnist_pipeline.tracking.provenance import library_versions, machine_facts
+
+log = logging.getLogger("bench_evaluation")
+
+
+def seconds(work, repeats: int) -> list[float]:
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        runs.append(time.perf_counter() - started)
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params(REPO_ROOT / "params.yaml")
+    paths, settings = params.paths, params.evaluate
+    pixels, labels = load_split(paths, "test", "pixels")
+    sets = load_testsets(paths.testsets_dir, pixels, labels)
+    digits = len(labels) * (1 + len(sets.corruptions)) + len(sets.uci)
+
+    results = {}
+    for name in args.models or list(params.models):
+        config = read_config(paths.model_dir(name), name)
+        model = load_trained_model(paths.model_dir(name), config)
+        dtype = load_array(paths.processed("test", config["input"])).dtype
+        predict = model_predictor(model, config["framework"], config["input"], dtype, settings.batch_size)
+        predict(sets.clean[:10])  # the first call builds the predict function (Keras); not what is measured
+        clean = seconds(lambda: compute_metrics(labels, predict(sets.clean)), args.repeats)
+        every = seconds(lambda: score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits), args.repeats)
+        results[name] = {
+            "clean_only_s": {"median": round(median(clean), 3), "runs": [round(s, 3) for s in clean]},
+            "every_set_s": {"median": round(median(every), 3), "runs": [round(s, 3) for s in every]},
+            "ratio": round(median(every) / median(clean), 2),
+            "digits_per_s": round(digits / median(every)),
+        }
+        log.info(
+            "%-16s MNIST test only %6.2f s   every set %7.2f s   ratio %5.1fx   %8.0f digits/s",
+            name, median(clean), median(every), results[name]["ratio"], results[name]["digits_per_s"],
+        )
+    output = REPO_ROOT / "benchmarks" / "results" / "evaluation.json"
+    write_json(output, {
+        "benchmark": "evaluation",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "repeats": args.repeats,
+        "sets": {"test digits": int(len(labels)), "corruptions": len(sets.corruptions), "uci digits": int(len(sets.uci))},
+        "digits_scored": digits,
+        "models": results,
+        "machine": machine_facts(),
+        "libraries": library_versions(),
+    })
+    log.info("wrote %s", output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
