@@ -72,7 +72,6 @@ def body() -> None:
             "test_digits": int(len(labels)),
             "params": settings.model_dump(mode="json"),
             "sha256": made,
-            "seconds": seconds,
         })
     title = f"test digit {FIGURE_DIGIT} under each corruption (seed {settings.seed})"
     save_figure(corruption_grid(digits[FIGURE_DIGIT], examples, title), paths.report_file(CORRUPTIONS_PNG))

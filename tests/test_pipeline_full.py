@@ -71,8 +71,11 @@ def test_the_test_sets_are_made_again_byte_for_byte(smoke_project):
     first = json.loads(manifest.read_text())
     assert first["seed"] == 0 and first["params"]["corruptions"] == list(CORRUPTIONS)
     assert set(first["sha256"]) == {*CORRUPTIONS, "uci", "writers"}
+    before = manifest.read_bytes()
     dvc(project, "repro", "--force", "--single-item", "testsets", env=env)
     assert json.loads(manifest.read_text())["sha256"] == first["sha256"]
+    # Nothing incidental (a timing, say) in the manifest: the same sets are the same DVC output.
+    assert manifest.read_bytes() == before
 
 
 def test_a_degraded_model_reruns_alone_is_recorded_and_fails_make_run_naming_it(smoke_project):

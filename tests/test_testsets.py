@@ -168,7 +168,7 @@ def write_sets(root: Path, pixels: np.ndarray, labels: np.ndarray, names=("fog",
     save_array(layout.uci_labels, labels[:30])
     layout.writers.parent.mkdir(parents=True, exist_ok=True)
     save_array(layout.writers, np.column_stack([np.where(np.arange(len(labels)) < len(labels) // 2, 4, 0), np.arange(len(labels)) // 10]).astype(np.int32))
-    write_json(layout.manifest, {"corruptions": list(names)})
+    write_json(layout.manifest, {"corruptions": list(names), "params": {"seed": 0}, "sha256": {name: "0" * 64 for name in names}})
 
 
 def test_scoring_every_set_slices_by_writer_and_summarises_corruptions(tmp_path):

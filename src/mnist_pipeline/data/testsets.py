@@ -173,12 +173,18 @@ class Testsets:
 
 
 def manifest_digest(root: Path) -> str:
-    """Names one exact collection of sets: the hash of its manifest (which holds every array's SHA-256)."""
+    """Names one exact collection of sets: a hash of its params and of every array's SHA-256 (the manifest's)."""
+    import json
+
     manifest = Layout(Path(root)).manifest
     try:
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        content = json.loads(manifest.read_text(encoding="utf-8"))
+        identity = {"params": content["params"], "sha256": content["sha256"]}
     except FileNotFoundError:
         raise ArtifactError(f"{manifest}: not found; run `dvc repro testsets` to make the test sets") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest}: not a test-sets manifest ({exc}); rerun `dvc repro -f testsets`") from None
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets:
