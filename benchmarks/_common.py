@@ -47,6 +47,17 @@ def timed(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Time
     return Timed(seconds, usage.ru_maxrss / 1024, output)
 
 
+def time_calls(call, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls, after one warm-up call (first calls build graphs and caches)."""
+    call()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def project_copy() -> Path:
     root = Path(tempfile.mkdtemp(prefix="mnist-bench-")) / "project"
     root.mkdir()

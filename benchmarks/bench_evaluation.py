@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from datetime import datetime, timezone
 
-from _common import REPO_ROOT, median
+from _common import REPO_ROOT, median, time_calls
 
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.config import load_params
@@ -29,15 +28,6 @@ from mnist_pipeline.models.store import load_trained_model, read_config
 from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 log = logging.getLogger("bench_evaluation")
-
-
-def seconds(work, repeats: int) -> list[float]:
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        runs.append(time.perf_counter() - started)
-    return runs
 
 
 def main() -> int:
@@ -58,9 +48,8 @@ def main() -> int:
         model = load_trained_model(paths.model_dir(name), config)
         dtype = load_array(paths.processed("test", config["input"])).dtype
         predict = model_predictor(model, config["framework"], config["input"], dtype, settings.batch_size)
-        predict(sets.clean[:10])  # the first call builds the predict function (Keras); not what is measured
-        clean = seconds(lambda: compute_metrics(labels, predict(sets.clean)), args.repeats)
-        every = seconds(lambda: score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits), args.repeats)
+        clean = time_calls(lambda: compute_metrics(labels, predict(sets.clean)), args.repeats)
+        every = time_calls(lambda: score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits), args.repeats)
         results[name] = {
             "clean_only_s": {"median": round(median(clean), 3), "runs": [round(s, 3) for s in clean]},
             "every_set_s": {"median": round(median(every), 3), "runs": [round(s, 3) for s in every]},

@@ -38,16 +38,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def timed(call, repeats: int) -> list[float]:
-    call()  # warm-up: first calls build graphs and caches
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
 def peak_memory_mib(pid: int) -> float:
     """Peak resident memory (VmHWM) of the server and its workers together."""
     import psutil
@@ -79,14 +69,14 @@ def main() -> int:
     classifier = model.unwrap_python_model().classifier_
     rows: list[tuple[str, str, str]] = []
 
-    in_process = timed(lambda: model.predict(pixels[:1]), args.requests)
+    in_process = time_calls(lambda: model.predict(pixels[:1]), args.requests)
     keras_path = {}
     if classifier.config_["framework"] == "keras":
         one = pixels[:1].astype(np.float32).reshape(1, 28, 28, 1) / 255
         one = one if classifier.config_["input"] == "image" else one.reshape(1, 784)
-        keras_path["predict()"] = statistics.median(timed(lambda: classifier.model_.predict(one, verbose=0), 50))
-        keras_path["predict_on_batch (used)"] = statistics.median(timed(lambda: classifier.model_.predict_on_batch(one), 50))
-    throughput_in = {n: n / statistics.median(timed(lambda n=n: model.predict(pixels[:n]), 20 if n < 1000 else 10)) for n in BATCHES}
+        keras_path["predict()"] = statistics.median(time_calls(lambda: classifier.model_.predict(one, verbose=0), 50))
+        keras_path["predict_on_batch (used)"] = statistics.median(time_calls(lambda: classifier.model_.predict_on_batch(one), 50))
+    throughput_in = {n: n / statistics.median(time_calls(lambda n=n: model.predict(pixels[:n]), 20 if n < 1000 else 10)) for n in BATCHES}
 
     with running_server(args.model, tracking_uri, log_file=Path("/tmp/bench_serving_server.log")) as server:
         host, port = server.url.removeprefix("http://").split(":")
@@ -105,9 +95,9 @@ def main() -> int:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {body[:300]!r}")
 
-        over_http = {enc: timed(lambda enc=enc: post(1, enc), args.requests) for enc in ENCODINGS}
+        over_http = {enc: time_calls(lambda enc=enc: post(1, enc), args.requests) for enc in ENCODINGS}
         throughput_http = {
-            enc: {n: n / statistics.median(timed(lambda n=n, enc=enc: post(n, enc), 20 if n < 1000 else 10)) for n in BATCHES}
+            enc: {n: n / statistics.median(time_calls(lambda n=n, enc=enc: post(n, enc), 20 if n < 1000 else 10)) for n in BATCHES}
             for enc in ENCODINGS
         }
         memory = peak_memory_mib(server.process.pid)

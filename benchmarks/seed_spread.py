@@ -20,15 +20,13 @@ Usage: python benchmarks/seed_spread.py [--models cnn mlp ...] [--seeds N] [--va
        [--train-only] [--summarize-only]
 Needs the processed arrays and the test sets (`dvc repro testsets`). Runs outside CI: hours on 2 cores.
 
-Spread over machines: python benchmarks/seed_spread.py --study [NAME] [--storage URL] (the other
-options as above), on every machine, as many as there are cores to spare. The campaign is an
-Optuna study (NAME, default ``noise-campaign``) in the sweeps' storage (``--storage``, else
-``MNIST_SWEEP_STORAGE``, e.g. the team's PostgreSQL, else ``mlruns/optuna.db``): the worker that
-creates it queues every run (its --models/--seeds/--variants-only make the plan; runs its runs file
-already holds count as done), and each worker takes the next queued run, stores its row in the
-study and stops when none is left. A worker that dies mid-run stops its heartbeat (the sweeps'):
-another puts the run back in the queue. Each worker ends by merging the study's rows into its own
-runs file and summarising; ``--summarize-only --study NAME`` does that alone.
+Spread over machines: the same command with --study [NAME] [--storage URL], as one or more workers
+on each machine. The campaign is an Optuna study (default ``noise-campaign``) in the sweeps' storage
+(--storage, else MNIST_SWEEP_STORAGE, e.g. the team's PostgreSQL, else mlruns/optuna.db). The first
+worker queues every run (its options make the plan; runs its runs file holds are done at once); each
+worker runs the next queued run, keeps its row in the study, and when none is left merges the study's
+rows into its own runs file and summarises (--summarize-only --study NAME: only that). A worker that
+dies mid-run stops its heartbeat (the sweeps'), and another puts that run back in the queue.
 """
 
 from __future__ import annotations
@@ -266,14 +264,11 @@ def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any
     return payload
 
 
-# -- a campaign spread over machines: one Optuna study, one trial per run ---------------------
-# Each planned run is an enqueued trial: Optuna hands a queued trial to exactly one worker (the
-# storage flips it WAITING -> RUNNING under a row lock), where a sampler (GridSampler) lets two
-# workers pick the same point and never retries a FAIL. What a trial misses, the queue gets back.
+# -- a campaign spread over machines (--study): one Optuna study, each planned run a queued trial --
+# A queued trial goes to one worker (a sampler such as GridSampler lets two take the same point, and never redoes a FAIL).
 
 CAMPAIGN_STUDY = "noise-campaign"
 RUN_ATTR, ROW_ATTR, PLAN_ATTR, HASHES_ATTR = "run", "row", "planned_runs", "params_hashes"  # trial, trial, study, study
-PLAN_WAIT_S = 120.0  # how long a joining worker waits for the creating one to queue the plan
 
 
 def run_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -281,7 +276,6 @@ def run_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def local_rows(runs_path: Path, digest: str) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """This machine's rows scored on today's test sets, by run."""
     return {run_key(row): row for row in read_runs(runs_path) if row.get("testsets") == digest}
 
 
@@ -292,14 +286,18 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
 
 
 def requeue(study: Any, trial: Any) -> None:
-    """A run whose worker died (its heartbeat stopped) or stopped mid-run goes back in the queue."""
+    """A run that did not finish (its worker died: no heartbeat; or it failed, or was interrupted) goes back in the queue."""
     if RUN_ATTR in trial.user_attrs:
-        log.warning("trial %d (%s): its worker stopped mid-run; the run is back in the queue", trial.number, trial.user_attrs[RUN_ATTR])
+        log.warning("trial %d (%s) did not finish; its run is back in the queue", trial.number, trial.user_attrs[RUN_ATTR])
         study.enqueue_trial({}, user_attrs={RUN_ATTR: trial.user_attrs[RUN_ATTR]})
 
 
 def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int | None, variants_only: bool, done: dict) -> None:
-    """Queue every run, in measure's order; seeds 10..19 of a model whose fit time is not known yet go last, marked ``if_fast``."""
+    """Queue every run in measure's order; a run this machine has done is a finished trial at once.
+
+    Where no fit time is known here, seeds 10..19 go last, marked ``if_fast``: whoever takes one
+    drops it if the default run took 30 s or more (measures it if that run is still going).
+    """
     import optuna
 
     needed, if_fast = [], []
@@ -308,12 +306,10 @@ def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int
         fit = kept_fit(name, model) if hasattr(model, "seed") else None
         for seed, variant in planned_runs(model, variants_only, seeds_override, lambda fit=fit: fit):
             run = {"model": name, "params_hash": params_hash(model, without_seed=True), "seed": seed, "variant": variant}
-            if seeds_override is None and fit is None and variant == "default" and seed is not None and seed >= SEEDS_IF_SLOW:
-                if_fast.append(run | {"if_fast": True})  # decided by whoever takes it (campaign_objective)
-            else:
-                needed.append(run)
+            conditional = seeds_override is None and fit is None and variant == "default" and seed is not None and seed >= SEEDS_IF_SLOW
+            (if_fast if conditional else needed).append(run | {"if_fast": conditional})
     for run in needed + if_fast:
-        if (row := done.get(run_key(run))) is not None:  # measured here already: a finished trial
+        if (row := done.get(run_key(run))) is not None:
             study.add_trial(optuna.trial.create_trial(value=row["accuracy"], user_attrs={RUN_ATTR: run, ROW_ATTR: row}))
         else:
             study.enqueue_trial({}, user_attrs={RUN_ATTR: run})
@@ -321,35 +317,28 @@ def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int
     study.set_user_attr(PLAN_ATTR, len(needed) + len(if_fast))
 
 
-def campaign_objective(study: Any, params: Any, runs_path: Path, digest: str) -> Any:
+def run_trial(study: Any, trial: Any, params: Any, runs_path: Path, digest: str) -> float:
     import optuna
 
     from mnist_pipeline.sweep.study import WORKER_ATTR, worker_name
 
-    def objective(trial: Any) -> float:
-        run = trial.user_attrs.get(RUN_ATTR)
-        if run is None:
-            raise optuna.TrialPruned("no run left")  # another worker took the last one as this one asked
-        trial.set_user_attr(WORKER_ATTR, worker_name())
-        name, seed, variant, model = run["model"], run["seed"], run["variant"], params.model(run["model"])
-        if run.get("if_fast"):
-            # The default run's fit time, from the study or this machine; unknown (still running): measure it anyway.
-            fits = [row["fit_seconds"] for row in study_rows(study) if run_key(row) == (name, run["params_hash"], model.seed, "default")]
-            fit = fits[0] if fits else kept_fit(name, model)
-            if fit is not None and fit >= FAST_FIT_SECONDS:
-                raise optuna.TrialPruned(f"{name}: a fit takes {fit:.0f} s, so {SEEDS_IF_SLOW} seeds")
-        row = local_rows(runs_path, digest).get(run_key(run))
-        if row is None:
-            try:
-                row = run_in_child(name, seed, variant, runs_path, False)
-            except BaseException:
-                requeue(study, trial)  # a failed or interrupted run: whoever comes next retries it
-                raise
-        trial.set_user_attr(ROW_ATTR, row)
-        log.info("%s seed %s (%s): accuracy %.4f, fit %.1f s", name, seed, variant, row["accuracy"], row["fit_seconds"])
-        return float(row["accuracy"])
-
-    return objective
+    if (run := trial.user_attrs.get(RUN_ATTR)) is None:
+        raise optuna.TrialPruned("no run left")  # another worker took the last one as this one asked
+    trial.set_user_attr(WORKER_ATTR, worker_name())
+    name, seed, variant, model = run["model"], run["seed"], run["variant"], params.model(run["model"])
+    if run["if_fast"]:  # the default run's fit time, from the study or this machine; not known yet: measure it
+        fits = [row["fit_seconds"] for row in study_rows(study) if run_key(row) == (name, run["params_hash"], model.seed, "default")]
+        if (fits[0] if fits else kept_fit(name, model) or 0.0) >= FAST_FIT_SECONDS:
+            raise optuna.TrialPruned(f"{name}: a fit takes {FAST_FIT_SECONDS:.0f} s or more, so {SEEDS_IF_SLOW} seeds")
+    if (row := local_rows(runs_path, digest).get(run_key(run))) is None:
+        try:
+            row = run_in_child(name, seed, variant, runs_path, False)
+        except BaseException:
+            requeue(study, trial)  # failed or interrupted: the next worker retries it
+            raise
+    trial.set_user_attr(ROW_ATTR, row)
+    log.info("%s seed %s (%s): accuracy %.4f, fit %.1f s", name, seed, variant, row["accuracy"], row["fit_seconds"])
+    return float(row["accuracy"])
 
 
 def work(study: Any, params: Any, runs_path: Path, digest: str) -> None:
@@ -357,46 +346,35 @@ def work(study: Any, params: Any, runs_path: Path, digest: str) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    objective, waiting_logged = campaign_objective(study, params, runs_path, digest), False
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # calls requeue for each
+            optuna.storages.fail_stale_trials(study)  # requeue()s each
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.optimize(objective, n_trials=1)  # with the heartbeat
-        elif running := study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not waiting_logged:
-                log.info("no run left to start; waiting for the %d running elsewhere (should a worker die)", len(running))
-            waiting_logged = True
-            time.sleep(params.sweep.heartbeat_s)
+            study.optimize(lambda trial: run_trial(study, trial, params, runs_path, digest), n_trials=1)  # with the heartbeat
+        elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            time.sleep(params.sweep.heartbeat_s)  # the last runs, going elsewhere: back here if their worker dies
         else:
             return
 
 
 def merge_study_rows(study: Any, runs_path: Path) -> int:
-    """Append the study's rows the runs file lacks: one row per (model, params, seed, variant, test sets)."""
+    """Append the study's rows the runs file lacks: one per (model, params, seed, variant, test sets)."""
     import fcntl
 
     runs_path.parent.mkdir(parents=True, exist_ok=True)
     with open(runs_path, "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the workers of one machine merge one at a time
         seen = {(*run_key(row), row.get("testsets")) for row in read_runs(runs_path)}
-        added = 0
-        for row in study_rows(study):
-            if (key := (*run_key(row), row.get("testsets"))) not in seen:
-                append_run(runs_path, row)
-                seen.add(key)
-                added += 1
-    return added
+        new = {(*run_key(row), row.get("testsets")): row for row in study_rows(study)}
+        for key in new.keys() - seen:
+            append_run(runs_path, new[key])
+    return len(new.keys() - seen)
 
 
 def serialized(storage: Any) -> Any:
-    """On SQLite, every transaction takes the write lock first (BEGIN IMMEDIATE).
-
-    Optuna pops a queued trial by reading its state, then writing RUNNING; PostgreSQL locks the
-    row (FOR UPDATE), but pysqlite begins a transaction only at the write, so two workers could
-    pop the same run.
-    """
+    """SQLite: each transaction takes the write lock first. Optuna pops a queued trial by reading, then writing RUNNING;
+    PostgreSQL locks the row, but pysqlite begins only at the write, so two workers could pop the same run."""
     from sqlalchemy import event
 
     if storage.engine.dialect.name == "sqlite":
@@ -407,7 +385,7 @@ def serialized(storage: Any) -> Any:
 
 
 def campaign(args: argparse.Namespace, params: Any, runs_path: Path) -> None:
-    """Join (or start) the campaign ``args.study``, work until no run is left, merge its rows here."""
+    """Start or join the campaign ``args.study``, run its runs until none is left, merge its rows into the runs file."""
     from mnist_pipeline.data.testsets import manifest_digest
     from mnist_pipeline.sweep import study as sweep_study
 
@@ -424,13 +402,12 @@ def campaign(args: argparse.Namespace, params: Any, runs_path: Path) -> None:
         study, created = sweep_study.create_study(storage, url, settings)
         if created:
             plan_campaign(study, args.models or list(params.models), params, args.seeds, args.variants_only, local_rows(runs_path, digest))
-        elif sweep_study.wait_for_user_attr(study, PLAN_ATTR, timeout=PLAN_WAIT_S) is None:
+        elif sweep_study.wait_for_user_attr(study, PLAN_ATTR, timeout=120) is None:
             raise PipelineError(f"campaign {args.study!r} has no plan (its creator stopped while queueing it); use another --study name")
         mine = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
         if differ := sorted(name for name, value in study.user_attrs[HASHES_ATTR].items() if mine.get(name) != value):
-            raise PipelineError(f"campaign {args.study!r} was planned with other params for {differ}; use its params.yaml, or another --study name")
-        log.info("joined campaign %r in %s: %d runs planned, %s", args.study, sweep_study.describe_storage(url),
-                 study.user_attrs[PLAN_ATTR], sweep_study.describe_counts(study))
+            raise PipelineError(f"campaign {args.study!r} was planned with other params for {differ}; use its params.yaml, or another --study")
+        log.info("joined campaign %r in %s: %s", args.study, sweep_study.describe_storage(url), sweep_study.describe_counts(study))
         work(study, params, runs_path, digest)
     log.info("%d rows of campaign %r merged into %s", merge_study_rows(study, runs_path), args.study, runs_path)
 
@@ -443,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants-only", action="store_true", help="only the default seed under every numeric variant")
     parser.add_argument("--train-only", action="store_true", help="train and keep the models, score nothing (score later)")
     parser.add_argument("--study", nargs="?", const=CAMPAIGN_STUDY, metavar="NAME", help=f"share the campaign NAME (default {CAMPAIGN_STUDY}) with other workers")
-    parser.add_argument("--storage", metavar="URL", help="the study's database (default: $MNIST_SWEEP_STORAGE, else sqlite:///mlruns/optuna.db)")
+    parser.add_argument("--storage", metavar="URL", help="the study's database (default: $MNIST_SWEEP_STORAGE, "
+                        "else sqlite:///mlruns/optuna.db); a URL with a password belongs in MNIST_SWEEP_STORAGE")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SEED", "VARIANT"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
     if args.study and args.train_only:

@@ -2,7 +2,8 @@
 
 No training: ``run_in_child`` is replaced by a fake that appends a made-up row (as the child
 does) and records the run. A model's default run reports a fit of ``FIT[model]`` seconds, so the
-seeds' count follows ``seeds_to_measure``: 20 for a fast model, 10 for a slow one.
+seeds' count follows ``seeds_to_measure``: 6 (instead of 20) for a fast model, 3 (instead of 10)
+for a slow one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from conftest import REPO_ROOT, keep_models
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import params_hash
 
-FIT = {"mlp": 40.0, "sgd": 2.0}  # mlp slow (10 seeds), sgd fast (20); gaussian_nb has no seed
+FIT = {"mlp": 40.0, "sgd": 2.0}  # mlp slow, sgd fast; gaussian_nb has no seed
 VARIANTS = ["default", "onednn-off", "threads-1", "onednn-off-threads-1", "threads-4", "onednn-off-threads-4"]
 
 
@@ -46,9 +47,11 @@ def spread(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     manifest = tmp_path / raw["paths"]["testsets_dir"] / "manifest.json"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text('{"sets": "fake"}')
+    manifest.write_text('{"params": {"fake": true}, "sha256": {}}')
     monkeypatch.chdir(tmp_path)
     module = load_script()
+    monkeypatch.setattr(module, "SEEDS_IF_FAST", 6)  # fewer runs, the same rule
+    monkeypatch.setattr(module, "SEEDS_IF_SLOW", 3)
     module.calls, module.fail_on, lock = [], set(), threading.Lock()
     params = module.load_params()
 
@@ -79,7 +82,7 @@ def spread(tmp_path, monkeypatch):
     return module
 
 
-def expected_plan(seeds_of_mlp=10, seeds_of_sgd=20) -> list[tuple]:
+def expected_plan(seeds_of_mlp=3, seeds_of_sgd=6) -> list[tuple]:
     plan = [("mlp", 0, variant) for variant in VARIANTS] + [("mlp", seed, "default") for seed in range(1, seeds_of_mlp)]
     plan += [("sgd", 0, variant) for variant in VARIANTS] + [("sgd", seed, "default") for seed in range(1, seeds_of_sgd)]
     return plan + [("gaussian_nb", None, "default")]
@@ -106,14 +109,14 @@ def workers(spread, count: int, *extra: str) -> list[int]:
 
 def test_plain_mode_plans_the_default_seed_under_every_variant_then_the_seeds(spread):
     assert spread.main([]) == 0
-    assert spread.calls == expected_plan()  # mlp's default fit (40 s) came first: 10 seeds; sgd's (2 s): 20
+    assert spread.calls == expected_plan()  # mlp's default fit (40 s) came first: 3 seeds; sgd's (2 s): 6
     assert spread.main([]) == 0 and len(spread.calls) == len(expected_plan())  # all done: nothing rerun
     assert json.loads(Path("noise/noise.json").read_text())["models"].keys() == {"mlp", "sgd", "gaussian_nb"}
 
 
 def test_two_workers_share_the_plan_each_run_done_once_and_merged_once(spread):
     assert workers(spread, 2) == [0, 0]
-    assert sorted(spread.calls, key=str) == sorted(expected_plan(), key=str)  # mlp's seeds 10..19 were dropped as it is slow
+    assert sorted(spread.calls, key=str) == sorted(expected_plan(), key=str)  # mlp's seeds 3..5 were dropped: it is slow
     assert rows_by_run(spread) == collections.Counter(expected_plan())  # each worker's merge added none twice
     # Another machine's summary: the study's rows merged into its own, empty, runs file.
     spread.runs_path.rename(spread.runs_path.with_suffix(".elsewhere"))
@@ -127,14 +130,14 @@ def test_a_restart_does_only_the_runs_left(spread):
     assert spread.main(["--models", "sgd", "--seeds", "2"]) == 0  # first without --study: sgd's default seed (6 runs) and seed 1
     local = list(spread.calls)
     spread.fail_on.add(("sgd", 3, "default"))
-    assert workers(spread, 1, "--seeds", "6") == [2]  # a training fails: the worker stops with its error
+    assert workers(spread, 1, "--seeds", "4") == [2]  # a training fails: the worker stops with its error
     before = list(spread.calls)
     assert len(before) > len(local) and not set(before[len(local):]) & set(local)  # the local runs file's runs count as done
-    assert workers(spread, 2, "--seeds", "6") == [0, 0]
+    assert workers(spread, 2, "--seeds", "4") == [0, 0]
     after = spread.calls[len(before):]
     assert ("sgd", 3, "default") in after and not set(after) & set(before)
-    assert collections.Counter(spread.calls) == collections.Counter(expected_plan(6, 6))  # each run done once
-    assert rows_by_run(spread) == collections.Counter(expected_plan(6, 6))
+    assert collections.Counter(spread.calls) == collections.Counter(expected_plan(4, 4))  # each run done once
+    assert rows_by_run(spread) == collections.Counter(expected_plan(4, 4))
 
 
 def test_the_run_of_a_dead_worker_is_done_by_another(spread):
@@ -143,18 +146,18 @@ def test_the_run_of_a_dead_worker_is_done_by_another(spread):
 
     from mnist_pipeline.sweep import study as sweep_study
 
-    args = ["--models", "gaussian_nb", "sgd", "--seeds", "2"]
-    spread.fail_on.add(("sgd", 1, "default"))  # so the first worker stops early, leaving the queue to a "dead" one
+    args = ["--models", "sgd", "gaussian_nb", "--seeds", "2"]
+    spread.fail_on.add(("sgd", 0, "default"))  # the first worker queues the plan and stops at its first run
     assert workers(spread, 1, *args) == [2]
     settings = spread.load_params().sweep.model_copy(update={"study_name": "test"})
     storage = sweep_study.open_storage(spread.url, settings)
     study = optuna.load_study(study_name="test", storage=storage)
     with pytest.warns(UserWarning, match="Heartbeat"):
-        dead = study.ask()  # a worker takes a run, beats once, and dies
+        dead = study.ask()  # a worker takes the next run, beats once, and dies
     storage.record_heartbeat(dead._trial_id)
     taken = dead.user_attrs[spread.RUN_ATTR]
     started = time.monotonic()
-    assert workers(spread, 1, *args) == [0]  # waits for the silent run until its grace period is over, then does it
+    assert workers(spread, 1, *args) == [0]  # does the rest, waits for the silent run until its grace is over, then does it
     assert time.monotonic() - started >= settings.grace_period
     assert study._storage.get_trial(dead._trial_id).state == TrialState.FAIL
     ran = collections.Counter(spread.calls)
@@ -164,7 +167,7 @@ def test_the_run_of_a_dead_worker_is_done_by_another(spread):
     assert rows_by_run(spread) == collections.Counter(plan)
 
 
-def test_a_worker_with_other_params_is_refused_and_an_unreachable_storage_is_named(spread, caplog):
+def test_errors_name_the_params_that_differ_the_storage_and_a_missing_campaign(spread, caplog):
     assert workers(spread, 1, "--models", "gaussian_nb") == [0]
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["models"]["gaussian_nb"]["var_smoothing"] = 1.0e-5
@@ -173,3 +176,5 @@ def test_a_worker_with_other_params_is_refused_and_an_unreachable_storage_is_nam
     assert "planned with other params for ['gaussian_nb']" in caplog.text
     assert spread.main(["--study", "test", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:9/db"]) == 2
     assert "PostgreSQL at 127.0.0.1:9, password hidden" in caplog.text and "secret" not in caplog.text
+    assert spread.main(["--summarize-only", "--study", "nope", "--storage", spread.url]) == 2
+    assert "has no campaign 'nope'" in caplog.text

@@ -25,11 +25,16 @@ class DataFiles(Section):
     test_labels: PinnedFile
 
 
-class DataParams(Section):
+class Mirrored(Section):
+    """Where pinned files come from: mirrors tried in order, retries on transient errors, a timeout."""
+
     mirrors: Annotated[list[Annotated[str, Field(pattern=r"^(https?|file)://")]], Field(min_length=1)]
-    files: DataFiles
     retries: Annotated[int, Field(ge=0, le=10)] = 3
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+
+class DataParams(Mirrored):
+    files: DataFiles
 
 
 class PreprocessParams(Section):

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from mnist_pipeline.constants import IMAGE_SIDE, MNIST_TEST_SIZE
 from mnist_pipeline.data.corruptions import CORRUPTIONS
-from mnist_pipeline.data.params import PinnedFile
+from mnist_pipeline.data.params import Mirrored, PinnedFile
 from mnist_pipeline.errors import ArtifactError, DownloadError
 from mnist_pipeline.paths import Section
 
@@ -43,13 +43,10 @@ MANIFEST_FILE = "manifest.json"
 WRITERS_COLUMNS = 8  # class, series, writer id, digit index, class code, NIST index, duplicate, unused
 
 
-class WritersSource(Section):
+class WritersSource(Mirrored):
     """Where QMNIST's extended test labels come from; ``QMNIST_MIRROR`` (a URL or folder) is tried first."""
 
-    mirrors: Annotated[list[Annotated[str, Field(pattern=r"^(https?|file)://")]], Field(min_length=1)]
     file: PinnedFile
-    retries: Annotated[int, Field(ge=0, le=10)] = 3
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
 class TestsetsParams(Section):
