@@ -208,12 +208,15 @@ def seeds_table(models: Sequence[str], hashes: Mapping[str, str], noise: Any) ->
 
 
 def robustness_frame(rows: Sequence[ModelRow]) -> Any:
-    """Accuracy, models (rows, best first) x sets (clean, each corruption, UCI): the heat map's data."""
+    """Accuracy, models (rows, best first) x sets (clean, each corruption in MNIST-C's order, UCI): the heat map's data."""
     import pandas as pd
 
-    return pd.DataFrame(
+    from mnist_pipeline.data.corruptions import CORRUPTIONS
+
+    frame = pd.DataFrame(
         {row.model: {"clean": row.accuracy, **row.corruptions, "UCI digits": row.sets["uci_accuracy"]} for row in rows}
     ).T
+    return frame[["clean", *(name for name in CORRUPTIONS if name in frame.columns), "UCI digits"]]
 
 
 def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) -> dict[str, Any]:
