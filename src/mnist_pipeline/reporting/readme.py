@@ -6,7 +6,9 @@ made from files in the repository, never typed by hand:
 - ``noise``: the noise model (``noise/noise.json``): per model and gated metric, mean ± sd over
   seeds and the same-seed sd over numeric variants (``reporting.noise.format_summary``);
 - ``seeds-by-set``: models x the gated test sets, mean ± sd over seeds (``reporting.report.seeds_table``);
-- ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``).
+- ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``);
+- ``bench-testsets``: what making the test sets and scoring every model on them cost
+  (``benchmarks/results/testsets.json`` and ``evaluation.json``, written by their benchmarks).
 
 ``python -m mnist_pipeline.reporting.readme`` rewrites them; ``tests/test_readme.py`` fails when
 the README disagrees with its sources.
@@ -43,7 +45,32 @@ def blocks(root: Path) -> dict[str, str]:
         "noise": noise.format_summary({name: payload["models"][name] for name in models if name in payload["models"]}),
         "seeds-by-set": seeds_table(models, hashes, noise.parse(payload, str(params.paths.noise_model))) or "(not measured yet)\n",
         "this-run-by-set": sets_table(rows) + "\n",
+        "bench-testsets": bench_testsets(root / "benchmarks" / "results"),
     }
+
+
+def bench_testsets(results: Path) -> str:
+    """The testsets stage's time and each model's scoring time, from the benchmarks' result files."""
+    import pandas as pd
+
+    stage = json.loads((results / "testsets.json").read_text(encoding="utf-8"))
+    scoring = json.loads((results / "evaluation.json").read_text(encoding="utf-8"))
+    machine = stage["machine"]
+    lines = [
+        f"The `testsets` stage: median {stage['stage_seconds']['median']:.1f} s over {len(stage['stage_seconds']['runs'])} runs "
+        f"(goal: within {stage['goal_s']:.0f} s), of which the {len(stage['seconds'])} corruptions take "
+        f"{stage['total_median_s']:.1f} s ({machine['cpu']}, {machine['cpu_count']} cores; `make bench-testsets`).",
+        "",
+        f"Scoring every set ({scoring['digits_scored']:,} digits) beside the MNIST test digits alone, per model, "
+        f"median of {scoring['repeats']} (`make bench-evaluation`):",
+        "",
+    ]
+    frame = pd.DataFrame(
+        [[f"`{name}`", f"{entry['clean_only_s']['median']:.2f}", f"{entry['every_set_s']['median']:.2f}", f"{entry['ratio']:.1f}x"]
+         for name, entry in scoring["models"].items()],
+        columns=["model", "MNIST test only (s)", "every set (s)", "ratio"],
+    )
+    return "\n".join(lines) + "\n" + frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
 
 
 def render(text: str, tables: dict[str, str]) -> str:
