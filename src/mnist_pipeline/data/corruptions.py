@@ -38,11 +38,9 @@ from scipy import ndimage
 from skimage import feature
 
 from mnist_pipeline.constants import IMAGE_SIDE
+from mnist_pipeline.data.testsets import MNIST_C_CORRUPTIONS
 
-CORRUPTIONS: tuple[str, ...] = (
-    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate", "brightness",
-    "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
-)
+CORRUPTIONS = MNIST_C_CORRUPTIONS  # the names live with the params schema, which must not import scipy
 
 SHOT_NOISE_PHOTONS = 3
 IMPULSE_FRACTION = 0.17

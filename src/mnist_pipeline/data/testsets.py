@@ -31,14 +31,19 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mnist_pipeline.constants import IMAGE_SIDE, MNIST_TEST_SIZE
-from mnist_pipeline.data.corruptions import CORRUPTIONS
 from mnist_pipeline.data.params import Mirrored, PinnedFile
 from mnist_pipeline.errors import ArtifactError, DownloadError
 from mnist_pipeline.paths import Section
 
 log = logging.getLogger(__name__)
 
-CorruptionName = Literal[CORRUPTIONS]  # type: ignore[valid-type]
+# MNIST-C's 15 corruptions (Mu & Gilmer 2019), in its order; data/corruptions.py makes them. Named
+# here, with the params schema: every stage validates params.yaml, and must not import scipy for it.
+MNIST_C_CORRUPTIONS = (
+    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate", "brightness",
+    "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+)
+CorruptionName = Literal[MNIST_C_CORRUPTIONS]  # type: ignore[valid-type]
 MANIFEST_FILE = "manifest.json"
 WRITERS_COLUMNS = 8  # class, series, writer id, digit index, class code, NIST index, duplicate, unused
 
@@ -53,7 +58,7 @@ class TestsetsParams(Section):
     """The ``testsets`` section of params.yaml."""
 
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0  # corruption c draws from default_rng([seed, c's index])
-    corruptions: Annotated[list[CorruptionName], Field(min_length=1)] = list(CORRUPTIONS)
+    corruptions: Annotated[list[CorruptionName], Field(min_length=1)] = list(MNIST_C_CORRUPTIONS)
     writers: WritersSource
 
     @field_validator("corruptions")
@@ -71,8 +76,12 @@ class Layout:
 
     root: Path
 
+    @property
+    def corruptions(self) -> Path:
+        return self.root / "corruptions"
+
     def corruption(self, name: str) -> Path:
-        return self.root / "corruptions" / f"{name}.npy"
+        return self.corruptions / f"{name}.npy"
 
     @property
     def uci_pixels(self) -> Path:
@@ -150,6 +159,60 @@ def fetch_writers(source: WritersSource, destination: Path, env_mirror: str | No
         return download_file(source.file, mirrors, destination, retries=source.retries, timeout_s=source.timeout_s)
     except DownloadError as exc:
         raise DownloadError(f"{exc}\n(for QMNIST's labels set QMNIST_MIRROR, e.g. to a folder holding {source.file.filename})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# making them
+
+
+def make_testsets(
+    out: Layout, digits: np.ndarray, labels: np.ndarray, settings: TestsetsParams, qmnist_mirror: str | None, example: int
+) -> dict[str, np.ndarray]:
+    """Write every set of ``settings`` for the test ``digits`` (N, 28, 28) into ``out``, and its manifest.
+
+    Returns digit number ``example`` under each corruption, for the figure.
+    """
+    import time
+
+    from mnist_pipeline.atomic import write_json
+    from mnist_pipeline.data.arrays import save_array
+    from mnist_pipeline.data.corruptions import corrupt
+
+    made: dict[str, str] = {}
+    source = out.writers.parent / settings.writers.file.filename
+    source.parent.mkdir(parents=True)
+    writers = parse_writers(fetch_writers(settings.writers, source, qmnist_mirror), labels)
+    save_array(out.writers, writers)
+    made["writers"] = sha256_of(writers)
+    log.info("writers: %d test digits by %d writers, series %s", len(writers), len(set(writers[:, 1])), sorted(set(writers[:, 0])))
+
+    examples = {}
+    out.corruptions.mkdir()
+    for number, name in enumerate(settings.corruptions, start=1):
+        started = time.perf_counter()
+        corrupted = corrupt(digits, name, settings.seed)
+        save_array(out.corruption(name), corrupted.reshape(len(corrupted), -1))
+        made[name] = sha256_of(corrupted)
+        examples[name] = corrupted[example]
+        log.info("corruption %d/%d %s: %d digits in %.1f s", number, len(settings.corruptions), name, len(corrupted), time.perf_counter() - started)
+
+    started = time.perf_counter()
+    uci, uci_labels = uci_digits()
+    out.uci_pixels.parent.mkdir()
+    save_array(out.uci_pixels, uci)
+    save_array(out.uci_labels, uci_labels)
+    made["uci"] = sha256_of(uci)
+    log.info("UCI digits: %d made MNIST-style in %.1f s", len(uci), time.perf_counter() - started)
+
+    # Only what names the sets: remaking the same sets gives the same bytes (and the same DVC output).
+    write_json(out.manifest, {
+        "seed": settings.seed,
+        "corruptions": list(settings.corruptions),
+        "test_digits": int(len(labels)),
+        "params": settings.model_dump(mode="json"),
+        "sha256": made,
+    })
+    return examples
 
 
 # ---------------------------------------------------------------------------------------------

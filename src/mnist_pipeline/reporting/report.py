@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.atomic import atomic_path, write_json, write_text
+from mnist_pipeline.data.testsets import MNIST_C_CORRUPTIONS
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.store import read_config, read_json
 from mnist_pipeline.paths import PathsParams, Section
@@ -211,12 +212,10 @@ def robustness_frame(rows: Sequence[ModelRow]) -> Any:
     """Accuracy, models (rows, best first) x sets (clean, each corruption in MNIST-C's order, UCI): the heat map's data."""
     import pandas as pd
 
-    from mnist_pipeline.data.corruptions import CORRUPTIONS
-
     frame = pd.DataFrame(
         {row.model: {"clean": row.accuracy, **row.corruptions, "UCI digits": row.sets["uci_accuracy"]} for row in rows}
     ).T
-    return frame[["clean", *(name for name in CORRUPTIONS if name in frame.columns), "UCI digits"]]
+    return frame[["clean", *(name for name in MNIST_C_CORRUPTIONS if name in frame.columns), "UCI digits"]]
 
 
 def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) -> dict[str, Any]:
