@@ -56,6 +56,8 @@ def test_full_pipeline_smoke_run(smoke_project):
     assert not any(stage.startswith("train@") for stage in status), status
     assert {"evaluate@mlp", "evaluate@gaussian_nb"} <= set(status)
 
+    dvc(project, "repro", env=env)
+
     # So does a test-set key: the sets are remade and every model rescored, nothing retrained.
     edit_params(project, lambda p: p["testsets"].__setitem__("corruptions", ["fog", "stripe"]))
     rerun = dvc(project, "repro", env=env)
