@@ -150,8 +150,10 @@ def _params():
 def _measured_models() -> dict[str, SimulatedModel]:
     """Every gated (model, metric) the committed noise model measured both ways, as a simulated model.
 
-    sigma_num is the same-seed sd over the numeric variants; sigma_seed what the seeds' sd leaves
-    beside it (s^2 = sigma_seed^2 + sigma_num^2). Each (model, metric) is its own check, as in the gate.
+    sigma_num is the same-seed sd over the numeric variants; sigma_seed what the seeds' sd s leaves
+    beside it (s^2 = sigma_seed^2 + sigma_num^2). The default seed sits 3 s below the mean, as mlp's
+    seed 0 sits 2.7 s below (where the variants spread as much as the seeds, there is no seed effect
+    left to offset). Each (model, metric) is its own check, as in the gate.
     """
     noise, params = _committed_noise(), _params()
     models = {}
@@ -161,20 +163,26 @@ def _measured_models() -> dict[str, SimulatedModel]:
             if seeds is None or same is None or seeds.deterministic or seeds.n < 2 or same.n < 2:
                 continue
             sigma_seed = max(seeds.sd**2 - same.sd**2, 0.0) ** 0.5
-            models[f"{name}:{metric}"] = SimulatedModel(sigma_seed, same.sd, seeds.n, same.n, seed_offset=-3.0)
+            offset = -3.0 * seeds.sd / sigma_seed if sigma_seed > 0 else 0.0
+            models[f"{name}:{metric}"] = SimulatedModel(sigma_seed, same.sd, seeds.n, same.n, seed_offset=offset)
     return models
 
 
-def test_with_the_measured_noise_a_low_seed_keeps_the_stated_rate_only_under_the_same_seed_rule():
+@pytest.mark.parametrize("default_seed_measured", [True, False], ids=["seed-0-among-the-measured", "other-seeds-measured"])
+def test_with_the_measured_noise_a_low_seed_keeps_the_stated_rate_only_under_the_same_seed_rule(default_seed_measured):
     models = _measured_models()
     stochastic = [name for name, model in _params().models.items() if hasattr(model, "seed")]
     assert len(models) == len(stochastic) * len(_params().gate.rules), sorted(models)  # the campaign covers every gated metric
     resolution = _params().gate.resolution
-    new = simulate_gates(models, RATE, GATES, resolution=resolution)
-    today = simulate_gates(models, RATE, GATES, resolution=resolution, same_seed_measured=False)
-    print(f"\nmeasured noise, every default seed 3 sd low: same-seed rule {new.gate_failure_rate:.4f}, against the mean {today.gate_failure_rate:.4f}")
+    new = simulate_gates(models, RATE, GATES, resolution=resolution, default_seed_measured=default_seed_measured)
+    today = simulate_gates(models, RATE, GATES, resolution=resolution, same_seed_measured=False, default_seed_measured=default_seed_measured)
+    print(f"\nmeasured noise, default seeds 3 sd low: same-seed rule {new.gate_failure_rate:.4f}, against the mean {today.gate_failure_rate:.4f}")
     assert new.gate_failure_rate <= RATE + SLACK, new
-    assert today.gate_failure_rate >= 2 * RATE, today
+    # Today's rule breaks the stated rate: by a little when seed 0 is among the measured seeds (it
+    # drags their mean towards itself), by far when it is not.
+    assert today.gate_failure_rate > RATE + SLACK, today
+    if not default_seed_measured:
+        assert today.gate_failure_rate >= 0.5, today
 
 
 def _current_hashes():
