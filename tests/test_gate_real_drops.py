@@ -93,11 +93,14 @@ def _changed(name, **changes):
         ("mlp", {"epochs": 1}, "accuracy"),
         ("cnn", {"epochs": 1}, "accuracy"),
         ("cnn", "learning_rate x100", "accuracy"),
-        # A robustness drop: without its rotation/shift augmentation the MLP keeps its clean
-        # accuracy (98.32% against 98.30 ± 0.21 over seeds) but loses its grip on the corruptions.
-        ("mlp_regularized", {"augmentation": None}, "corruption_mean"),
+        # A robustness drop that clean accuracy hides: standardising the raw pixels lifts the SGD
+        # model's clean accuracy (85 -> 91%) but blows up the near-constant border pixels that fog,
+        # brightness and stripes ink, so its corruption mean falls by 9 points. (mlp_regularized
+        # without its augmentation falls by 2.3 points against a tolerance of 2.0 here, and its
+        # numerics spread, 0.38 points, would flip that verdict on another CPU: README.)
+        ("sgd", {"standardize": True}, "corruption_mean"),
     ],
-    ids=["mlp-1-epoch", "cnn-1-epoch", "cnn-learning-rate-x100", "mlp_regularized-no-augmentation"],
+    ids=["mlp-1-epoch", "cnn-1-epoch", "cnn-learning-rate-x100", "sgd-standardized"],
 )
 def test_a_real_drop_fails_naming_the_model(mnist, testsets, name, change, metric, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # git resolves the metrics path against the working directory
