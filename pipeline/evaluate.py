@@ -18,9 +18,7 @@ import sys
 
 from mnist_pipeline.atomic import atomic_open, write_json
 from mnist_pipeline.config import load_params
-from mnist_pipeline.data.arrays import load_array, load_split
-from mnist_pipeline.data.testsets import load_testsets
-from mnist_pipeline.evaluation import confusion, dvc_metrics, model_predictor, per_class, predictions_frame, score_testsets
+from mnist_pipeline.evaluation import confusion, dvc_metrics, per_class, predictions_frame, score_all_sets
 from mnist_pipeline.models.store import load_trained_model, read_config, read_run
 from mnist_pipeline.reporting.plots import error_gallery
 from mnist_pipeline.models import adapters
@@ -42,15 +40,9 @@ def evaluate(name: str) -> None:
     watch.import_modules(f"import {config['framework']}", adapters.get(config["framework"]).heavy_modules)
     with watch.section("scoring"):
         model = load_trained_model(model_dir, config)
-        pixels, labels = load_split(paths, "test", "pixels")
-        sets = load_testsets(paths.testsets_dir, pixels, labels)
-        log.info(
-            "%s: predicting %d test digits, %d corruptions of them and %d UCI digits (%s input, batch %d)",
-            name, len(labels), len(sets.corruptions), len(sets.uci), config["input"], settings.batch_size,
-        )
-        dtype = load_array(paths.processed("test", config["input"])).dtype
-        predict = model_predictor(model, config["framework"], config["input"], dtype, settings.batch_size)
-        scores = score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)
+        log.info("%s: predicting the test digits, each corruption of them and the UCI digits (%s input)", name, config["input"])
+        sets, scores = score_all_sets(model, config["framework"], config["input"], paths, settings)
+        pixels, labels = sets.clean, sets.labels
         predictions = predictions_frame(labels, scores.clean_proba)
     with watch.section("saving"):
         write_json(paths.metrics_file(name), dvc_metrics(scores, config))

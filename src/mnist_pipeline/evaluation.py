@@ -208,8 +208,8 @@ def model_predictor(model: Any, framework: str, representation: str, dtype: Any,
     return lambda pixels: predict_proba(model, framework, as_representation(pixels, representation, dtype), batch_size)
 
 
-def score_all_sets(model: Any, framework: str, representation: str, paths: Any, settings: EvaluateParams) -> SetScores:
-    """``score_testsets`` on the sets the pipeline made, as evaluate@<model> scores a trained model."""
+def score_all_sets(model: Any, framework: str, representation: str, paths: Any, settings: EvaluateParams) -> tuple[Any, SetScores]:
+    """The sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
     from mnist_pipeline.data.arrays import load_array, load_split
     from mnist_pipeline.data.testsets import load_testsets
 
@@ -217,4 +217,4 @@ def score_all_sets(model: Any, framework: str, representation: str, paths: Any, 
     dtype = load_array(paths.processed("test", representation)).dtype
     sets = load_testsets(paths.testsets_dir, pixels, labels)
     predict = model_predictor(model, framework, representation, dtype, settings.batch_size)
-    return score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)
+    return sets, score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)
