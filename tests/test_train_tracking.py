@@ -114,3 +114,29 @@ def test_runs_whose_process_died_are_closed_by_the_next_training(tracking_store:
         assert client.get_run(run_id).info.status == "RUNNING"
 
 
+
+
+def test_an_interrupt_waits_for_the_tracking_write_then_unwinds_as_usual():
+    """Ctrl-C inside a store write would leave SQLite locked and the run not markable KILLED."""
+    import os
+    import signal
+
+    from mnist_pipeline.tracking.runs import uninterrupted
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("the write")
+    assert finished == ["the write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+
+    heard = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
+    try:
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert heard == []  # held
+        assert heard == [signal.SIGTERM]  # then handled by the handler in place before
+    finally:
+        signal.signal(signal.SIGTERM, previous)

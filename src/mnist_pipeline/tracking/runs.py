@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import platform
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +42,33 @@ def tracked_run(
         raise
     finally:
         mlflow.end_run(status=status)
+
+
+@contextlib.contextmanager
+def uninterrupted(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them as usual.
+
+    An interrupt raised inside a tracking-store write leaves that write's transaction open, and
+    with it SQLite's lock: marking the run KILLED then fails with "database is locked". Python
+    runs signal handlers in the main thread only, so elsewhere there is nothing to hold.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append((signum, frame))) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signum, frame = held[0]
+            handler = previous[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 # runs whose process died without closing them (SIGKILL, the OOM killer, a power cut)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.models import registry
+from mnist_pipeline.tracking.runs import uninterrupted
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ def log_parameter_counts(counts: dict[str, int]) -> None:
 def epoch_logger(epoch: int, row: dict[str, float]) -> None:
     import mlflow
 
-    mlflow.log_metrics(row, step=epoch)
+    # Ctrl-C waits for the write: the run can then still be marked KILLED (tracking.runs.uninterrupted).
+    with uninterrupted():
+        mlflow.log_metrics(row, step=epoch)
 
 
 def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str) -> None:
