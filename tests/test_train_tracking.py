@@ -124,12 +124,17 @@ def test_an_interrupt_waits_for_the_tracking_write_then_unwinds_as_usual():
     from mnist_pipeline.tracking.runs import uninterrupted
 
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with uninterrupted():
-            os.kill(os.getpid(), signal.SIGINT)
-            finished.append("the write")
-    assert finished == ["the write"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    # Ctrl-C as in a terminal: a test run in the background of a non-interactive shell inherits it ignored.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted():
+                os.kill(os.getpid(), signal.SIGINT)
+                finished.append("the write")
+        assert finished == ["the write"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
     heard = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
