@@ -232,34 +232,42 @@ class Testsets:
     digest: str  # of the manifest: names this exact collection of sets
 
 
-def manifest_digest(root: Path) -> str:
-    """Names one exact collection of sets: a hash of its params and of every array's SHA-256 (the manifest's)."""
+def read_manifest(root: Path, required: tuple[str, ...] = ("params", "sha256")) -> dict:
+    """The manifest the ``testsets`` stage wrote to ``root``, with at least the ``required`` keys."""
     import json
 
     manifest = Layout(Path(root)).manifest
     try:
         content = json.loads(manifest.read_text(encoding="utf-8"))
-        identity = {"params": content["params"], "sha256": content["sha256"]}
     except FileNotFoundError:
         raise ArtifactError(f"{manifest}: not found; run `dvc repro testsets` to make the test sets") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise ArtifactError(f"{manifest}: not a test-sets manifest ({exc}); rerun `dvc repro -f testsets`") from None
+    missing = [key for key in required if not isinstance(content, dict) or key not in content]
+    if missing:
+        raise ArtifactError(f"{manifest}: not a test-sets manifest (no {missing}); rerun `dvc repro -f testsets`")
+    return content
+
+
+def _digest(manifest: dict) -> str:
+    """Names one exact collection of sets: a hash of its params and of every array's SHA-256."""
+    import json
+
+    identity = {"params": manifest["params"], "sha256": manifest["sha256"]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def manifest_digest(root: Path) -> str:
+    return _digest(read_manifest(root))
 
 
 def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets:
     """The sets the ``testsets`` stage wrote to ``root``, checked against the clean test digits."""
-    import json
-
     from mnist_pipeline.data.arrays import load_array
 
     layout = Layout(Path(root))
-    digest = manifest_digest(root)
-    try:
-        manifest = json.loads(layout.manifest.read_text(encoding="utf-8"))
-        names = list(manifest["corruptions"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{layout.manifest}: not a test-sets manifest ({exc}); rerun `dvc repro -f testsets`") from None
+    manifest = read_manifest(root, ("params", "sha256", "corruptions"))
+    names = list(manifest["corruptions"])
     corruptions = {name: load_array(layout.corruption(name)) for name in names}
     writers = load_array(layout.writers)
     for what, array in [*(("corruption " + name, array) for name, array in corruptions.items()), ("writers", writers)]:
@@ -275,5 +283,5 @@ def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets
         uci=load_array(layout.uci_pixels),
         uci_labels=load_array(layout.uci_labels),
         writers=writers,
-        digest=digest,
+        digest=_digest(manifest),
     )

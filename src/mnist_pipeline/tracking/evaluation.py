@@ -34,6 +34,7 @@ from mnist_pipeline.reporting.plots import close_figures, confusion_figure
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
+from mnist_pipeline.tracking.training import numpy_dataset
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,6 @@ def open_evaluation_run(name: str, record: RunRecord, stage: str, training: Any 
     return tracked_run(run_name=f"{name}{RUN_SUFFIX}", experiment_id=experiment_id, tags=tags)
 
 
-def _dataset(pixels: np.ndarray, labels: np.ndarray, source: str, name: str) -> Any:
-    import warnings
-
-    import mlflow
-
-    with warnings.catch_warnings():
-        # A bare local path matches two equivalent MLflow source types; it warns, then picks one.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        return mlflow.data.from_numpy(np.asarray(pixels), targets=np.asarray(labels), source=source, name=name)
-
-
 def set_metrics(scores: Any) -> list[tuple[str, str, dict[str, float]]]:
     """(dataset name, what it is, metrics) per test set; each set's metrics carry its own prefix."""
     summary = scores.summary()
@@ -162,7 +152,7 @@ def log_evaluation(
         model_input = LoggedModelInput(model_id) if model_id else None
         for dataset_name, key, metrics in set_metrics(scores):
             source = clean_source if key == "clean" else sets_source
-            dataset = _dataset(pixels[key], labels.get(key, sets.labels), source, dataset_name)
+            dataset = numpy_dataset(pixels[key], labels.get(key, sets.labels), source, dataset_name)
             mlflow.log_input(dataset, context="testing", model=model_input)
             mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
         summary = scores.summary()

@@ -56,14 +56,20 @@ def epoch_logger(epoch: int, row: dict[str, float]) -> None:
         mlflow.log_metrics(row, step=epoch)
 
 
-def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str) -> None:
+def numpy_dataset(inputs: np.ndarray, targets: np.ndarray, source: str, name: str) -> Any:
+    """An MLflow dataset of arrays, with its digest, read from ``source`` (a local folder)."""
     import mlflow
 
     with warnings.catch_warnings():
         # A bare local path matches two equivalent MLflow source types; it warns, then picks one.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(np.asarray(inputs), targets=np.asarray(targets), source=source, name=name)
-    mlflow.log_input(dataset, context="training")
+        return mlflow.data.from_numpy(np.asarray(inputs), targets=np.asarray(targets), source=source, name=name)
+
+
+def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str) -> None:
+    import mlflow
+
+    mlflow.log_input(numpy_dataset(inputs, targets, source, name), context="training")
 
 
 def pip_requirements(adapter: Any, *extra: str) -> list[str]:
