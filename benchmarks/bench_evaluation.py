@@ -43,7 +43,7 @@ def main() -> int:
     digits = len(labels) * (1 + len(sets.corruptions)) + len(sets.uci)
 
     results = {}
-    for name in args.models or list(params.models):
+    for name in args.models or list(params.scored):
         config = read_config(paths.model_dir(name), name)
         model = load_trained_model(paths.model_dir(name), config)
         dtype = load_array(paths.processed("test", config["input"])).dtype

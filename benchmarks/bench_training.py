@@ -1,9 +1,15 @@
-"""Training benchmark, side by side with the seed's own code (../shared/bench/seed_reference.py):
-seconds per epoch of `mlp` and `cnn` (goal ≤ 1.1× the reference), the train stage's MLflow
-overhead (tracking set-up + logging, outside `fit`; goal ≤ 2 s), and its peak memory
+"""Training benchmark, side by side with the seed's own code (../shared/bench/seed_reference.py).
+
+Default: seconds per epoch of `mlp` and `cnn` (goal ≤ 1.1× the reference), the train stage's
+MLflow overhead (tracking set-up + logging, outside `fit`; goal ≤ 2 s), and its peak memory
 (goal ≤ 3 GiB). Reference and project runs alternate, so drift hits both alike.
 
+``--fit-ratio fast``: the whole fit of each named model, as params.yaml sets it, against the seed
+CNN's whole fit (10 epochs) run by the seed's own code, alternating; the ratio of medians is the
+goal of `fast` (≤ 1/10; stretch ≤ 1/4). Written to benchmarks/results/training.json.
+
 Usage: python benchmarks/bench_training.py [--models mlp cnn] [--epochs 3] [--repeats 3]
+       python benchmarks/bench_training.py --fit-ratio fast [--repeats 3]
 """
 
 from __future__ import annotations
@@ -12,9 +18,14 @@ import argparse
 import json
 import re
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 import yaml
-from _common import SHARED, child_env, median, project_copy, timed
+from _common import REPO_ROOT, SHARED, child_env, median, project_copy, timed
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.tracking.provenance import machine_facts
 
 REFERENCE = SHARED / "bench" / "seed_reference.py"
 MIRROR = SHARED / "datasets" / "mnist"
@@ -25,9 +36,13 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fit-ratio", nargs="+", metavar="MODEL", help="whole fits of these models against the seed CNN's")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "training.json")
     args = parser.parse_args()
     project = project_copy()
     python = sys.executable
+    if args.fit_ratio:
+        return fit_ratio(project, args.fit_ratio, args.repeats, args.output)
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     for name in args.models:
@@ -57,6 +72,45 @@ def main() -> int:
         print(f"{name}: MLflow overhead (tracking set-up + logging) median {median(overhead):.2f} s (goal ≤ 2 s); "
               f"peak RSS median {median(peak):.0f} MiB (goal ≤ 3072 MiB)")
         print(f"{name}: the stage's time besides fit, last run: {breakdown[-1]}")
+    return 0
+
+
+SEED_CNN_EPOCHS = 10  # the seed notebook's
+
+
+def fit_ratio(project: Path, models: list[str], repeats: int, output: Path) -> int:
+    """Each model's whole fit (its train stage, params.yaml as it is) against the seed CNN's, alternating."""
+    python = sys.executable
+    timed([python, "-m", "dvc", "repro", "preprocess"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    reference: list[float] = []
+    fits: dict[str, list[float]] = {name: [] for name in models}
+    for repeat in range(repeats):
+        ref = timed([python, str(REFERENCE), str(MIRROR), "cnn", str(SEED_CNN_EPOCHS), "0"], project)
+        reference.append(json.loads(ref.stdout.strip().splitlines()[-1])["fit_s"])
+        for name in models:
+            timed([python, "pipeline/train.py", name], project, child_env())
+            fits[name].append(json.loads((project / "models" / name / "model" / "config.json").read_text())["fit_seconds"])
+        print(f"repeat {repeat + 1}/{repeats}: seed CNN {reference[-1]:.1f} s; " + ", ".join(f"{n} {fits[n][-1]:.1f} s" for n in models), flush=True)
+    results = {}
+    for name in models:
+        ratio = median(fits[name]) / median(reference)
+        results[name] = {
+            "fit_seconds": {"median": round(median(fits[name]), 2), "runs": [round(v, 2) for v in fits[name]]},
+            "ratio_to_seed_cnn": round(ratio, 4),
+            "epochs": params["models"][name].get("epochs"),
+        }
+        print(f"{name}: fit median {median(fits[name]):.1f} s vs the seed CNN's {median(reference):.1f} s "
+              f"-> {ratio:.3f}x, 1/{1 / ratio:.1f} (goal ≤ 1/10, stretch ≤ 1/4)")
+    write_json(output, {
+        "benchmark": "training fit ratio",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "repeats": repeats,
+        "seed_cnn": {"epochs": SEED_CNN_EPOCHS, "fit_seconds": {"median": round(median(reference), 2), "runs": [round(v, 2) for v in reference]}},
+        "models": results,
+        "machine": machine_facts(),
+    })
+    print(f"wrote {output}")
     return 0
 
 

@@ -51,7 +51,7 @@ def register_stage() -> None:
     from mnist_pipeline.tracking.store import configure_tracking
 
     candidates = []
-    for name in passing_models(paths.report_file(VERDICT_FILE), params.models):
+    for name in passing_models(paths.report_file(VERDICT_FILE), params.scored):
         metrics = read_json(paths.metrics_file(name), f"test metrics of '{name}'", f"run `dvc repro evaluate@{name}`")
         candidates.append(
             Candidate(

@@ -28,7 +28,7 @@ def body() -> None:
     with watch.section("report"):
         params = load_params()
         rows = collect_rows(params)
-        hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
+        hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
         seeds = seeds_table([row.model for row in rows], hashes, noise.load(Path(params.paths.noise_model)))
         files = write_report(params.paths, params.report.title, rows, seeds)
     log.info("report: %d models, best %s (%.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))

@@ -1,5 +1,8 @@
 """DVC stage `train@<model>`: fit one model from params.yaml `models.<model>`, save it, track it.
 
+An ensemble (`ensembles.<name>`, its own stage in dvc.yaml) is built here too: its members,
+trained models, are loaded and handed to its fit, which learns nothing.
+
 Writes ``models/<model>/model/`` (weights + config.json + summary.txt), ``history.csv`` and
 ``mlflow_run.json`` (the training run, and the logged model that ``evaluate@<model>`` scores).
 Before training, this model's runs left RUNNING by a process that died (SIGKILL) are closed.
@@ -15,8 +18,8 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.models import registry
 from mnist_pipeline.models.base import params_hash
-from mnist_pipeline.models.store import RunRecord, write_run_record, write_training_outputs
-from mnist_pipeline.stage import run_model_stage, timer
+from mnist_pipeline.models.store import MODEL_SUBDIR, RunRecord, load_trained_model, read_config, write_run_record, write_training_outputs
+from mnist_pipeline.stage import check_stage_deps, run_model_stage, timer
 from mnist_pipeline.tracking import training as mlflow_logging
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import close_stale_runs, process_tags, tracked_run
@@ -45,6 +48,13 @@ def body(name: str) -> None:
     with watch.section("data"):
         inputs, labels = load_split(paths, "train", representation)
         targets, _ = load_split(paths, "train", targets_for(model_params))
+    members = {}
+    if member_names := registry.members_of(model_params):
+        with watch.section("members"):
+            check_stage_deps({f"{name}.members": [paths.model_dir(member) / MODEL_SUBDIR for member in member_names]})
+            for member in member_names:
+                config = read_config(paths.model_dir(member), member)
+                members[member] = (config, load_trained_model(paths.model_dir(member), config))
 
     with watch.section("tracking set-up"):
         experiment_id = configure_tracking()
@@ -64,7 +74,7 @@ def body(name: str) -> None:
             )
             mlflow_logging.log_dataset(inputs, labels, name=f"mnist-train-{representation}", source=str(paths.processed_dir("train")))
         with watch.section("fit"):
-            result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger])
+            result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger], members=members)
         with watch.section("saving"):
             write_training_outputs(paths.model_dir(name), name, model_params, representation, result)
         with watch.section("MLflow logging"):

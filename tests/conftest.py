@@ -135,11 +135,33 @@ def load_entry(stage: str):
     return module
 
 
-def keep_models(params: dict, models: dict) -> None:
-    """Replace ``params["models"]`` and drop gate entries for models no longer there (the params
-    validator rejects gate settings that name unknown models)."""
+def keep_models(params: dict, models: dict, ensembles: dict | None = None) -> None:
+    """Replace ``params["models"]`` (and ``ensembles``: by default those whose members all remain),
+    and drop gate entries for models no longer there (the params validator rejects gate settings
+    and ensemble members that name unknown models)."""
     params["models"] = models
-    params["gate"]["floors"] = {name: value for name, value in params["gate"].get("floors", {}).items() if name in models}
+    if ensembles is None:
+        ensembles = {name: entry for name, entry in params.get("ensembles", {}).items() if set(entry["members"]) <= set(models)}
+    params["ensembles"] = ensembles
+    scored = set(models) | set(ensembles)
+    params["gate"]["floors"] = {name: value for name, value in params["gate"].get("floors", {}).items() if name in scored}
+
+
+def sync_ensemble_stages(project: Path) -> None:
+    """What a user does after changing ``ensembles`` in params.yaml: list each ensemble's members
+    as its stage's deps in dvc.yaml, and drop the stage of an ensemble that is gone."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    ensembles = params.get("ensembles") or {}
+    path = project / "dvc.yaml"
+    pipeline = yaml.safe_load(path.read_text())
+    stages = pipeline["stages"]
+    for name in [name for name, stage in stages.items() if isinstance(stage.get("cmd"), list) and f"python pipeline/train.py {name}" in stage["cmd"]]:
+        if name not in ensembles:
+            del stages[name]
+            continue
+        others = [dep for dep in stages[name]["deps"] if not (dep.startswith("${paths.models_dir}/") and dep.endswith("/model"))]
+        stages[name]["deps"] = others + [f"${{paths.models_dir}}/{member}/model" for member in ensembles[name]["members"]]
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
 
 
 def edit_params(project: Path, edit) -> None:
@@ -147,6 +169,8 @@ def edit_params(project: Path, edit) -> None:
     params = yaml.safe_load(path.read_text())
     edit(params)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    if (project / "dvc.yaml").exists():
+        sync_ensemble_stages(project)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,10 +254,11 @@ def synthetic_mirror(project: Path) -> Path:
 
 
 def smoke_models(params: dict) -> None:
-    keep_models(params, {
-        "mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1},
-        "gaussian_nb": params["models"]["gaussian_nb"],
-    })
+    keep_models(
+        params,
+        {"mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1}, "gaussian_nb": params["models"]["gaussian_nb"]},
+        {"ensemble": {"type": "ensemble", "members": ["mlp", "gaussian_nb"]}},
+    )
     params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}
 
 

@@ -8,6 +8,7 @@ Each section's schema lives beside the code that reads it:
 | ``data``, ``preprocess`` | ``data.params`` |
 | ``testsets`` | ``data.testsets.TestsetsParams`` |
 | ``models.<name>`` | the model type's module, ``models/types/<type>.py`` (``models.registry``) |
+| ``ensembles.<name>`` | ``models.types.ensemble.EnsembleParams`` |
 | ``evaluate`` | ``evaluation.EvaluateParams`` |
 | ``report`` | ``reporting.report.ReportParams`` |
 | ``gate`` | ``reporting.gate.GateParams`` |
@@ -34,6 +35,7 @@ from mnist_pipeline.data.testsets import TestsetsParams
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.evaluation import EvaluateParams
 from mnist_pipeline.models import registry
+from mnist_pipeline.models.types.ensemble import EnsembleParams
 from mnist_pipeline.paths import PathsParams, Section
 from mnist_pipeline.reporting.gate import GateParams
 from mnist_pipeline.reporting.report import ReportParams
@@ -45,13 +47,19 @@ ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class Params(Section):
-    """All of params.yaml. ``models`` maps a model name to its type's params (see ``params_schema``)."""
+    """All of params.yaml. ``models`` maps a model name to its type's params (see ``params_schema``).
+
+    ``ensembles`` are models made of those (``dvc.yaml`` has one stage per ensemble, as DVC can't
+    template a list of members into a stage's deps). ``scored`` is both: every model that is
+    evaluated, reported, gated and registered.
+    """
 
     paths: PathsParams
     data: DataParams
     preprocess: PreprocessParams
     testsets: TestsetsParams
     models: Annotated[dict[ModelName, Any], Field(min_length=1)]
+    ensembles: dict[ModelName, EnsembleParams] = {}
     evaluate: EvaluateParams
     report: ReportParams
     gate: GateParams
@@ -59,20 +67,33 @@ class Params(Section):
     sweep: SweepParams
 
     @model_validator(mode="after")
-    def _floors_name_models(self) -> "Params":
-        unknown = sorted(set(self.gate.floors) - set(self.models))
+    def _names_known(self) -> "Params":
+        for name, ensemble in self.ensembles.items():
+            if name in self.models:
+                raise ValueError(f"ensembles.{name}: {name!r} is also a key of models; a name means one model")
+            unknown = [member for member in ensemble.members if member not in self.models]
+            if unknown:
+                raise ValueError(
+                    f"ensembles.{name}.members: {unknown} are not trained models; members must be keys of models: {sorted(self.models)}"
+                )
+        unknown = sorted(set(self.gate.floors) - set(self.scored))
         if unknown:
             raise ValueError(
-                f"gate.floors names models that are not in models: {unknown}; known models are {sorted(self.models)}"
+                f"gate.floors names models that are not in models or ensembles: {unknown}; known models are {sorted(self.scored)}"
             )
         return self
 
+    @property
+    def scored(self) -> dict[str, Any]:
+        """Every model that is evaluated, reported, gated and registered: the trained ones, then the ensembles."""
+        return {**self.models, **self.ensembles}
+
     def model(self, name: str) -> Any:
         try:
-            return self.models[name]
+            return self.scored[name]
         except KeyError:
             raise ConfigError(
-                f"models.{name}: no such model in params.yaml; known models are {sorted(self.models)}"
+                f"models.{name}: no such model in params.yaml; known models are {sorted(self.scored)}"
             ) from None
 
 

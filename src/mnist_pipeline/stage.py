@@ -16,7 +16,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from mnist_pipeline.errors import PipelineError
+from pathlib import Path
+
+from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.timing import Stopwatch
 
 EXIT_USER_ERROR = 2
@@ -54,6 +56,29 @@ def user_error(exc: Exception) -> str | None:
     from mnist_pipeline.tracking.store import describe_tracking_failure
 
     return describe_tracking_failure(exc)
+
+
+def check_stage_deps(required: dict[str, list[Path]]) -> None:
+    """Under ``dvc repro``, refuse to run when this stage's dvc.yaml entry lacks a dep its params imply.
+
+    ``required`` maps a params key to the paths it makes the stage read. DVC reruns a stage only
+    for what its entry lists, and it can't template a list from params into deps
+    (treeverse/dvc#7151), so such deps (an ensemble's members) are listed by hand and checked here.
+    """
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        declared = {Path(dep.def_path) for found in repo.stage.collect(stage) for dep in found.deps}
+    for key, paths in required.items():
+        missing = [path.as_posix() for path in paths if path not in declared]
+        if missing:
+            raise ConfigError(
+                f"{key} makes stage {stage!r} read {missing}, but dvc.yaml does not list them in its deps, so DVC "
+                f"would not rerun it when they change: add them there (e.g. `- ${{paths.models_dir}}/<member>/model`)"
+            )
 
 
 _timer = Stopwatch()

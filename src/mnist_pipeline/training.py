@@ -45,7 +45,10 @@ def fit(
     *,
     observers: Sequence[EpochObserver] = (),
     verbose: int | None = None,
+    members: dict[str, tuple[dict[str, Any], Any]] | None = None,
 ) -> FitResult:
+    """``members``: ``(config, model)`` of each trained model the model is made of (``registry.members_of``)."""
     check_batch_fits(name, params, inputs.shape[0])
     model_type = registry.of(params)
-    return registry.adapter_of(params).fit(model_type, name, params, inputs, targets, observers, verbose)
+    extra = {"members": members} if members else {}
+    return registry.adapter_of(params).fit(model_type, name, params, inputs, targets, observers, verbose, **extra)

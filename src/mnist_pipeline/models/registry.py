@@ -27,6 +27,9 @@ class ModelType:
     build: Callable[[Any, str], Any]  # (params, model name) -> an unfitted model
     representation: Callable[[Any], str]  # params -> which processed array it reads
     trusted_types: frozenset[str] = frozenset()  # for adapters that allow-list what loading may create
+    # The trained models this one is made of (an ensemble's members): the train stage loads them
+    # and hands them to the adapter's fit. Most types learn from data alone.
+    members: Callable[[Any], list[str]] = lambda params: []
 
 
 _discovered: dict[str, ModelType] | None = None
@@ -79,6 +82,10 @@ def adapter_of(params: Any) -> Any:
 
 def build(params: Any, name: str) -> Any:
     return of(params).build(params, name)
+
+
+def members_of(params: Any) -> list[str]:
+    return of(params).members(params)
 
 
 def input_representation(params: Any) -> str:

@@ -1,6 +1,6 @@
 """The metric-regression gate: is this run's test accuracy worse than the baseline's, beyond noise?
 
-For every model in ``params.models`` and every metric in ``gate.rules`` (plus any metric the model
+For every model in ``params.scored`` (models and ensembles) and every metric in ``gate.rules`` (plus any metric the model
 has a floor for) one ``Row`` gets a verdict:
 
 - ``REGRESSION``: worse than what the baseline's model is expected to score by more than the
@@ -424,8 +424,9 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHas
     if shown.returncode != 0:
         return {}
     try:
-        models = (parse_yaml(shown.stdout, f"{commit}:{params_path}") or {}).get("models") or {}
-    except (ConfigError, AttributeError):
+        raw = parse_yaml(shown.stdout, f"{commit}:{params_path}") or {}
+        models = {**(raw.get("models") or {}), **(raw.get("ensembles") or {})}
+    except (ConfigError, AttributeError, TypeError):
         return {}
     hashes = {}
     for name, entry in models.items() if isinstance(models, dict) else ():
@@ -454,8 +455,8 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
     ref = baseline_ref or gate.baseline_ref
     commit = verify_ref(ref)
     noise = noise_model.load(Path(paths.noise_model))
-    names = list(params.models)
-    current_hashes = {name: ParamsHashes.of(params.models[name]) for name in names}
+    names = list(params.scored)
+    current_hashes = {name: ParamsHashes.of(params.scored[name]) for name in names}
     current, reasons, baseline = {}, {}, {}
     for name in names:
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))

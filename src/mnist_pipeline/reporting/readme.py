@@ -36,9 +36,9 @@ BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end
 def blocks(root: Path) -> dict[str, str]:
     """Every generated table, from the results files under ``root``."""
     params = load_params(root / "params.yaml")
-    models = list(params.models)
+    models = list(params.scored)
     payload = json.loads((root / params.paths.noise_model).read_text(encoding="utf-8"))
-    hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
+    hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
     summary = json.loads((root / params.paths.report_file("summary.json")).read_text(encoding="utf-8"))
     rows = [ModelRow(**row) for row in summary["models"]]
     return {

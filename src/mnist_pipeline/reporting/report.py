@@ -1,4 +1,4 @@
-"""The cross-model report: one table of every model in ``params.models``, best first.
+"""The cross-model report: one table of every model in ``params.scored`` (models and ensembles), best first.
 
 Pure functions build the rows, the sentence and the figure; ``collect_rows``, ``write_report``
 and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py``:
@@ -274,11 +274,11 @@ def read_metrics(paths: PathsParams, name: str) -> dict[str, Any]:
 
 
 def collect_rows(params: "Params") -> list[ModelRow]:
-    """One row per model in ``params.models``, best first; any missing file is an ``ArtifactError``."""
+    """One row per model in ``params.scored``, best first; any missing file is an ``ArtifactError``."""
     rows = []
-    for name in params.models:
+    for name in params.scored:
         training = read_config(params.paths.model_dir(name), name)
-        rows.append(make_row(name, params.models[name].type, read_metrics(params.paths, name), training))
+        rows.append(make_row(name, params.scored[name].type, read_metrics(params.paths, name), training))
     return sort_rows(rows)
 
 

@@ -5,7 +5,8 @@ An adapter is an object with these members (see ``keras.py`` and ``sklearn.py``)
 - ``name``, ``model_filename``, ``targets`` ("onehot" or "labels": what ``fit`` learns from),
   ``heavy_modules`` (imported up front by the train stage, so its timings exclude them);
 - ``fit(model_type, name, params, inputs, targets, observers, verbose) -> FitResult``, calling each
-  observer ``(epoch, metrics)`` after every epoch it has;
+  observer ``(epoch, metrics)`` after every epoch it has; for a type made of trained models
+  (``ModelType.members``: an ensemble), also ``members=``, each member's name -> ``(config, model)``;
 - ``predict_proba(model, inputs, batch_size) -> (N, 10)`` float64 probabilities, one column per digit;
 - ``save(model, directory) -> path`` and ``load(directory, model_type)``, both safe: loading can't run
   code from a tampered file;
@@ -13,7 +14,7 @@ An adapter is an object with these members (see ``keras.py`` and ``sklearn.py``)
 - ``mlflow_flavor()``, ``mlflow_model_kwargs(model, model_type)``, ``pyfunc_outputs(model, example)``
   and ``pip_packages``: how MLflow logs the model and what serving it needs.
 
-``get(name)`` finds ``models/adapters/<name>.py``'s ``ADAPTER``, or one added with ``register``.
+``ensemble.py`` runs other adapters' models. ``get(name)`` finds ``models/adapters/<name>.py``'s ``ADAPTER``, or one added with ``register``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import numpy as np
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.base import HISTORY_METRICS, EpochObserver, FitResult
+from mnist_pipeline.models.keras_blocks import schedule_callbacks
 
 log = logging.getLogger("mnist_pipeline.training")
 
@@ -66,7 +67,7 @@ class KerasAdapter:
             epochs=params.epochs,
             batch_size=params.batch_size,
             validation_split=params.validation_split,
-            callbacks=[_EpochRecorder()],
+            callbacks=[*schedule_callbacks(params), _EpochRecorder()],
             verbose=verbose,
         )
         fit_seconds = time.perf_counter() - started

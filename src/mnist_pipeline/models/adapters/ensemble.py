@@ -1,0 +1,144 @@
+"""The ensemble adapter: a model made of trained models, each run by its own framework's adapter.
+
+``fit`` learns nothing: it takes the members the train stage loaded (``models.store``) and
+weighs them as params say. Saving writes each member with its own adapter into ``members/<name>/``
+beside its config, so the folder is whole: evaluating, registering and serving it needs no other
+model folder, and loading is as safe as each member's loading (skops allow-lists, Keras safe mode).
+
+In MLflow it is a pyfunc (``models/ensemble_pyfunc.py``) that takes raw 0-255 pixels, as every logged
+model here does, and returns the averaged probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.models import adapters
+from mnist_pipeline.models.base import EpochObserver, FitResult
+
+log = logging.getLogger("mnist_pipeline.training")
+
+MEMBERS_DIR = "members"
+MEMBERS_FILE = "members.json"
+
+
+class EnsembleAdapter:
+    name = "ensemble"
+    model_filename = MEMBERS_FILE
+    targets = "labels"  # read by nothing: an ensemble learns nothing
+    heavy_modules = ()  # its members' frameworks load with them, and only theirs
+    pip_packages = ("keras", "tensorflow", "scikit-learn", "skops")
+
+    def fit(
+        self, model_type: Any, name: str, params: Any, inputs: np.ndarray, targets: np.ndarray,
+        observers: Sequence[EpochObserver] = (), verbose: int | None = None, members: Mapping[str, Any] | None = None,
+    ) -> FitResult:
+        from mnist_pipeline.models.types.ensemble import Member
+
+        missing = [member for member in params.members if member not in (members or {})]
+        if missing:
+            raise ArtifactError(f"{name}: members {missing} were not loaded; the train stage loads every model in members")
+        started = time.perf_counter()
+        model = model_type.build(params, name, [Member(member, *members[member]) for member in params.members])
+        # Scored on the training digits once, for the same one-row history scikit-learn models have.
+        accuracy = float(np.mean(self.predict_proba(model, inputs, 1000).argmax(axis=1) == np.asarray(targets)))
+        log.info("%s: %s averaged, training accuracy %.4f", name, ", ".join(params.members), accuracy)
+        # Its cost is its members' fits: what it takes to have it from nothing.
+        fit_seconds = sum(float(member.config["fit_seconds"]) for member in model.members)
+        log.info("%s: combined in %.1f s; its members' fits took %.1f s together", name, time.perf_counter() - started, fit_seconds)
+        return FitResult(model, fit_seconds, 0, [{"epoch": 0, "accuracy": accuracy}], self.parameter_counts(model))
+
+    def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        from mnist_pipeline.models.types.ensemble import member_inputs
+
+        total = np.zeros((np.asarray(inputs).shape[0], 10), dtype=np.float64)
+        for member, weight in zip(model.members, model.weights):
+            member_adapter = adapters.get(member.config["framework"])
+            total += weight * member_adapter.predict_proba(member.model, member_inputs(inputs, member.representation), batch_size)
+        return total
+
+    def save(self, model: Any, directory: Path) -> Path:
+        for member in model.members:
+            folder = directory / MEMBERS_DIR / member.name
+            folder.mkdir(parents=True, exist_ok=True)
+            adapters.get(member.config["framework"]).save(member.model, folder)
+            write_json(folder / "config.json", member.config)
+        path = directory / MEMBERS_FILE
+        write_json(path, {"members": [member.name for member in model.members], "weights": model.weights.tolist()})
+        return path
+
+    def load(self, directory: Path, model_type: Any = None) -> Any:
+        from mnist_pipeline.models import registry
+        from mnist_pipeline.models.store import check_config, read_json
+        from mnist_pipeline.models.types.ensemble import EnsembleModel, Member
+
+        path = directory / MEMBERS_FILE
+        fix = "rebuild it with `dvc repro` (its stage)"
+        record = read_json(path, "ensemble member list", fix)
+        names, weights = (record.get("members"), record.get("weights")) if isinstance(record, dict) else (None, None)
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names) and isinstance(weights, list) and len(weights) == len(names)):
+            raise ArtifactError(f"{path}: expected {{\"members\": [names], \"weights\": [one per member]}}, got {record!r}; {fix}")
+        members = []
+        for member in names:
+            folder = directory / MEMBERS_DIR / member
+            config = check_config(read_json(folder / "config.json", f"config of member {member!r}", fix), str(folder / "config.json"))
+            members.append(Member(member, config, adapters.get(config["framework"]).load(folder, registry.get(config["type"]))))
+        return EnsembleModel(members, np.asarray(weights, dtype=np.float64))
+
+    def summary(self, model: Any) -> str:
+        lines = [f"ensemble of {len(model.members)} models, averaging their probabilities:"]
+        lines += [
+            f"  {member.name} ({member.config['type']}, {member.representation} input, {member.config['parameter_counts']['total']:,} "
+            f"parameters), weight {weight:.3f}"
+            for member, weight in zip(model.members, model.weights)
+        ]
+        return "\n".join(lines) + "\n"
+
+    def parameter_counts(self, model: Any) -> dict[str, int]:
+        counts = {"total": 0, "trainable": 0, "non_trainable": 0}
+        for member in model.members:
+            for key in counts:
+                counts[key] += int(member.config["parameter_counts"].get(key, 0))
+        return counts
+
+    # -- MLflow --------------------------------------------------------------------------------
+
+    def mlflow_flavor(self) -> Any:
+        """``mlflow.pyfunc`` saving the ensemble's folder as the artifact of ``models/ensemble_pyfunc.py``."""
+        import mlflow.pyfunc
+
+        import mnist_pipeline
+
+        def save_model(path: str, model: Any, **kwargs: Any) -> Any:
+            with tempfile.TemporaryDirectory() as staging:
+                self.save(model, Path(staging))
+                return mlflow.pyfunc.save_model(
+                    path=path,
+                    python_model=str(Path(__file__).parents[1] / "ensemble_pyfunc.py"),
+                    artifacts={"ensemble": staging},
+                    code_paths=[os.path.dirname(mnist_pipeline.__file__)],
+                    **kwargs,
+                )
+
+        return types.SimpleNamespace(__name__="mlflow.pyfunc", save_model=save_model)
+
+    def mlflow_model_kwargs(self, model: Any, model_type: Any) -> dict[str, Any]:
+        return {"model": model}
+
+    def pyfunc_outputs(self, model: Any, example: np.ndarray) -> np.ndarray:
+        """What the logged model's pyfunc returns for ``example``: the averaged probabilities."""
+        return self.predict_proba(model, example, 1000)
+
+
+ADAPTER = EnsembleAdapter()

@@ -1,0 +1,88 @@
+"""``type: ensemble``: a model made of trained models, averaging their probabilities; it learns nothing.
+
+An ensemble reads raw 0-255 pixels and hands each member the representation it was trained on,
+so it takes what every model takes and can mix Keras and scikit-learn members. Its members are
+models of ``models:`` in params.yaml; the ``ensembles:`` section names them (config.py checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from mnist_pipeline.constants import IMAGE_SIDE
+from mnist_pipeline.models.registry import ModelType
+from mnist_pipeline.paths import Section
+
+# Serving scales pixels in float32 too (serving/classifier.py): members see the numbers they were scored on.
+SCALED_DTYPE = np.float32
+PIXEL_MAX = 255
+
+
+class EnsembleParams(Section):
+    type: Literal["ensemble"]
+    members: Annotated[list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]], Field(min_length=2)]
+    # One weight per member, in order; None: equal weights. Normalised to sum to one.
+    weights: list[Annotated[float, Field(gt=0.0)]] | None = None
+
+    @model_validator(mode="after")
+    def _members_once_each(self) -> "EnsembleParams":
+        repeated = sorted({name for name in self.members if self.members.count(name) > 1})
+        if repeated:
+            raise ValueError(f"members name {repeated} more than once; each member counts once (use weights to favour one)")
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"weights has {len(self.weights)} values for {len(self.members)} members; give one per member")
+        return self
+
+
+@dataclass
+class Member:
+    """One trained model inside an ensemble: its saved config (``models.store``) and the loaded model."""
+
+    name: str
+    config: dict[str, Any]
+    model: Any
+
+    @property
+    def representation(self) -> str:
+        return self.config["input"]
+
+
+@dataclass
+class EnsembleModel:
+    members: list[Member]
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        weights = np.asarray(self.weights, dtype=np.float64)
+        if not weights.size:
+            weights = np.ones(len(self.members))
+        if len(weights) != len(self.members):
+            raise ValueError(f"{len(weights)} weights for {len(self.members)} members")
+        self.weights = weights / weights.sum() if weights.size else weights
+
+
+def member_inputs(pixels: np.ndarray, representation: str) -> np.ndarray:
+    """0-255 pixels (uint8, or floats from a client's [0, 1] pixels times 255) in one member's representation."""
+    from mnist_pipeline.data.preprocess import as_representation
+
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 and representation != "pixels":
+        # as_representation passes non-integer pixels through as already scaled.
+        pixels = (pixels / PIXEL_MAX).astype(SCALED_DTYPE)
+    return as_representation(pixels.reshape(-1, IMAGE_SIDE * IMAGE_SIDE), representation, SCALED_DTYPE)
+
+
+def build_ensemble(params: EnsembleParams, name: str = "ensemble", members: list[Member] | None = None) -> EnsembleModel:
+    """The ensemble of ``members`` (trained models, in the order params names them); none: an empty one."""
+    if not members:
+        return EnsembleModel([])
+    return EnsembleModel(members, np.asarray(params.weights or [], dtype=np.float64))
+
+
+MODEL_TYPE = ModelType(
+    "ensemble", EnsembleParams, "ensemble", build_ensemble, lambda params: "pixels", members=lambda params: list(params.members)
+)

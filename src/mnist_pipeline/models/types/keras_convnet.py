@@ -1,0 +1,100 @@
+"""``type: keras_convnet``: convolutional networks beyond the seed's, and the recipes that train them.
+
+Each conv block chooses its padding, stride, batch norm, max-pool and dropout, so one schema
+holds both the fast speed-run net (two 'valid' convs with pools, one-cycle Adam, label smoothing)
+and Deotte's best single-network recipe (six 'same' convs with batch norm, strided 5x5 convs for
+pooling, augmentation, an exponentially decaying learning rate). The seed's own ``keras_cnn``
+keeps its schema, so its models' settings, and the noise measured for them, stay as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from mnist_pipeline.constants import IMAGE_SIDE
+from mnist_pipeline.models.base import Fraction
+from mnist_pipeline.models.keras_blocks import (
+    KerasModelParams,
+    OptimizerParams,
+    ScheduleParams,
+    augmentation_layers,
+    classifier_head,
+    compile_classifier,
+)
+from mnist_pipeline.models.registry import ModelType
+from mnist_pipeline.paths import Section
+
+Beta = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class ConvBlockParams(Section):
+    filters: Annotated[int, Field(ge=1, le=4096)]
+    kernel_size: Annotated[int, Field(ge=1, le=IMAGE_SIDE)] = 3
+    strides: Annotated[int, Field(ge=1, le=IMAGE_SIDE)] = 1
+    padding: Literal["valid", "same"] = "valid"
+    batch_norm: bool = False  # after the convolution's activation, as Deotte's nets
+    pool: bool = False  # 2x2 max-pool
+    dropout: Fraction = 0.0  # after the block
+
+
+class ConvNetOptimizerParams(OptimizerParams):
+    beta_1: Beta | None = None  # Adam's family only; None keeps Keras' default
+    beta_2: Beta | None = None
+
+    @model_validator(mode="after")
+    def _betas_need_adam(self) -> "ConvNetOptimizerParams":
+        if (self.beta_1 is not None or self.beta_2 is not None) and self.name not in ("adam", "adamw", "nadam"):
+            raise ValueError(f"beta_1 and beta_2 are Adam's settings; optimizer {self.name!r} has none")
+        return self
+
+
+class KerasConvNetParams(KerasModelParams):
+    type: Literal["keras_convnet"]
+    optimizer: ConvNetOptimizerParams
+    conv_layers: Annotated[list[ConvBlockParams], Field(min_length=1)]
+    dense_units: list[Annotated[int, Field(ge=1, le=65536)]] = []
+    schedule: ScheduleParams | None = None  # None: the optimizer's learning rate throughout
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # Training steps per call into the compiled graph: fewer Python round trips for small nets.
+    steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 1
+
+    @model_validator(mode="after")
+    def _fits_28x28(self) -> "KerasConvNetParams":
+        side = IMAGE_SIDE
+        for index, block in enumerate(self.conv_layers):
+            if block.padding == "valid":
+                side = side - block.kernel_size + 1
+            side = -(-side // block.strides) if side > 0 else side  # ceil, as Keras computes it
+            if block.pool:
+                side //= 2
+            if side < 1:
+                raise ValueError(
+                    f"conv_layers[{index}] (kernel {block.kernel_size}, stride {block.strides}, {block.padding} "
+                    f"padding{', pool' if block.pool else ''}) leaves no pixels of a 28x28 image"
+                )
+        return self
+
+
+def build_convnet(params: KerasConvNetParams, name: str = "convnet") -> Any:
+    import keras
+    from keras import layers
+
+    stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]
+    for index, block in enumerate(params.conv_layers):
+        size = (block.kernel_size, block.kernel_size)
+        stack.append(layers.Conv2D(block.filters, size, strides=block.strides, padding=block.padding, activation=params.activation))
+        if block.batch_norm:
+            stack.append(layers.BatchNormalization())
+        if block.pool:
+            stack.append(layers.MaxPooling2D((2, 2)))
+        if block.dropout:
+            stack.append(layers.Dropout(block.dropout, seed=params.seed + 10 + index))
+    stack.append(layers.Flatten())
+    stack += classifier_head(params.dense_units, params)
+    model = keras.Sequential(stack, name=name)
+    return compile_classifier(model, params.optimizer, params.label_smoothing, params.steps_per_execution)
+
+
+MODEL_TYPE = ModelType("keras_convnet", KerasConvNetParams, "keras", build_convnet, lambda params: "image")
