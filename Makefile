@@ -24,7 +24,7 @@ SERVICES_ENV ?= services.env
 LOAD_SERVICES = if [ -f "$(SERVICES_ENV)" ]; then set -a; . "./$(SERVICES_ENV)"; set +a; fi;
 SWEEP_WORKERS ?= 2
 
-.PHONY: env run test test-all ui serve bench-testsets bench-evaluation bench-data bench-training bench-pipeline bench-serving bench-team noise \
+.PHONY: env run best test test-all ui serve bench-testsets bench-evaluation bench-data bench-training bench-pipeline bench-serving bench-team noise \
 	services services-stop services-status test-services push pull sweep
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
@@ -34,6 +34,14 @@ env:  ## create .venv from uv.lock (installs uv itself first if missing)
 run: env  ## the whole pipeline, then the gate's verdict as the exit status (non-zero names each failing model)
 	$(UV) run --locked dvc repro
 	$(UV) run --locked python pipeline/gate.py --enforce --baseline-ref "$(GATE_BASELINE)" $(GATE_ARGS)
+
+# `make best`: the recipe params.yaml names recipes.best, as the DVC experiment best-seed$(SEED).
+SEED ?= 0
+RECIPE_ARGS ?=
+
+best: env  ## the best-accuracy recipe as a DVC experiment (SEED=0; RECIPE_ARGS="--set epochs=5" changes it)
+	override="$$($(UV) run --locked python -m mnist_pipeline.recipes best --seed $(SEED) $(RECIPE_ARGS))" && \
+		$(UV) run --locked dvc exp run --name best-seed$(SEED) -S "$$override"
 
 test: env  ## the default test suite (no full-dataset or long-training tests)
 	$(UV) run --locked pytest

@@ -10,6 +10,9 @@ slices). Two kinds of run, each in a fresh process as the pipeline's stages are:
 - more seeds under the default numerics: 20 where one fit takes under 30 s, 10 otherwise, a single
   run for a model without a seed (GaussianNB is deterministic): the spread over seeds.
 
+An ensemble's run of seed s is made of its members' runs of seed s (kept, or trained then), so
+measuring it costs scoring only, once its members are measured; its fit time is theirs summed.
+
 Each run is appended to ``noise/runs.jsonl`` as it finishes, so an interrupted measurement resumes
 where it stopped. Trained models are kept under ``noise/models/`` (not committed): a run already
 scored on today's test sets is not repeated, and one scored on older sets is rescored without
@@ -109,12 +112,18 @@ def model_folder(name: str, params: Any, seed: int | None, variant: str) -> Path
     return MODELS_CACHE / f"{name}-{params_hash(params, without_seed=True)}" / f"{seed}-{variant}"
 
 
-def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str) -> tuple[Any, dict[str, Any]]:
-    """The model of this (seed, variant), trained in this process, or loaded if an earlier run kept it."""
+def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str, everything: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The model of this (seed, variant), trained in this process, or loaded if an earlier run kept it.
+
+    An ensemble (``everything``: all of params.yaml, where its members are) is made of its members
+    of the same seed and variant, each trained or kept as any model is; it keeps nothing of its own.
+    """
     from mnist_pipeline.atomic import atomic_directory
     from mnist_pipeline.models import registry
     from mnist_pipeline.training import fit, targets_for
 
+    if registry.members_of(params):
+        return ensemble_of(name, params, paths, seed, variant, everything)
     folder = model_folder(name, params, seed, variant)
     adapter = registry.adapter_of(params)
     if (folder / FIT_FILE).exists():
@@ -137,12 +146,37 @@ def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str) 
     return result.model, facts
 
 
-def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None, variant: str) -> dict[str, Any]:
+def ensemble_of(name: str, params: Any, paths: Any, seed: int | None, variant: str, everything: Any) -> tuple[Any, dict[str, Any]]:
+    from mnist_pipeline.models import registry
+    from mnist_pipeline.models.types.ensemble import Member
+
+    members = []
+    for member in params.members:
+        member_params = everything.model(member)
+        member_seed = seed if getattr(member_params, "seed", None) is not None else None  # GaussianNB has none
+        model, facts = trained(member, member_params, paths, member_seed, variant)
+        config = {
+            "name": member, "type": member_params.type, "framework": registry.of(member_params).framework,
+            "input": registry.input_representation(member_params), "fit_seconds": facts["fit_seconds"],
+            "parameter_counts": registry.adapter_of(member_params).parameter_counts(model),
+        }
+        members.append(Member(member, config, model))
+    facts = {
+        "fit_seconds": round(sum(member.config["fit_seconds"] for member in members), 2),
+        "epochs": 0,
+        "machine": machine_facts(),
+        "versions": library_versions(),
+        "environment": VARIANTS[variant],
+    }
+    return registry.of(params).build(params, name, members), facts
+
+
+def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None, variant: str, everything: Any = None) -> dict[str, Any]:
     """Train (or load) one (seed, variant) and score it on every test set, as evaluate@<name> does."""
     from mnist_pipeline.evaluation import score_all_sets
     from mnist_pipeline.models import registry
 
-    model, facts = trained(name, params, paths, seed, variant)
+    model, facts = trained(name, params, paths, seed, variant, everything)
     _, scores = score_all_sets(model, registry.of(params).framework, registry.input_representation(params), paths, settings)
     summary = scores.summary()
     return {
@@ -189,8 +223,13 @@ def seeds_to_measure(model: Any, default_fit_seconds: float | None, seeds_overri
     return list(range(target))
 
 
-def kept_fit(name: str, model: Any) -> float | None:
-    """The fit time of the default seed's default-numerics model kept here, if it was trained here."""
+def kept_fit(name: str, model: Any, everything: Any = None) -> float | None:
+    """The fit time of the default seed's default-numerics model kept here, if it was trained here
+    (an ensemble's: its members', if all of them were)."""
+    members = getattr(model, "members", None)
+    if members:
+        fits = [kept_fit(member, everything.model(member)) for member in members if hasattr(everything.model(member), "seed")]
+        return None if None in fits else sum(fits)
     fit = model_folder(name, model, model.seed, "default") / FIT_FILE
     return json.loads(fit.read_text(encoding="utf-8"))["fit_seconds"] if fit.exists() else None
 
@@ -237,13 +276,13 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
             )
 
         # Lazily: the seeds' count follows the default run's fit time, known once it has run.
-        for seed, variant in planned_runs(model, variants_only, seeds_override, functools.partial(kept_fit, name, model)):
+        for seed, variant in planned_runs(model, variants_only, seeds_override, functools.partial(kept_fit, name, model, params)):
             run(seed, variant)
 
 
 def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any]:
-    hashes = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
-    default_seeds = {name: getattr(model, "seed", None) for name, model in params.models.items()}
+    hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
+    default_seeds = {name: getattr(model, "seed", None) for name, model in params.scored.items()}
     models = noise.summarize(read_runs(runs_path), hashes, default_seeds)
     fit_total = sum(sum(entry["fit_seconds"]) for entry in models.values())
     missing = sorted(set(hashes) - set(models))
@@ -303,7 +342,7 @@ def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int
     needed, if_fast = [], []
     for name in names:
         model = params.model(name)
-        fit = kept_fit(name, model) if hasattr(model, "seed") else None
+        fit = kept_fit(name, model, params) if hasattr(model, "seed") else None
         for seed, variant in planned_runs(model, variants_only, seeds_override, lambda fit=fit: fit):
             run = {"model": name, "params_hash": params_hash(model, without_seed=True), "seed": seed, "variant": variant}
             conditional = seeds_override is None and fit is None and variant == "default" and seed is not None and seed >= SEEDS_IF_SLOW
@@ -328,7 +367,7 @@ def run_trial(study: Any, trial: Any, params: Any, runs_path: Path, digest: str)
     name, seed, variant, model = run["model"], run["seed"], run["variant"], params.model(run["model"])
     if run["if_fast"]:  # the default run's fit time, from the study or this machine; not known yet: measure it
         fits = [row["fit_seconds"] for row in study_rows(study) if run_key(row) == (name, run["params_hash"], model.seed, "default")]
-        if (fits[0] if fits else kept_fit(name, model) or 0.0) >= FAST_FIT_SECONDS:
+        if (fits[0] if fits else kept_fit(name, model, params) or 0.0) >= FAST_FIT_SECONDS:
             raise optuna.TrialPruned(f"{name}: a fit takes {FAST_FIT_SECONDS:.0f} s or more, so {SEEDS_IF_SLOW} seeds")
     if (row := local_rows(runs_path, digest).get(run_key(run))) is None:
         try:
@@ -401,10 +440,10 @@ def campaign(args: argparse.Namespace, params: Any, runs_path: Path) -> None:
         digest = manifest_digest(Path(params.paths.testsets_dir))
         study, created = sweep_study.create_study(storage, url, settings)
         if created:
-            plan_campaign(study, args.models or list(params.models), params, args.seeds, args.variants_only, local_rows(runs_path, digest))
+            plan_campaign(study, args.models or list(params.scored), params, args.seeds, args.variants_only, local_rows(runs_path, digest))
         elif sweep_study.wait_for_user_attr(study, PLAN_ATTR, timeout=120) is None:
             raise PipelineError(f"campaign {args.study!r} has no plan (its creator stopped while queueing it); use another --study name")
-        mine = {name: params_hash(model, without_seed=True) for name, model in params.models.items()}
+        mine = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
         if differ := sorted(name for name, value in study.user_attrs[HASHES_ATTR].items() if mine.get(name) != value):
             raise PipelineError(f"campaign {args.study!r} was planned with other params for {differ}; use its params.yaml, or another --study")
         log.info("joined campaign %r in %s: %s", args.study, sweep_study.describe_storage(url), sweep_study.describe_counts(study))
@@ -435,9 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         name, seed_text, variant = args.one
         seed = None if seed_text == "none" else int(seed_text)
         if args.train_only:
-            trained(name, params.model(name), params.paths, seed, variant)
+            trained(name, params.model(name), params.paths, seed, variant, params)
         else:
-            append_run(runs_path, run_once(name, params.model(name), params.paths, params.evaluate, seed, variant))
+            append_run(runs_path, run_once(name, params.model(name), params.paths, params.evaluate, seed, variant, params))
         return 0
     started = time.perf_counter()
     try:
@@ -446,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.study:
             campaign(args, params, runs_path)
         elif not args.summarize_only:
-            names = args.models or list(params.models)
+            names = args.models or list(params.scored)
             measure(names, params, runs_path, args.seeds, args.variants_only, args.train_only)
         if args.train_only:
             log.info("trained models kept under %s (%.0f s); score them with a run without --train-only", MODELS_CACHE, time.perf_counter() - started)

@@ -1,7 +1,7 @@
 """DVC stage `report`: every model's test metrics in one table, a scatter plot, and an MLflow run.
 
 Writes ``reports/summary.md`` (with the models x test sets tables: this run's, and the noise
-model's mean ± sd over seeds), ``reports/summary.json``, ``reports/accuracy_vs_params.png`` and
+model's mean ± sd over seeds), ``reports/summary.json``, ``reports/accuracy_vs_params.png``, ``reports/accuracy_vs_fit_time.png`` and
 ``reports/robustness.png`` (see ``mnist_pipeline.reporting.report``) and logs them to an MLflow
 run named ``report``.
 """

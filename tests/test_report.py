@@ -152,7 +152,7 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
         "errors": 199, "fit_seconds": 12.5, "epochs": 10, "sets": {"accuracy": 0.9801, **SET_METRICS},
         "corruptions": {"fog": pytest.approx(0.7801), "stripe": pytest.approx(0.8801)},
     }
-    for figure in ("accuracy_vs_params.png", "robustness.png"):
+    for figure in ("accuracy_vs_params.png", "accuracy_vs_fit_time.png", "robustness.png"):
         png = workdir / "reports" / figure
         assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
     # The models x test sets table, in percent.
@@ -164,7 +164,9 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     assert run.data.metrics["best_accuracy"] == 0.9912
     assert run.data.tags["dvc.stage"] == "report"
     logged = {item.path for item in client.list_artifacts(run.info.run_id, "report")}
-    assert logged == {"report/summary.md", "report/summary.json", "report/accuracy_vs_params.png", "report/robustness.png"}
+    assert logged == {
+        "report/summary.md", "report/summary.json", "report/accuracy_vs_params.png", "report/accuracy_vs_fit_time.png", "report/robustness.png",
+    }
 
 
 def test_missing_metrics_name_the_model_and_the_file(workdir, caplog):

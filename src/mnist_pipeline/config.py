@@ -9,6 +9,7 @@ Each section's schema lives beside the code that reads it:
 | ``testsets`` | ``data.testsets.TestsetsParams`` |
 | ``models.<name>`` | the model type's module, ``models/types/<type>.py`` (``models.registry``) |
 | ``ensembles.<name>`` | ``models.types.ensemble.EnsembleParams`` |
+| ``recipes.<name>`` | as ``models.<name>`` (``mnist_pipeline.recipes``: trained on demand) |
 | ``evaluate`` | ``evaluation.EvaluateParams`` |
 | ``report`` | ``reporting.report.ReportParams`` |
 | ``gate`` | ``reporting.gate.GateParams`` |
@@ -60,6 +61,8 @@ class Params(Section):
     testsets: TestsetsParams
     models: Annotated[dict[ModelName, Any], Field(min_length=1)]
     ensembles: dict[ModelName, EnsembleParams] = {}
+    # Models trained only on demand, as DVC experiments (mnist_pipeline.recipes); no stage reads them.
+    recipes: dict[ModelName, Any] = {}
     evaluate: EvaluateParams
     report: ReportParams
     gate: GateParams
@@ -76,6 +79,7 @@ class Params(Section):
                 raise ValueError(
                     f"ensembles.{name}.members: {unknown} are not trained models; members must be keys of models: {sorted(self.models)}"
                 )
+            ensemble.resolve(self.models)
         unknown = sorted(set(self.gate.floors) - set(self.scored))
         if unknown:
             raise ValueError(
@@ -108,7 +112,8 @@ def params_schema() -> type[Params]:
         classes = tuple(model_types[name].params for name in key)
         union: Any = Annotated[Union[classes], Field(discriminator="type")] if len(classes) > 1 else classes[0]  # noqa: UP007
         _schemas[key] = create_model(
-            "Params", __base__=Params, models=(Annotated[dict[ModelName, union], Field(min_length=1)], ...)
+            "Params", __base__=Params, models=(Annotated[dict[ModelName, union], Field(min_length=1)], ...),
+            recipes=(dict[ModelName, union], {}),
         )
     return _schemas[key]
 
@@ -116,7 +121,7 @@ def params_schema() -> type[Params]:
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     # pydantic puts the union tag into the location (models.cnn.keras_cnn.epochs); users never wrote it.
-    if len(loc) > 2 and loc[0] == "models" and loc[2] in registry.types():
+    if len(loc) > 2 and loc[0] in ("models", "recipes") and loc[2] in registry.types():
         del loc[2]
     key = ".".join(loc) or "<top level>"
     message = error["msg"].removeprefix("Value error, ")

@@ -425,16 +425,19 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHas
         return {}
     try:
         raw = parse_yaml(shown.stdout, f"{commit}:{params_path}") or {}
-        models = {**(raw.get("models") or {}), **(raw.get("ensembles") or {})}
+        entries = {**(raw.get("models") or {}), **(raw.get("ensembles") or {})}
     except (ConfigError, AttributeError, TypeError):
         return {}
-    hashes = {}
-    for name, entry in models.items() if isinstance(models, dict) else ():
+    parsed = {}
+    for name, entry in entries.items():
         try:
-            hashes[name] = ParamsHashes.of(registry.get(entry["type"]).params.model_validate(entry))
+            parsed[name] = registry.get(entry["type"]).params.model_validate(entry)
         except (ValidationError, ConfigError, KeyError, TypeError):
             continue
-    return hashes
+    for model in parsed.values():
+        if hasattr(model, "resolve"):  # an ensemble: its hash includes its members' params
+            model.resolve(parsed)
+    return {name: ParamsHashes.of(model) for name, model in parsed.items()}
 
 
 @dataclass

@@ -7,7 +7,8 @@ and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py`
   errors, fit time, epochs) sorted by test accuracy, with a sentence on the seed's contrast:
   does the CNN, with fewer parameters, beat the MLP? The sentence is computed from the numbers;
 - ``reports/summary.json``: the same rows, machine-readable;
-- ``reports/accuracy_vs_params.png``: test accuracy against parameter count (log scale).
+- ``reports/accuracy_vs_params.png``: test accuracy against parameter count (log scale);
+- ``reports/accuracy_vs_fit_time.png``: test accuracy against fit time (log scale).
 
 ``tracking.report`` logs the three files to MLflow.
 """
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 SCATTER_PNG = "accuracy_vs_params.png"
+FIT_TIME_PNG = "accuracy_vs_fit_time.png"
 # The seed's contrast is between these two; other names fall back to the first model of each type.
 SEED_CNN, SEED_MLP = "cnn", "mlp"
 REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total", "corruption_mean", "corruption_worst", "uci_accuracy", "ece")
@@ -228,26 +230,35 @@ def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) 
     }
 
 
-def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
-    """Each model a labelled point; parameter counts span orders of magnitude, hence log x."""
+def accuracy_scatter(rows: Sequence[ModelRow], x_of: Any, x_label: str, title: str) -> Any:
+    """Each model a labelled point of (``x_of(row)``, test accuracy); the x values span orders of magnitude, hence log x."""
     from mnist_pipeline.reporting.plots import pyplot
 
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
     # Neighbours along x take turns labelling above and below their point, so names don't collide.
-    for index, row in enumerate(sorted(rows, key=lambda row: row.parameters)):
-        x = max(row.parameters, 1)  # log axis: a zero count would vanish
+    for index, row in enumerate(sorted(rows, key=x_of)):
+        x = max(x_of(row), 1e-3)  # log axis: a zero would vanish
         axis.scatter([x], [row.accuracy], s=40)
         offset = (5, 6) if index % 2 == 0 else (5, -13)
         axis.annotate(row.model, (x, row.accuracy), textcoords="offset points", xytext=offset, fontsize=9)
     axis.set_xscale("log")
     axis.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
-    axis.set_xlabel("parameters (log scale)")
+    axis.set_xlabel(x_label)
     axis.set_ylabel("test accuracy")
     axis.set_title(title)
     axis.grid(alpha=0.3, which="both")
     figure.tight_layout()
     return figure
+
+
+def accuracy_vs_params_figure(rows: Sequence[ModelRow], title: str) -> Any:
+    return accuracy_scatter(rows, lambda row: row.parameters, "parameters (log scale)", title)
+
+
+def accuracy_vs_fit_time_figure(rows: Sequence[ModelRow], title: str) -> Any:
+    """An ensemble's fit time is its members' together: what it costs to have it from nothing."""
+    return accuracy_scatter(rows, lambda row: row.fit_seconds, "fit time, seconds on this machine (log scale)", title)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,10 +304,11 @@ def save_figure(figure: Any, destination: Path) -> None:
 
 def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow], seeds: str | None = None) -> dict[str, Path]:
     contrast = contrast_sentence(rows)
-    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, ROBUSTNESS_PNG)}
+    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, FIT_TIME_PNG, ROBUSTNESS_PNG)}
     write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast, seeds))
     write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast))
     save_figure(accuracy_vs_params_figure(rows, f"{title}: test accuracy vs parameters"), files[SCATTER_PNG])
+    save_figure(accuracy_vs_fit_time_figure(rows, f"{title}: test accuracy vs fit time"), files[FIT_TIME_PNG])
     save_figure(robustness_heatmap(robustness_frame(rows), f"{title}: accuracy on every test set"), files[ROBUSTNESS_PNG])
     if contrast:
         log.info("%s", contrast)

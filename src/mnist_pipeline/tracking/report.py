@@ -15,7 +15,7 @@ RUN_NAME = "report"
 
 
 def log_report(files: Mapping[str, Path], rows: Sequence[ModelRow]) -> str:
-    """The three report files under ``report/``, the best test accuracy as ``best_accuracy``; returns the run id."""
+    """The report files under ``report/``, the best test accuracy as ``best_accuracy``; returns the run id."""
     import mlflow
 
     experiment_id = configure_tracking()

@@ -7,11 +7,12 @@ models of ``models:`` in params.yaml; the ``ensembles:`` section names them (con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, computed_field, model_validator
 
 from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.models.registry import ModelType
@@ -27,6 +28,27 @@ class EnsembleParams(Section):
     members: Annotated[list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]], Field(min_length=2)]
     # One weight per member, in order; None: equal weights. Normalised to sum to one.
     weights: list[Annotated[float, Field(gt=0.0)]] | None = None
+    _members: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def resolve(self, models: Mapping[str, Any]) -> "EnsembleParams":
+        """Learn the members' params (``models:``), which the ensemble's settings and seed include."""
+        self._members = {name: models[name] for name in self.members if name in models}
+        return self
+
+    # Computed, so in every dump of its params (the params hash, config.json, MLflow): an ensemble is
+    # another configuration when a member is, and a rerun of the same seed when its members are.
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def member_settings(self) -> dict[str, Any]:
+        """Each member's params, its seed aside."""
+        return {name: params.model_dump(mode="json", exclude={"seed"}) for name, params in self._members.items()}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def seed(self) -> int | None:
+        """The members' common seed (members without one aside); None if they differ."""
+        seeds = {params.seed for params in self._members.values() if getattr(params, "seed", None) is not None}
+        return seeds.pop() if len(seeds) == 1 else None
 
     @model_validator(mode="after")
     def _members_once_each(self) -> "EnsembleParams":
