@@ -1,7 +1,14 @@
 # Two set-up commands for a fresh machine: `make run` (environment + whole pipeline) and
 # `make test` (environment + test suite). Everything else here is a convenience.
 UV_VERSION := 0.13.8
-UV := python3 -m uv
+# The interpreter that runs uv, and installs it with pip on a fresh machine: the first python3 on
+# PATH outside $VIRTUAL_ENV and this project's .venv. An activated .venv (README: `source
+# .venv/bin/activate`) puts its own python3 first, which `uv sync` made without uv or pip.
+BOOTSTRAP_PYTHON := $(or $(shell IFS=:; for dir in $$PATH; do \
+	case "$${dir:-.}" in ($(if $(VIRTUAL_ENV),"$(VIRTUAL_ENV)/bin"|)"$(CURDIR)/.venv/bin") continue ;; esac; \
+	if [ -f "$${dir:-.}/python3" ] && [ -x "$${dir:-.}/python3" ]; then echo "$${dir:-.}/python3"; break; fi; \
+	done),python3)
+UV := "$(BOOTSTRAP_PYTHON)" -m uv
 export UV_PYTHON_DOWNLOADS := never
 # Compile every installed module to bytecode once, at install. Machines here (and many CI images)
 # set PYTHONDONTWRITEBYTECODE, so without this each stage recompiles TensorFlow, MLflow and pandas
@@ -28,7 +35,7 @@ SWEEP_WORKERS ?= 2
 	services services-stop services-status test-services push pull sweep
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) --version >/dev/null 2>&1 || "$(BOOTSTRAP_PYTHON)" -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --locked
 
 run: env  ## the whole pipeline, then the gate's verdict as the exit status (non-zero names each failing model)
