@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
-PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore", "pyproject.toml")
+PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/plots", ".gitignore", "pyproject.toml")
 
 
 @dataclass

@@ -23,7 +23,7 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
-PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore", "pyproject.toml")
+PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/plots", ".gitignore", "pyproject.toml")
 MNIST_FILENAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
