@@ -131,3 +131,22 @@ def test_a_temp_experiment_is_tracked_in_the_main_store(smoke_project):
     mine = _runs(project, "tags.`dvc.experiment` = 'tempnb'")
     assert {run.info.run_name for run in mine} == {"gaussian_nb", "gaussian_nb-evaluation", "report"}
     assert all(run.info.status == "FINISHED" for run in mine)
+
+
+def test_the_best_recipe_trains_as_an_experiment_through_every_stage(smoke_project):
+    """`make best`, on the smoke project's slice for one epoch: the recipe becomes models.best in a DVC experiment."""
+    project, env, _ = smoke_project
+    commit_all(project, "baseline")
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "python -m mnist_pipeline.recipes best --seed $(SEED)" in makefile and 'dvc exp run --name best-seed$(SEED) -S "$$override"' in makefile
+    override = run_cmd([sys.executable, "-m", "mnist_pipeline.recipes", "best", "--seed", "0", "--set", "epochs=1"], cwd=project, env=env).stdout.strip()
+    result = dvc(project, "exp", "run", "--name", "best-seed0", "-S", override, env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"train@best", "evaluate@best", "report", "gate", "register"} <= ran and not {"train@mlp", "ensemble"} & ran, ran
+    config = json.loads((project / "models/best/model/config.json").read_text())
+    assert config["type"] == "keras_convnet" and config["epochs"] == 1 and config["parameter_counts"]["total"] > 300_000
+    assert config["params"]["schedule"] == {"name": "exponential", "warmup_fraction": 0.25, "final_fraction": 0.01, "decay_per_epoch": 0.95}
+    best = _experiments(project, env)["best-seed0"]
+    assert 0 <= best["metrics/best.json"]["data"]["accuracy"] <= 1
+    assert "best" in {row["model"] for row in json.loads((project / "reports/summary.json").read_text())["models"]}

@@ -8,7 +8,11 @@ made from files in the repository, never typed by hand:
 - ``seeds-by-set``: models x the gated test sets, mean ± sd over seeds (``reporting.report.seeds_table``);
 - ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``);
 - ``bench-testsets``: what making the test sets and scoring every model on them cost
-  (``benchmarks/results/testsets.json`` and ``evaluation.json``, written by their benchmarks).
+  (``benchmarks/results/testsets.json`` and ``evaluation.json``, written by their benchmarks);
+- ``fast-tuning``: the candidates `fast` was chosen from, on the validation split (``benchmarks/results/fast_tuning.json``);
+- ``beyond-seed``: the models beyond the seed's, mean ± sd over seeds beside their fit time as a
+  ratio to the seed CNN's, measured side by side (``benchmarks/results/training.json``), and each
+  ensemble against its best member (``noise/noise.json``).
 
 ``python -m mnist_pipeline.reporting.readme`` rewrites them; ``tests/test_readme.py`` fails when
 the README disagrees with its sources.
@@ -46,7 +50,84 @@ def blocks(root: Path) -> dict[str, str]:
         "seeds-by-set": seeds_table(models, hashes, noise.parse(payload, str(params.paths.noise_model))) or "(not measured yet)\n",
         "this-run-by-set": sets_table(rows) + "\n",
         "bench-testsets": bench_testsets(root / "benchmarks" / "results"),
+        "fast-tuning": fast_tuning(root / "benchmarks" / "results"),
+        "beyond-seed": beyond_seed(params, noise.parse(payload, str(params.paths.noise_model)), hashes, rows, root / "benchmarks" / "results"),
     }
+
+
+def fast_tuning(results: Path) -> str:
+    """The candidates `fast` was chosen from, scored on the validation split (``benchmarks/tune_fast.py``)."""
+    import pandas as pd
+
+    tuning = json.loads((results / "fast_tuning.json").read_text(encoding="utf-8"))
+    rows = [
+        [name, f"{100 * entry['val_accuracy_mean']:.2f}", ", ".join(f"{100 * run['val_accuracy']:.2f}" for run in entry["runs"]),
+         f"{sum(run['fit_seconds'] for run in entry['runs']) / len(entry['runs']):.1f}"]
+        for name, entry in tuning["candidates"].items()
+    ]
+    frame = pd.DataFrame(rows, columns=["candidate", "validation accuracy, % (mean)", f"seeds {tuning['seeds']}", "fit, s (mean)"])
+    return frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
+
+
+def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], results: Path) -> str:
+    """Accuracy over seeds beside fit time against the seed CNN's; then each ensemble against its best member."""
+    import pandas as pd
+    from scipy import stats
+
+    bench = json.loads((results / "training.json").read_text(encoding="utf-8"))
+    fits, seed_cnn = bench["models"], bench["seed_cnn"]["fit_seconds"]["median"]
+    parameters = {row.model: row.parameters for row in rows}
+
+    def spread(model: str, metric: str):
+        found = measured.get(model, metric)
+        return found if found is not None and found.params_hash == hashes.get(model) and found.n >= 2 else None
+
+    def accuracy(model: str) -> str:
+        found = spread(model, "accuracy")
+        return f"{100 * found.mean:.2f} ± {100 * found.sd:.2f} ({found.n})" if found else "-"
+
+    def fit_seconds(model: str) -> float | None:
+        if model in params.ensembles:  # what it costs from nothing: its members' fits
+            members = [fit_seconds(member) for member in params.ensembles[model].members]
+            return None if None in members else sum(members)
+        entry = fits.get(model)
+        return None if entry is None or entry["recipe"] else entry["fit_seconds"]["median"]
+
+    table = []
+    for model in [*params.scored, *(name for name in fits if fits[name]["recipe"])]:
+        seconds = fit_seconds(model)
+        if model in fits and fits[model]["recipe"]:
+            entry = fits[model]
+            epochs = params.recipes[model].epochs
+            projected = entry["seconds_per_epoch"] * epochs
+            table.append([f"`{model}` (recipe)", "-", "-", f"{entry['seconds_per_epoch']:.1f} s/epoch; {epochs} epochs: ~{projected / 3600:.1f} h",
+                          f"~{projected / seed_cnn:.0f}x"])
+        elif seconds is not None:
+            table.append([f"`{model}`", f"{parameters.get(model, 0):,}", accuracy(model), f"{seconds:.1f}", f"{seconds / seed_cnn:.3f} (1/{seed_cnn / seconds:.1f})"])
+    frame = pd.DataFrame(table, columns=["model", "parameters", "MNIST test, % (seeds)", "fit, s (median)", "fit / seed CNN's"])
+    machine = bench["machine"]
+    lines = [
+        frame.to_markdown(index=False, colalign=["left", "right", "right", "right", "right"], disable_numparse=True),
+        "",
+        f"Fit times: medians of {bench['repeats']} side-by-side runs on one {machine['cpu']} ({machine['cpu_count']} cores), "
+        f"alternating with the seed's own CNN code, whose fit took {seed_cnn:.1f} s (`benchmarks/bench_training.py --fit-ratio`); "
+        "an ensemble's is its members' together.",
+    ]
+    for name, ensemble in params.ensembles.items():
+        for metric, label in (("accuracy", "MNIST test"), ("corruption_mean", "corruption mean")):
+            own = spread(name, metric)
+            members = [(member, found) for member in ensemble.members if (found := spread(member, metric))]
+            if own is None or not members:
+                continue
+            best, found = max(members, key=lambda item: item[1].mean)
+            test = stats.ttest_ind_from_stats(own.mean, own.sd, own.n, found.mean, found.sd, found.n, equal_var=False)
+            gap = 100 * (own.mean - found.mean)
+            verdict = "beyond noise" if test.pvalue < 0.01 else "within noise"
+            lines.append(
+                f"- `{name}` against its best member on the {label}, `{best}`: {gap:+.2f} points "
+                f"({100 * own.mean:.2f} against {100 * found.mean:.2f}; Welch's t-test over seeds, p = {test.pvalue:.2g}: {verdict})."
+            )
+    return "\n".join(lines) + "\n"
 
 
 def bench_testsets(results: Path) -> str:
