@@ -19,19 +19,19 @@ export UV_COMPILE_BYTECODE := 1
 GATE_BASELINE ?= HEAD
 GATE_ARGS ?=
 
-# `make serve`: the champion over HTTP on 127.0.0.1 (README: serving).
+# `make serve`: the champion over HTTP on 127.0.0.1 (docs/using/serving.md).
 SERVE_PORT ?= 5001
 SERVE_MODEL ?= models:/mnist@champion
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
-# The team stack (README: team scale): its ports, URIs and generated credentials, in one file.
+# The team stack (docs/team.md): its ports, URIs and generated credentials, in one file.
 SERVICES_ENV ?= services.env
 # Loads the stack's settings into a recipe's shell when the file exists (else the caller's own
 # AWS_* / MLFLOW_* settings apply, e.g. a team's real S3 and server).
 LOAD_SERVICES = if [ -f "$(SERVICES_ENV)" ]; then set -a; . "./$(SERVICES_ENV)"; set +a; fi;
 SWEEP_WORKERS ?= 2
 
-.PHONY: env run best test test-all ui serve bench-testsets bench-evaluation bench-data bench-training bench-pipeline bench-serving bench-team noise \
+.PHONY: env run best test test-all docs ui serve bench-testsets bench-evaluation bench-data bench-training bench-pipeline bench-serving bench-team noise \
 	services services-stop services-status test-services push pull sweep
 
 env:  ## create .venv from uv.lock (installs uv itself first if missing)
@@ -55,6 +55,9 @@ test: env  ## the default test suite (no full-dataset or long-training tests)
 
 test-all: env  ## everything, including tests marked slow
 	$(UV) run --locked pytest -m ""
+
+docs: env  ## the documentation site from docs/ into site/ (mkdocs build --strict; offline: open site/index.html)
+	$(UV) run --locked mkdocs build --strict
 
 ui: env  ## browse the runs at http://127.0.0.1:5000
 	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
@@ -82,7 +85,7 @@ push: env  ## upload every DVC-tracked output to the remote `storage` (the stack
 pull: env  ## download every DVC-tracked output from the remote `storage`
 	$(LOAD_SERVICES) $(UV) run --locked dvc pull
 
-sweep: env  ## an Optuna study over params.yaml `sweep.space`, $(SWEEP_WORKERS) workers here (others may join: README)
+sweep: env  ## an Optuna study over params.yaml `sweep.space`, $(SWEEP_WORKERS) workers here (others may join: docs/team.md)
 	$(LOAD_SERVICES) $(UV) run --locked dvc repro preprocess && $(UV) run --locked mnist-sweep run --workers $(SWEEP_WORKERS)
 
 bench-team: env  ## server vs embedded tracking, dvc push/pull vs a plain copy, 2 sweep workers vs 1

@@ -1,8 +1,13 @@
-"""The README's measured tables, generated from the committed results files so they cannot go stale.
+"""The documentation's measured tables and its pipeline picture, generated so they cannot go stale.
 
-Each table sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in README.md and is
-made from files in the repository, never typed by hand:
+Each block sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in README.md or a page
+under docs/ (a name may appear in more than one file) and is made from files in the repository,
+never typed by hand:
 
+- ``pipeline``: the pipeline as a Mermaid flowchart (GitHub renders it), made from ``dvc dag
+  --mermaid``: each ``foreach`` stage (``train@<model>``, ``evaluate@<model>``) is one node, and
+  an edge that another path already implies is left out (a transitive reduction). The same graph
+  is drawn as ``docs/assets/pipeline.svg`` for the documentation site, which must work offline;
 - ``noise``: the noise model (``noise/noise.json``): per model and gated metric, mean ± sd over
   seeds and the same-seed sd over numeric variants (``reporting.noise.format_summary``);
 - ``seeds-by-set``: models x the gated test sets, mean ± sd over seeds (``reporting.report.seeds_table``);
@@ -12,10 +17,15 @@ made from files in the repository, never typed by hand:
 - ``fast-tuning``: the candidates `fast` was chosen from, on the validation split (``benchmarks/results/fast_tuning.json``);
 - ``beyond-seed``: the models beyond the seed's, mean ± sd over seeds beside their fit time as a
   ratio to the seed CNN's, measured side by side (``benchmarks/results/training.json``), and each
-  ensemble against its best member (``noise/noise.json``).
+  ensemble against its best member (``noise/noise.json``);
+- ``champion-tolerance``: how far a challenger must beat the champion, for the CNN (``noise/noise.json``);
+- ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
+- ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
+- ``sgd-scaled``: StandardScaler + SGD's fit time and accuracy in the committed run (``reports/summary.json``).
 
-``python -m mnist_pipeline.reporting.readme`` rewrites them; ``tests/test_readme.py`` fails when
-the README disagrees with its sources.
+``python -m mnist_pipeline.reporting.readme`` rewrites them in every file, and the picture;
+``tests/test_readme.py`` and ``tests/test_docs.py`` fail when a file disagrees with its sources. A
+missing source file is an error, never a block left as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +33,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
 import sys
+from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 
 from mnist_pipeline.config import load_params
@@ -35,24 +48,243 @@ from mnist_pipeline.stage import configure_logging
 log = logging.getLogger(__name__)
 
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.DOTALL)
+# The pipeline picture of the documentation site.
+PICTURE = Path("docs") / "assets" / "pipeline.svg"
 
 
-def blocks(root: Path) -> dict[str, str]:
-    """Every generated table, from the results files under ``root``."""
-    params = load_params(root / "params.yaml")
-    models = list(params.scored)
-    payload = json.loads((root / params.paths.noise_model).read_text(encoding="utf-8"))
-    hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
-    summary = json.loads((root / params.paths.report_file("summary.json")).read_text(encoding="utf-8"))
-    rows = [ModelRow(**row) for row in summary["models"]]
-    return {
-        "noise": noise.format_summary({name: payload["models"][name] for name in models if name in payload["models"]}),
-        "seeds-by-set": seeds_table(models, hashes, noise.parse(payload, str(params.paths.noise_model))) or "(not measured yet)\n",
-        "this-run-by-set": sets_table(rows) + "\n",
-        "bench-testsets": bench_testsets(root / "benchmarks" / "results"),
-        "fast-tuning": fast_tuning(root / "benchmarks" / "results"),
-        "beyond-seed": beyond_seed(params, noise.parse(payload, str(params.paths.noise_model)), hashes, rows, root / "benchmarks" / "results"),
-    }
+class Sources:
+    """The results files under ``root``, each read on first use: a block reads only what it needs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.results = root / "benchmarks" / "results"
+
+    @cached_property
+    def params(self):
+        return load_params(self.root / "params.yaml")
+
+    @cached_property
+    def models(self) -> list[str]:
+        return list(self.params.scored)
+
+    @cached_property
+    def noise_payload(self) -> dict:
+        return json.loads((self.root / self.params.paths.noise_model).read_text(encoding="utf-8"))
+
+    @cached_property
+    def measured(self) -> noise.NoiseModel:
+        return noise.parse(self.noise_payload, str(self.params.paths.noise_model))
+
+    @cached_property
+    def hashes(self) -> dict[str, str]:
+        return {name: params_hash(model, without_seed=True) for name, model in self.params.scored.items()}
+
+    @cached_property
+    def rows(self) -> list[ModelRow]:
+        summary = json.loads((self.root / self.params.paths.report_file("summary.json")).read_text(encoding="utf-8"))
+        return [ModelRow(**row) for row in summary["models"]]
+
+
+GENERATORS: dict[str, Callable[[Sources], str]] = {
+    "pipeline": lambda s: pipeline_mermaid(dvc_dag(s.root)),
+    "noise": lambda s: noise.format_summary(
+        {name: s.noise_payload["models"][name] for name in s.models if name in s.noise_payload["models"]}),
+    "seeds-by-set": lambda s: seeds_table(s.models, s.hashes, s.measured) or "(not measured yet)\n",
+    "this-run-by-set": lambda s: sets_table(s.rows) + "\n",
+    "bench-testsets": lambda s: bench_testsets(s.results),
+    "fast-tuning": lambda s: fast_tuning(s.results),
+    "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
+    "champion-tolerance": lambda s: champion_tolerance(s.params, s.measured),
+    "numerics-spread": lambda s: numerics_spread(s.measured),
+    "seed-zero": lambda s: seed_zero(s.measured),
+    "sgd-scaled": lambda s: sgd_scaled(s.rows),
+}
+
+
+def blocks(root: Path, names: Iterable[str] | None = None) -> dict[str, str]:
+    """The generated blocks ``names`` (default: every one), from the files under ``root``.
+
+    A name without a generator is left out here and refused by ``render``.
+    """
+    sources = Sources(root)
+    wanted = GENERATORS if names is None else [name for name in dict.fromkeys(names) if name in GENERATORS]
+    return {name: GENERATORS[name](sources) for name in wanted}
+
+
+def documents(root: Path) -> list[Path]:
+    """Every file that may hold blocks: README.md and each page of the documentation site."""
+    return [root / "README.md", *sorted((root / "docs").glob("**/*.md"))]
+
+
+def block_names(text: str) -> list[str]:
+    return [match.group("name") for match in BLOCK.finditer(text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline picture, from `dvc dag --mermaid`
+
+DAG_NODE = re.compile(r'^\s*(?P<id>\w+)\["(?P<label>[^"]*)"\]\s*$')
+DAG_EDGE = re.compile(r"^\s*(?P<source>\w+)\s*-->\s*(?P<target>\w+)\s*$")
+
+
+def dvc_dag(root: Path) -> str:
+    """``dvc dag --mermaid`` of the pipeline under ``root`` (about 2 s: DVC resolves dvc.yaml and params.yaml)."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "dag", "--mermaid"], cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc dag --mermaid failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def pipeline_graph(mermaid: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The pipeline as groups of stages and the edges between groups, from ``dvc dag --mermaid``.
+
+    A ``foreach`` stage's instances (``train@cnn``, ``train@mlp``, ...) are one group,
+    ``train@<model>``; the value is how many stages a group holds. Edges implied by a longer path
+    are left out, so what remains reads as the order of the stages.
+    """
+    labels: dict[str, str] = {}
+    edges: set[tuple[str, str]] = set()
+    for line in mermaid.splitlines()[1:]:
+        if node := DAG_NODE.match(line):
+            labels[node["id"]] = node["label"]
+        elif edge := DAG_EDGE.match(line):
+            edges.add((edge["source"], edge["target"]))
+        elif line.strip():
+            raise ValueError(f"unexpected line in dvc dag --mermaid: {line!r}")
+    if not mermaid.startswith("flowchart") or not labels:
+        raise ValueError("dvc dag --mermaid printed no flowchart")
+
+    def group(label: str) -> str:
+        return f"{label.split('@', 1)[0]}@<model>" if "@" in label else label
+
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[group(label)] = counts.get(group(label), 0) + 1
+    grouped = {(group(labels[s]), group(labels[t])) for s, t in edges if group(labels[s]) != group(labels[t])}
+
+    def reachable(source: str, skip: tuple[str, str]) -> set[str]:
+        seen, todo = set(), [source]
+        while todo:
+            node = todo.pop()
+            for s, t in grouped:
+                if s == node and (s, t) != skip and t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return seen
+
+    reduced = sorted(edge for edge in grouped if edge[1] not in reachable(edge[0], skip=edge))
+    layer = _layers(counts, reduced)
+    return dict(sorted(counts.items(), key=lambda item: (layer[item[0]], item[0]))), reduced
+
+
+def _layers(nodes: Iterable[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Each node's longest path from a source: its row in the picture."""
+    layer = {node: 0 for node in nodes}
+    for _ in range(len(layer)):
+        for source, target in edges:
+            layer[target] = max(layer[target], layer[source] + 1)
+    return layer
+
+
+def _node_id(name: str) -> str:
+    return re.sub(r"\W", "_", name.split("@", 1)[0])
+
+
+def _node_label(name: str, count: int, angle_brackets: bool = True) -> str:
+    """A group says how many stages it stands for. Mermaid reads < and > as HTML, so it gets none."""
+    return (name if angle_brackets else name.replace("<model>", "model")) + (f" × {count}" if count > 1 else "")
+
+
+def pipeline_mermaid(mermaid: str) -> str:
+    """The README's picture: ``dvc dag --mermaid``, one node per stage or foreach group, in a fenced block."""
+    counts, edges = pipeline_graph(mermaid)
+    lines = ["```mermaid", "flowchart TD"]
+    lines += [f'    {_node_id(name)}["{_node_label(name, count, angle_brackets=False)}"]' for name, count in counts.items()]
+    lines += [f"    {_node_id(source)} --> {_node_id(target)}" for source, target in edges]
+    return "\n".join([*lines, "```"]) + "\n"
+
+
+def pipeline_svg(mermaid: str) -> str:
+    """The same graph as a small SVG (rows by longest path), for the documentation site: no script, no network."""
+    from xml.sax.saxutils import escape
+
+    counts, edges = pipeline_graph(mermaid)
+    layer = _layers(counts, edges)
+    rows: dict[int, list[str]] = {}
+    for name in counts:
+        rows.setdefault(layer[name], []).append(name)
+    width, row_height, box_height, char_width = 560, 64, 34, 8
+    position: dict[str, tuple[int, int]] = {}
+    for row, names in rows.items():
+        for index, name in enumerate(names):
+            position[name] = (round(width * (index + 1) / (len(names) + 1)), 24 + row * row_height)
+    height = 24 + (max(rows) + 1) * row_height - (row_height - box_height) + 8
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'role="img" aria-labelledby="pipeline-title" font-family="sans-serif" font-size="14">',
+        '<title id="pipeline-title">The pipeline\'s stages, from dvc dag (generated by mnist_pipeline.reporting.readme)</title>',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
+    ]
+    for source, target in edges:
+        (x1, y1), (x2, y2) = position[source], position[target]
+        parts.append(f'<line x1="{x1}" y1="{y1 + box_height}" x2="{x2}" y2="{y2}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>')
+    for name, count in counts.items():
+        x, y = position[name]
+        label = _node_label(name, count)
+        box_width = char_width * len(label) + 28
+        parts.append(f'<rect x="{x - box_width // 2}" y="{y}" width="{box_width}" height="{box_height}" rx="6" '
+                     'fill="#e8eaf6" stroke="#3f51b5" stroke-width="1.5"/>')
+        parts.append(f'<text x="{x}" y="{y + 22}" text-anchor="middle" fill="#1a237e">{escape(label)}</text>')
+    return "\n".join([*parts, "</svg>"]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# sentences from the noise model
+
+
+def champion_tolerance(params, measured: noise.NoiseModel) -> str:
+    """The registry's rule in numbers: how far a challenger must beat the champion's accuracy by."""
+    from mnist_pipeline.tracking.registry import comparison_tolerance
+
+    value = comparison_tolerance(params.gate, measured, "cnn")
+    return (f"Under the committed noise model (`noise/noise.json`, {_machine(measured)}) that tolerance is {value:.4f} "
+            f"for the CNN (`cnn`), at `gate.false_alarm_rate` {params.gate.false_alarm_rate:.0%}.\n")
+
+
+def numerics_spread(measured: noise.NoiseModel) -> str:
+    """How far the numeric variants move the default seed: the CNN beside its seeds, and the widest UCI spread."""
+    cnn_same, cnn_seeds = measured.get_same_seed("cnn", "accuracy"), measured.get("cnn", "accuracy")
+    uci = [found for model in measured.same_seed if (found := measured.get_same_seed(model, "uci_accuracy")) and found.n >= 2]
+    widest = max(uci, key=lambda found: found.sd)
+    return (
+        f"The measured numerics are not small everywhere (`noise/noise.json`, {_machine(measured)}; sd in points): "
+        f"oneDNN and thread settings move the CNN's seed {cnn_same.seed} by {100 * cnn_same.sd:.2f} "
+        f"({cnn_same.n} variants), against {100 * cnn_seeds.sd:.2f} from one seed to the next ({cnn_seeds.n} seeds), "
+        f"and the UCI digits (1,797 of them) by up to {100 * widest.sd:.2f} (`{widest.model}`), so those same-seed tolerances are wide.\n"
+    )
+
+
+def seed_zero(measured: noise.NoiseModel) -> str:
+    """How far the MLP's default seed, rerun under the numeric variants, sits from its mean over seeds."""
+    same, seeds = measured.get_same_seed("mlp", "accuracy"), measured.get("mlp", "accuracy")
+    offset = (same.mean - seeds.mean) / seeds.sd
+    side = "below" if offset < 0 else "above"
+    return (f"Under the committed noise model (`noise/noise.json`, {_machine(measured)}), the MLP's seed {same.seed} "
+            f"({100 * same.mean:.2f}, mean of {same.n} numeric variants) sits {abs(offset):.1f} sd {side} its mean over "
+            f"{seeds.n} seeds ({100 * seeds.mean:.2f} ± {100 * seeds.sd:.2f}).\n")
+
+
+def sgd_scaled(rows: list[ModelRow]) -> str:
+    """StandardScaler + SGD with the project's early stopping, in the committed run."""
+    row = next(row for row in rows if row.model == "sgd_scaled")
+    return (f"With these settings it fits in {row.fit_seconds:.1f} s and reaches {100 * row.accuracy:.2f}% "
+            "(`sgd_scaled` in the committed run, `reports/summary.json`).\n")
+
+
+def _machine(measured: noise.NoiseModel) -> str:
+    machine = measured.machine
+    return f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cpu_count', '?')} cores"
 
 
 def fast_tuning(results: Path) -> str:
@@ -66,7 +298,9 @@ def fast_tuning(results: Path) -> str:
         for name, entry in tuning["candidates"].items()
     ]
     frame = pd.DataFrame(rows, columns=["candidate", "validation accuracy, % (mean)", f"seeds {tuning['seeds']}", "fit, s (mean)"])
-    return frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
+    machine = tuning["machine"]
+    return (frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n\n"
+            f"Fit times on one {machine['cpu']} ({machine['cpu_count']} cores), each with a validation pass (`benchmarks/tune_fast.py`).\n")
 
 
 def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], results: Path) -> str:
@@ -123,6 +357,8 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
             test = stats.ttest_ind_from_stats(own.mean, own.sd, own.n, found.mean, found.sd, found.n, equal_var=False)
             gap = 100 * (own.mean - found.mean)
             verdict = "beyond noise" if test.pvalue < 0.01 else "within noise"
+            if lines[-1].startswith("Fit times"):  # Python-Markdown (the docs site) starts a list only after a blank line
+                lines.append("")
             lines.append(
                 f"- `{name}` against its best member on the {label}, `{best}`: {gap:+.2f} points "
                 f"({100 * own.mean:.2f} against {100 * found.mean:.2f}; Welch's t-test over seeds, p = {test.pvalue:.2g}: {verdict})."
@@ -159,20 +395,32 @@ def render(text: str, tables: dict[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         if name not in tables:
-            raise KeyError(f"README block {name!r} has no generator; known: {sorted(tables)}")
+            raise KeyError(f"block {name!r} has no generator; known: {sorted(tables)}")
         return match.group(1) + tables[name] + match.group(4)
 
     return BLOCK.sub(replace, text)
 
 
+def render_all(root: Path) -> dict[Path, tuple[str, str]]:
+    """Each file that holds blocks: (its text now, its text with every block regenerated)."""
+    texts = {path: path.read_text(encoding="utf-8") for path in documents(root)}
+    texts = {path: text for path, text in texts.items() if BLOCK.search(text)}
+    tables = blocks(root, [name for text in texts.values() for name in block_names(text)])
+    return {path: (text, render(text, tables)) for path, text in texts.items()}
+
+
 def main() -> int:
     configure_logging()
     root = Path.cwd()
-    readme = root / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    updated = render(text, blocks(root))
-    readme.write_text(updated, encoding="utf-8")
-    log.info("README.md tables %s", "updated" if updated != text else "already up to date")
+    for path, (text, updated) in render_all(root).items():
+        path.write_text(updated, encoding="utf-8")
+        log.info("%s: blocks %s", path.relative_to(root), "updated" if updated != text else "already up to date")
+    picture = root / PICTURE
+    svg = pipeline_svg(dvc_dag(root))
+    if not picture.exists() or picture.read_text(encoding="utf-8") != svg:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        picture.write_text(svg, encoding="utf-8")
+        log.info("%s updated", PICTURE)
     return 0
 
 
