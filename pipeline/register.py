@@ -1,8 +1,8 @@
 """DVC stage `register`: put every gate-passing model in the MLflow Model Registry, and move the champion.
 
 Reads the gate's verdict (``reports/gate.json``), each passing model's test accuracy
-(``metrics/<name>.json``) and trained folder (``models/<name>/model``); logs each new one as a
-pyfunc that takes raw digits (``mnist_pipeline.serving``) and registers it as ``mnist-<name>``
+(``metrics/<name>.json``) and trained folder (``models/<name>/model``); registers the pyfunc its
+training logged (raw digits in: ``mnist_pipeline.serving``) as ``mnist-<name>``
 and, for the best of them, ``mnist`` with the aliases ``challenger`` and, when it beats the
 champion beyond noise, ``champion`` (``mnist_pipeline.tracking.registry``). Writes what it did to
 ``reports/registry.json``. A model already registered with the same content is not registered again.
@@ -60,7 +60,8 @@ def register_stage() -> None:
                 accuracy=float(metrics["accuracy"]),
                 params_hash=params_hash(params.model(name)),
                 tolerance=comparison_tolerance(params.gate, noise, name),
-                training_run_id=read_run(paths.model_dir(name), name).run_id,
+                training_run_id=(record := read_run(paths.model_dir(name), name)).run_id,
+                model_id=record.model_id,
             )
         )
     pixels, _ = load_split(paths, "test", "pixels")

@@ -4,7 +4,8 @@ An ensemble (`ensembles.<name>`, its own stage in dvc.yaml) is built here too: i
 trained models, are loaded and handed to its fit, which learns nothing.
 
 Writes ``models/<model>/model/`` (weights + config.json + summary.txt), ``history.csv`` and
-``mlflow_run.json`` (the training run, and the logged model that ``evaluate@<model>`` scores).
+``mlflow_run.json`` (the training run, and its one logged model: the pyfunc that takes raw
+digits, which ``evaluate@<model>`` links its results to and ``register`` registers).
 Before training, this model's runs left RUNNING by a process that died (SIGKILL) are closed.
 """
 
@@ -14,14 +15,19 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 from mnist_pipeline.config import load_params
+from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.models import registry
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.models.store import MODEL_SUBDIR, RunRecord, load_trained_model, read_config, write_run_record, write_training_outputs
 from mnist_pipeline.stage import check_stage_deps, run_model_stage, timer
 from mnist_pipeline.tracking import training as mlflow_logging
+from mnist_pipeline.serving.pyfunc import log_digit_model
 from mnist_pipeline.tracking.provenance import provenance_tags
+from mnist_pipeline.tracking.registry import CONTENT_HASH_TAG, MODEL_TAG, content_hash, model_hash
 from mnist_pipeline.tracking.runs import close_stale_runs, process_tags, tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
 from mnist_pipeline.training import fit, targets_for
@@ -79,7 +85,15 @@ def body(name: str) -> None:
             write_training_outputs(paths.model_dir(name), name, model_params, representation, result)
         with watch.section("MLflow logging"):
             mlflow_logging.log_parameter_counts(result.parameter_counts)
-            model_info = mlflow_logging.log_fit_summary(name, model_params, result, inputs)
+            mlflow_logging.log_fit_summary(name, model_params, result)
+            # The one logged model of this training: the pyfunc that takes raw digits, which
+            # evaluate scores and register registers (its folder holds the framework's own file).
+            folder = paths.model_dir(name) / MODEL_SUBDIR
+            digits, _ = load_split(paths, "train", "pixels")
+            model_info = log_digit_model(
+                name, folder, np.asarray(digits[:2]).reshape(-1, IMAGE_SIDE, IMAGE_SIDE),
+                {MODEL_TAG: name, CONTENT_HASH_TAG: content_hash(model_hash(folder))}, step=max(result.epochs, 1),
+            )
             mlflow_logging.log_overhead({key: value for key, value in watch.seconds.items() if key != "fit"}, watch.total(*MLFLOW_SECTIONS))
         write_run_record(paths.model_dir(name), RunRecord(run.info.run_id, experiment_id, model_info.model_id))
     log.info(

@@ -149,17 +149,21 @@ def test_an_ensemble_averages_its_members_probabilities_on_raw_pixels_and_round_
     assert np.allclose(adapter.predict_proba(result.model, data["pixels"].astype(np.float32), 64), proba, atol=1e-5)
 
 
-def test_an_ensembles_mlflow_model_runs_its_members_on_raw_pixels(tmp_path):
-    import mlflow.pyfunc
+def test_an_ensembles_served_folder_runs_its_members_on_raw_digits(tmp_path):
+    """What MLflow logs and serves (serving.pyfunc): the folder the train stage writes, raw uint8 digits in."""
+    from mnist_pipeline.models.store import write_training_outputs
+    from mnist_pipeline.serving.classifier import DigitClassifier
 
     data = tiny_data()
     members = _trained_members(data)
     params = registry.get("ensemble").params.model_validate({"type": "ensemble", "members": ["net", "nb"]})
-    model = fit("ens", params, data["pixels"], data["labels"], members=members).model
-    adapter = adapters.get("ensemble")
-    adapter.mlflow_flavor().save_model(path=str(tmp_path / "logged"), model=model)
-    loaded = mlflow.pyfunc.load_model(str(tmp_path / "logged"))
-    assert np.allclose(loaded.predict(data["pixels"][:20]), adapter.predict_proba(model, data["pixels"][:20], 64), atol=1e-6)
+    result = fit("ens", params, data["pixels"], data["labels"], members=members)
+    write_training_outputs(tmp_path, "ens", params, "pixels", result)
+    served = DigitClassifier(tmp_path / "model").load()
+    digits = data["pixels"][:20].reshape(-1, 28, 28)
+    expected = adapters.get("ensemble").predict_proba(result.model, data["pixels"][:20], 64)
+    assert np.allclose(served.predict_proba(digits), expected, atol=1e-6)
+    assert list(served.predict(digits)["digit"]) == list(expected.argmax(axis=1))
 
 
 def test_a_broken_ensemble_folder_is_a_clear_error(tmp_path):

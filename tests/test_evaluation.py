@@ -237,11 +237,11 @@ def _write_trained_model(root: Path, name: str, result, run_id: str, model_id: s
     write_run_record(root / "models" / name, RunRecord(run_id, "1", model_id))
 
 
-def _training_run(name: str, result=None, inputs=None) -> tuple[str, str | None]:
-    """A finished training run, with the model logged under the pipeline model's name when given."""
+def _training_run(name: str, result=None, folder: Path | None = None) -> tuple[str, str | None]:
+    """A finished training run, with its model folder logged under the pipeline model's name when given."""
     import mlflow
 
-    from mnist_pipeline.tracking.training import log_model
+    from mnist_pipeline.serving.pyfunc import log_digit_model
     from mnist_pipeline.tracking.runs import tracked_run
     from mnist_pipeline.tracking.store import configure_tracking
 
@@ -252,8 +252,9 @@ def _training_run(name: str, result=None, inputs=None) -> tuple[str, str | None]
         for epoch in range(result.epochs if result is not None else 2):
             mlflow.log_metric("val_accuracy", 0.4 + epoch / 10, step=epoch)
         model_id = None
-        if result is not None:
-            model_id = log_model(result.model, name, MODEL_PARAMS[name], inputs, result.epochs).model_id
+        if folder is not None:
+            digits = np.zeros((2, 28, 28), dtype=np.uint8)
+            model_id = log_digit_model(name, folder, digits, {"pipeline_model": name}, step=result.epochs).model_id
         return run.info.run_id, model_id
 
 
@@ -261,7 +262,8 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
     from mlflow import MlflowClient
 
     name = "gaussian_nb"
-    run_id, model_id = _training_run(name, fitted[name], data["test"]["flat"])
+    _write_trained_model(workdir, name, fitted[name], "pending")
+    run_id, model_id = _training_run(name, fitted[name], workdir / "models" / name / "model")
     _write_trained_model(workdir, name, fitted[name], run_id, model_id)
 
     assert load_entry("evaluate").main([name]) == 0

@@ -173,8 +173,12 @@ def test_train_stage_logs_everything_to_one_run_per_model(smoke_run):
     assert info.signature is not None and info.saved_input_example_info["artifact_path"] == "input_example.json"
     local = Path(mlflow.artifacts.download_artifacts(model_uri))
     assert (local / "input_example.json").exists()
+    # The one logged model is the served one: raw digits in, digit and probabilities out.
     pyfunc = mlflow.pyfunc.load_model(model_uri)
-    assert pyfunc.predict(np.zeros((3, 784), dtype=np.float32)).shape == (3, 10)
+    predicted = pyfunc.predict(np.zeros((3, 28, 28), dtype=np.uint8))
+    assert list(predicted.columns) == ["digit", "probability", "probabilities"] and len(predicted) == 3
+    # The framework's own model is inside it, as the train stage saved it.
+    assert (local / "artifacts" / "model" / "model.keras").exists()
 
     # The training dataset, with its digest.
     inputs = mlp.inputs.dataset_inputs
@@ -250,7 +254,7 @@ def test_the_pipeline_registers_passing_models_and_a_champion_that_serves_raw_di
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("mnist", "champion")
     assert client.get_model_version_by_alias("mnist", "challenger").version == champion.version
-    best = max(("mlp", "gaussian_nb"), key=lambda m: (json.loads((project / f"metrics/{m}.json").read_text())["accuracy"], m))
+    best = max(("mlp", "gaussian_nb", "ensemble"), key=lambda m: (json.loads((project / f"metrics/{m}.json").read_text())["accuracy"], m))
     accuracy = json.loads((project / f"metrics/{best}.json").read_text())["accuracy"]
     assert champion.tags["pipeline_model"] == best and float(champion.tags["test_accuracy"]) == round(accuracy, 4)
     assert champion.tags["champion_reason"] == "there was no champion yet"
@@ -273,3 +277,22 @@ def test_the_pipeline_registers_passing_models_and_a_champion_that_serves_raw_di
     assert np.mean(predicted["digit"].to_numpy() == labels) == accuracy
     assert np.allclose(np.stack(predicted["probabilities"].to_numpy()).sum(axis=1), 1.0, atol=1e-5)
 
+
+def test_each_trained_model_is_logged_once_and_registered_as_logged(smoke_run):
+    """One logged model per trained model, the served one; registering it reopens no training run."""
+    from mlflow import MlflowClient
+
+    project, _, _ = smoke_run
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    logged = client.search_logged_models([experiment.experiment_id])
+    assert sorted(model.name for model in logged) == ["ensemble", "gaussian_nb", "mlp"]
+    for name in ("mlp", "gaussian_nb", "ensemble"):
+        record = json.loads((project / f"models/{name}/mlflow_run.json").read_text())
+        (version,) = client.search_model_versions(f"name = 'mnist-{name}'")
+        assert version.model_id == record["model_id"] and version.run_id == record["run_id"], name
+        training = client.get_run(record["run_id"])
+        (evaluation,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{record['run_id']}'")
+        # The training run ended before its evaluation began: its duration is the training's own.
+        assert training.info.end_time <= evaluation.info.start_time, name

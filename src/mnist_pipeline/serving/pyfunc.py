@@ -65,8 +65,13 @@ def signature() -> Any:
     )
 
 
-def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any]) -> Any:
-    """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``."""
+def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any], step: int = 0) -> Any:
+    """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``.
+
+    ``step``: MLflow 3 copies the run's metrics logged at the model's step onto the model. The
+    train stage passes the epochs run, past its per-epoch metrics (steps 0 .. epochs-1), so none
+    of them becomes a "model metric": its real results, the test metrics, are linked by evaluate.
+    """
     import mnist_pipeline
     from mlflow.models import Model
 
@@ -87,6 +92,7 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
         # The package copied in as code needs pandas and pydantic besides the framework.
         pip_requirements=pip_requirements(adapters.get(config["framework"]), "pandas", "pydantic"),
         metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
+        step=step,
         # MLflow would load the model back to predict the example (importing TensorFlow for a
         # Keras model: seconds); the tests load registered models and predict raw digits instead.
         validate_serving_input=False,

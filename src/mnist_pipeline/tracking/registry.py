@@ -54,6 +54,7 @@ class Candidate:
     params_hash: str
     tolerance: float  # how much better than the champion it must be to replace it
     training_run_id: str | None = None
+    model_id: str | None = None  # the training's logged model (models/<model>/mlflow_run.json)
 
 
 @dataclass
@@ -172,27 +173,29 @@ def _summary(version: Any) -> dict[str, Any]:
     }
 
 
-def log_served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, str], example_digits: Any, digest: str) -> Any:
-    """Log the candidate as a pyfunc in its training run (or a registration run if the store lost it)."""
+def served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, str], example_digits: Any, digest: str) -> tuple[str, str, str]:
+    """(model URI, run id, model id) of what a version of ``candidate`` serves, for content ``digest``.
+
+    The training's own logged model when it packages this content (the usual case: one logged
+    model per trained model). Otherwise (the serving code changed since, or the store lost the
+    training's model) the folder is packaged again, in a run of its own: the training run is
+    never reopened, so its duration stays the training's.
+    """
     import mlflow
 
     from mnist_pipeline.serving.pyfunc import log_digit_model
-    from mnist_pipeline.tracking.evaluation import find_training_run
+    from mnist_pipeline.tracking.evaluation import find_logged_model
     from mnist_pipeline.tracking.runs import tracked_run
 
-    training = find_training_run(candidate.training_run_id) if candidate.training_run_id else None
-    if training is not None:
-        opened = tracked_run(run_id=training.info.run_id)
-    else:
-        opened = tracked_run(run_name=f"{candidate.model}-registration", experiment_id=experiment_id, tags=run_tags)
-    with opened:
-        info = log_digit_model(
-            f"{candidate.model}-served", candidate.model_dir, example_digits,
-            {MODEL_TAG: candidate.model, CONTENT_HASH_TAG: digest},
-        )
-        # So the Models tab shows the served model's real result.
+    if (model_id := find_logged_model(candidate.model_id)) is not None:
+        logged = mlflow.models.get_model_info(f"models:/{model_id}")
+        if (logged.metadata or {}).get(CONTENT_HASH_TAG) == digest:
+            return logged.model_uri, logged.run_id, model_id
+    with tracked_run(run_name=f"{candidate.model}-registration", experiment_id=experiment_id, tags=run_tags):
+        info = log_digit_model(candidate.model, candidate.model_dir, example_digits, {MODEL_TAG: candidate.model, CONTENT_HASH_TAG: digest})
+        # So the Models tab shows this model's real result too.
         mlflow.log_metrics({ACCURACY_TAG: candidate.accuracy}, model_id=info.model_id)
-    return info
+    return info.model_uri, info.run_id, info.model_id
 
 
 def register(
@@ -221,11 +224,11 @@ def register(
             outcome.unchanged.append(_summary(existing))
             sources[candidate.model] = (existing.source, existing.run_id, digest)
             continue
-        info = log_served_model(candidate, experiment_id, run_tags, example_digits, digest)
-        version = client.create_model_version(name, info.model_uri, run_id=info.run_id, tags=tags_of(candidate, digest), model_id=info.model_id)
+        model_uri, run_id, model_id = served_model(candidate, experiment_id, run_tags, example_digits, digest)
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags_of(candidate, digest), model_id=model_id)
         log.info("%s: registered %s version %s (test accuracy %.4f)", candidate.model, name, version.version, candidate.accuracy)
         outcome.registered.append(_summary(version))
-        sources[candidate.model] = (info.model_uri, info.run_id, digest)
+        sources[candidate.model] = (model_uri, run_id, digest)
 
     if not candidates:
         outcome.decision = "no model passed the gate; nothing registered, aliases unchanged"

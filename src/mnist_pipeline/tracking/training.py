@@ -1,7 +1,8 @@
 """What a training run records in MLflow. Called from the train entry with the run already open.
 
-How a model is logged (its MLflow flavour, what its pyfunc returns, which packages serving it
-needs) is its framework adapter's business; what is logged, and when, is decided here.
+The model itself is logged once, as the pyfunc that takes raw digits (``serving.pyfunc``): the one
+that is evaluated, registered and served. Which packages serving it needs is its framework
+adapter's business; what is logged, and when, is decided here.
 """
 
 from __future__ import annotations
@@ -77,34 +78,6 @@ def pip_requirements(adapter: Any, *extra: str) -> list[str]:
     return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *extra, *adapter.pip_packages)]
 
 
-def log_model(model: Any, name: str, params: Any, example_inputs: np.ndarray, epochs: int) -> Any:
-    """Log the model as MLflow logged model ``name`` with a signature and input example; returns ``ModelInfo``.
-
-    ``step=epochs``: the model is what the run has after ``epochs`` epochs. MLflow 3 copies the
-    run's metrics logged at the model's step onto the model, and the per-epoch metrics sit at
-    steps 0 .. epochs-1, so none of them becomes a "model metric" (they would show in the Models
-    tab as if they were the model's results). Its real results, the test metrics, are linked by
-    the evaluate stage.
-    """
-    from mlflow.models import Model, infer_signature
-
-    adapter, model_type = registry.adapter_of(params), registry.of(params)
-    example = np.asarray(example_inputs[:2])
-    return Model.log(
-        artifact_path=None,
-        name=name,
-        flavor=without_serving_check(adapter.mlflow_flavor()),
-        signature=infer_signature(example, adapter.pyfunc_outputs(model, example)),
-        input_example=example,
-        pip_requirements=pip_requirements(adapter),
-        step=epochs,
-        # MLflow would reload the model it just saved and predict the example (1-3 s a model);
-        # tests load every logged model back and predict with it instead.
-        validate_serving_input=False,
-        **adapter.mlflow_model_kwargs(model, model_type),
-    )
-
-
 def without_serving_check(flavor: Any) -> Any:
     """``flavor`` whose ``save_model`` ignores ``validate_serving_input``, which only ``Model.log`` reads."""
 
@@ -114,8 +87,8 @@ def without_serving_check(flavor: Any) -> Any:
     return types.SimpleNamespace(__name__=flavor.__name__, save_model=save_model)
 
 
-def log_fit_summary(name: str, params: Any, result: Any, inputs: np.ndarray) -> Any:
-    """Fit timings, the model summary, the training-curve figure and the model itself (its ``ModelInfo``)."""
+def log_fit_summary(name: str, params: Any, result: Any) -> None:
+    """Fit timings, the model summary and the training-curve figure (the model: ``serving.pyfunc.log_digit_model``)."""
     import mlflow
 
     from mnist_pipeline.reporting.plots import close_figures, training_curves
@@ -132,7 +105,6 @@ def log_fit_summary(name: str, params: Any, result: Any, inputs: np.ndarray) -> 
         figure = training_curves(result.history, f"{name}: training vs validation")
         mlflow.log_figure(figure, "training_curves.png")
         close_figures(figure)
-    return log_model(result.model, name, params, inputs, result.epochs)
 
 
 def log_overhead(sections: dict[str, float], mlflow_seconds: float) -> None:

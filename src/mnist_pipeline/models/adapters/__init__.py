@@ -11,8 +11,8 @@ An adapter is an object with these members (see ``keras.py`` and ``sklearn.py``)
 - ``save(model, directory) -> path`` and ``load(directory, model_type)``, both safe: loading can't run
   code from a tampered file;
 - ``summary(model) -> str`` and ``parameter_counts(model) -> {"total", "trainable", "non_trainable"}``;
-- ``mlflow_flavor()``, ``mlflow_model_kwargs(model, model_type)``, ``pyfunc_outputs(model, example)``
-  and ``pip_packages``: how MLflow logs the model and what serving it needs.
+- ``pip_packages``: what serving it needs. MLflow logs every model the same way, as the pyfunc
+  that takes raw digits (``serving.pyfunc``), with the adapter's saved folder as its artifact.
 
 ``ensemble.py`` runs other adapters' models. ``get(name)`` finds ``models/adapters/<name>.py``'s ``ADAPTER``, or one added with ``register``.
 """

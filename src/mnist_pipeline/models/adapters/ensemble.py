@@ -5,17 +5,14 @@ weighs them as params say. Saving writes each member with its own adapter into `
 beside its config, so the folder is whole: evaluating, registering and serving it needs no other
 model folder, and loading is as safe as each member's loading (skops allow-lists, Keras safe mode).
 
-In MLflow it is a pyfunc (``models/ensemble_pyfunc.py``) that takes raw 0-255 pixels, as every logged
-model here does, and returns the averaged probabilities.
+In MLflow it is logged as every model is (``serving.pyfunc``): raw digits in, its averaged
+probabilities out, its members run inside.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,34 +108,6 @@ class EnsembleAdapter:
             for key in counts:
                 counts[key] += int(member.config["parameter_counts"].get(key, 0))
         return counts
-
-    # -- MLflow --------------------------------------------------------------------------------
-
-    def mlflow_flavor(self) -> Any:
-        """``mlflow.pyfunc`` saving the ensemble's folder as the artifact of ``models/ensemble_pyfunc.py``."""
-        import mlflow.pyfunc
-
-        import mnist_pipeline
-
-        def save_model(path: str, model: Any, **kwargs: Any) -> Any:
-            with tempfile.TemporaryDirectory() as staging:
-                self.save(model, Path(staging))
-                return mlflow.pyfunc.save_model(
-                    path=path,
-                    python_model=str(Path(__file__).parents[1] / "ensemble_pyfunc.py"),
-                    artifacts={"ensemble": staging},
-                    code_paths=[os.path.dirname(mnist_pipeline.__file__)],
-                    **kwargs,
-                )
-
-        return types.SimpleNamespace(__name__="mlflow.pyfunc", save_model=save_model)
-
-    def mlflow_model_kwargs(self, model: Any, model_type: Any) -> dict[str, Any]:
-        return {"model": model}
-
-    def pyfunc_outputs(self, model: Any, example: np.ndarray) -> np.ndarray:
-        """What the logged model's pyfunc returns for ``example``: the averaged probabilities."""
-        return self.predict_proba(model, example, 1000)
 
 
 ADAPTER = EnsembleAdapter()

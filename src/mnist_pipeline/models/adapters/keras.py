@@ -7,10 +7,8 @@ run code. Keras (and TensorFlow) is imported only inside these methods.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,31 +107,6 @@ class KerasAdapter:
         trainable = int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
         total = int(model.count_params())
         return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
-
-    # -- MLflow --------------------------------------------------------------------------------
-
-    def mlflow_flavor(self) -> Any:
-        """``mlflow.keras`` whose ``save_model`` first creates the model folder.
-
-        MLflow 3.17's ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates
-        the folder it writes into, so logging with an input example dies with FileNotFoundError
-        (mlflow/mlflow#16183). Creating the folder first is the whole fix; everything else is
-        MLflow's own Keras flavour.
-        """
-        import mlflow.keras
-
-        def save_model(path: str, **kwargs: Any) -> Any:
-            os.makedirs(path, exist_ok=True)
-            return mlflow.keras.save_model(path=path, **kwargs)
-
-        return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
-
-    def mlflow_model_kwargs(self, model: Any, model_type: Any) -> dict[str, Any]:
-        return {"model": model}
-
-    def pyfunc_outputs(self, model: Any, example: np.ndarray) -> np.ndarray:
-        """What the logged model's pyfunc returns for ``example``: the softmax probabilities."""
-        return model.predict(example, verbose=0)
 
 
 ADAPTER = KerasAdapter()

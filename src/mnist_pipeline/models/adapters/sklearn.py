@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.constants import NUM_CLASSES
@@ -36,14 +37,6 @@ LEARNED_ATTRIBUTES = ("coef_", "intercept_", "theta_", "var_", "class_prior_")
 SCALER_ATTRIBUTES = ("mean_", "scale_")  # var_ is scale_ squared: not a separate statistic
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by the row maximum so large margins don't overflow."""
-    scores = np.asarray(scores, dtype=np.float64)
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def class_scores(model: Any, inputs: np.ndarray) -> np.ndarray:
     """Probabilities (or softmax of margins) in the columns of ``model.classes_``."""
     if hasattr(model, "predict_proba"):
@@ -52,7 +45,7 @@ def class_scores(model: Any, inputs: np.ndarray) -> np.ndarray:
     if margins.ndim == 1:
         # A model that saw only two classes returns one margin, positive for classes_[1].
         margins = np.column_stack([-margins, margins])
-    return softmax(margins)
+    return softmax(margins, axis=1)
 
 
 def to_digit_columns(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -135,20 +128,6 @@ class SklearnAdapter:
             else:
                 trainable += sum(getattr(step, name).size for name in LEARNED_ATTRIBUTES if hasattr(step, name))
         return {"total": int(trainable + non_trainable), "trainable": int(trainable), "non_trainable": int(non_trainable)}
-
-    # -- MLflow --------------------------------------------------------------------------------
-
-    def mlflow_flavor(self) -> Any:
-        import mlflow.sklearn
-
-        return mlflow.sklearn
-
-    def mlflow_model_kwargs(self, model: Any, model_type: Any) -> dict[str, Any]:
-        return {"sk_model": model, "serialization_format": "skops", "skops_trusted_types": sorted(trusted_types(model_type))}
-
-    def pyfunc_outputs(self, model: Any, example: np.ndarray) -> np.ndarray:
-        """What the logged model's pyfunc returns for ``example``: predicted labels."""
-        return model.predict(example)
 
 
 ADAPTER = SklearnAdapter()
