@@ -407,7 +407,7 @@ def test_an_unreachable_postgresql_is_one_error_line_naming_the_service_never_th
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MNIST_SWEEP_STORAGE", url)
-    assert cli.main(["--params", str(REPO_ROOT / "params.yaml"), "best"]) == 1
+    assert cli.main(["--params", str(REPO_ROOT / "params.yaml"), "best"]) == 2  # the user's setup: as every command
     err = capsys.readouterr().err + caplog.text
     assert f"best failed: the sweep's study storage (PostgreSQL at 127.0.0.1:{port}, password hidden)" in err
     assert "s3cr3t" not in err and "Traceback" not in err
@@ -510,7 +510,7 @@ def test_create_worker_best_apply_in_one_process(tmp_path, tmp_path_factory, swe
     before = (root / "params.yaml").read_text()
     options = ["--storage", url]
 
-    assert cli.main([*options, "worker"]) == 1  # no study yet: a clear error, not a traceback
+    assert cli.main([*options, "worker"]) == 2  # no study yet: a clear error, not a traceback
     assert f"worker failed: the sweep's study storage (SQLite file" in caplog.text or "MNIST_TEST_SWEEP_STORAGE" in os.environ
     assert f"has no study '{name}'" in caplog.text
     assert cli.main([*options, "create"]) == 0

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.stage import EXIT_USER_ERROR
 
 
 def hydra_value(value: Any) -> str:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(recipe_override(raw, args.name, args.seed, changes))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return 0
 
 

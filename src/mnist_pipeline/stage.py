@@ -3,6 +3,11 @@
 A ``PipelineError`` (bad params, corrupt data, no working mirror) is the user's to fix, so it is
 logged as one clear message and the process exits with status 2, without a traceback. Anything
 else is a bug and keeps its traceback.
+
+Every command of the project (stages, ``mnist-sweep``, ``mnist-services``, ``mnist-predict``,
+``python -m mnist_pipeline.recipes``) exits the same way: 0 done; 1 done, and the check it ran
+said no (the gate failed, a service is unhealthy, some inputs could not be classified); 2 the
+user's input or setup is wrong (the message says how); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.timing import Stopwatch
 
+EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 

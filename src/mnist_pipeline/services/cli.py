@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage import configure_logging
+from mnist_pipeline.stage import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging
 
 log = logging.getLogger("mnist_pipeline.services")
 
@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, problem in check_all(settings):
             log.info("%s: %s", name, problem or "healthy")
             problems += problem is not None
-        return 1 if problems else 0
+        return EXIT_CHECK_FAILED if problems else 0
     except PipelineError as error:
         log.error("%s", error)
-        return 1
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

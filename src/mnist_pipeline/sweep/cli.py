@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage import interrupt_on_sigterm, user_error
+from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, interrupt_on_sigterm, user_error
 
 log = logging.getLogger("mnist_pipeline.sweep")
 
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 WORKER_LABEL_ENV = "MNIST_SWEEP_WORKER"  # how `run` names its workers in their log lines
 # How long a `create` that finds the study just made waits for its maker's parent run (the maker
 # imports MLflow and may migrate a new store first).
@@ -330,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise  # a bug: keep the traceback
         log.error("%s failed: %s", args.command, message)
-        return EXIT_ERROR
+        return EXIT_USER_ERROR
     return 0
 
 
