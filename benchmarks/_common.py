@@ -36,8 +36,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def timed(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Timed:
     """Run a child; its wall time and its own peak RSS (from wait4, not the whole process tree)."""
+    env = env or child_env()
+    if (cwd / "src").is_dir():
+        # A project copy runs its own snapshot of the package, not the checkout's (installed editable),
+        # so editing the checkout while a benchmark runs changes nothing it measures.
+        env = env | {"PYTHONPATH": os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))}
     started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started

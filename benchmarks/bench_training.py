@@ -101,26 +101,32 @@ def fit_ratio(project: Path, models: list[str], recipes: list[str], recipe_epoch
             timed([python, "pipeline/train.py", name], project, child_env())
             fits[name].append(json.loads((project / "models" / name / "model" / "config.json").read_text())["fit_seconds"])
         print(f"repeat {repeat + 1}/{repeats}: seed CNN {reference[-1]:.1f} s; " + ", ".join(f"{n} {fits[n][-1]:.1f} s" for n in names), flush=True)
-    results = {}
+    # Each model's entry holds the seed CNN's fits it was measured beside; models measured on
+    # another day (same machine) keep theirs, so one model can be measured again on its own.
+    machine = machine_facts()
+    earlier = json.loads(output.read_text()) if output.exists() else {}
+    results = earlier.get("models", {}) if earlier.get("machine") == machine else {}
+    measured = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for name in names:
         epochs = params["models"][name].get("epochs", 1)
         ratio = median(fits[name]) / median(reference)
         results[name] = {
             "fit_seconds": {"median": round(median(fits[name]), 2), "runs": [round(v, 2) for v in fits[name]]},
+            "seed_cnn_fit_seconds": {"median": round(median(reference), 2), "runs": [round(v, 2) for v in reference]},
             "epochs": epochs,
             "seconds_per_epoch": round(median(fits[name]) / epochs, 2),
             "ratio_to_seed_cnn": round(ratio, 4),
             "recipe": name in recipes,
+            "repeats": repeats,
+            "measured_utc": measured,
         }
         print(f"{name}: fit median {median(fits[name]):.1f} s ({epochs} epochs) vs the seed CNN's {median(reference):.1f} s "
               f"-> {ratio:.3f}x, 1/{1 / ratio:.1f}" + (" (goal ≤ 1/10, stretch ≤ 1/4)" if name == "fast" else ""))
     write_json(output, {
         "benchmark": "training fit ratio",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "repeats": repeats,
-        "seed_cnn": {"epochs": SEED_CNN_EPOCHS, "fit_seconds": {"median": round(median(reference), 2), "runs": [round(v, 2) for v in reference]}},
+        "seed_cnn_epochs": SEED_CNN_EPOCHS,
         "models": results,
-        "machine": machine_facts(),
+        "machine": machine,
     })
     print(f"wrote {output}")
     return 0

@@ -23,16 +23,18 @@ from _common import REPO_ROOT
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.tracking.provenance import machine_facts
 
-# The speed-run's recipe first, then one change at a time from the one kept (two epochs, label smoothing).
-KEPT = {"epochs": 2, "label_smoothing": 0.1}
+# The speed-run's recipe first (convs 24 and 32 wide), then one change at a time from the best of
+# them; the kept one is the best whose fit stays within a tenth of the seed CNN's.
+SPEED_RUN = {"widths": [24, 32], "epochs": 2, "label_smoothing": 0.1}
 CANDIDATES: dict[str, dict] = {
-    "speed-run: 1 epoch": {"epochs": 1, "label_smoothing": 0.0},
-    "2 epochs": {"epochs": 2, "label_smoothing": 0.0},
-    "2 epochs, label smoothing 0.1 (kept)": KEPT,
-    "3 epochs, label smoothing 0.1": KEPT | {"epochs": 3},
-    "kept + batch norm": KEPT | {"batch_norm": True},
-    "kept + batch 512": KEPT | {"batch_size": 512},
-    "kept + convs 32 and 64 wide": KEPT | {"widths": [32, 64]},
+    "speed-run: 1 epoch": SPEED_RUN | {"epochs": 1, "label_smoothing": 0.0},
+    "2 epochs": SPEED_RUN | {"label_smoothing": 0.0},
+    "2 epochs, label smoothing 0.1": SPEED_RUN,
+    "3 epochs, label smoothing 0.1": SPEED_RUN | {"epochs": 3},
+    "2 epochs, label smoothing 0.1, batch norm": SPEED_RUN | {"batch_norm": True},
+    "2 epochs, label smoothing 0.1, batch 512": SPEED_RUN | {"batch_size": 512},
+    "2 epochs, label smoothing 0.1, convs 32 and 64 wide": SPEED_RUN | {"widths": [32, 64]},
+    "2 epochs, label smoothing 0.1, convs 16 and 32 wide (kept)": SPEED_RUN | {"widths": [16, 32]},
 }
 CHILD = """
 import json, sys

@@ -18,6 +18,8 @@ never typed by hand:
 - ``beyond-seed``: the models beyond the seed's, mean ± sd over seeds beside their fit time as a
   ratio to the seed CNN's, measured side by side (``benchmarks/results/training.json``), and each
   ensemble against its best member (``noise/noise.json``);
+- ``best-recipe``: the best recipe's runs, seed by seed (``benchmarks/results/best.json``, by
+  ``benchmarks/best_recipe.py``; until it has one, a line saying so);
 - ``champion-tolerance``: how far a challenger must beat the champion, for the CNN (``noise/noise.json``);
 - ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
 - ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
@@ -93,6 +95,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "this-run-by-set": lambda s: sets_table(s.rows) + "\n",
     "bench-testsets": lambda s: bench_testsets(s.results),
     "fast-tuning": lambda s: fast_tuning(s.results),
+    "best-recipe": lambda s: best_recipe(s.results),
     "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
     "champion-tolerance": lambda s: champion_tolerance(s.params, s.measured),
     "numerics-spread": lambda s: numerics_spread(s.measured),
@@ -309,7 +312,7 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
     from scipy import stats
 
     bench = json.loads((results / "training.json").read_text(encoding="utf-8"))
-    fits, seed_cnn = bench["models"], bench["seed_cnn"]["fit_seconds"]["median"]
+    fits = bench["models"]
     parameters = {row.model: row.parameters for row in rows}
 
     def spread(model: str, metric: str):
@@ -320,32 +323,35 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
         found = spread(model, "accuracy")
         return f"{100 * found.mean:.2f} ± {100 * found.sd:.2f} ({found.n})" if found else "-"
 
-    def fit_seconds(model: str) -> float | None:
+    def cost(model: str) -> tuple[float, float] | None:
+        """(fit seconds, ratio to the seed CNN's fit measured beside it); an ensemble's: its members' summed."""
         if model in params.ensembles:  # what it costs from nothing: its members' fits
-            members = [fit_seconds(member) for member in params.ensembles[model].members]
-            return None if None in members else sum(members)
+            members = [cost(member) for member in params.ensembles[model].members]
+            return None if None in members else (sum(m[0] for m in members), sum(m[1] for m in members))
         entry = fits.get(model)
-        return None if entry is None or entry["recipe"] else entry["fit_seconds"]["median"]
+        return None if entry is None or entry["recipe"] else (entry["fit_seconds"]["median"], entry["ratio_to_seed_cnn"])
 
     table = []
     for model in [*params.scored, *(name for name in fits if fits[name]["recipe"])]:
-        seconds = fit_seconds(model)
         if model in fits and fits[model]["recipe"]:
             entry = fits[model]
             epochs = params.recipes[model].epochs
             projected = entry["seconds_per_epoch"] * epochs
-            table.append([f"`{model}` (recipe)", "-", "-", f"{entry['seconds_per_epoch']:.1f} s/epoch; {epochs} epochs: ~{projected / 3600:.1f} h",
-                          f"~{projected / seed_cnn:.0f}x"])
-        elif seconds is not None:
-            table.append([f"`{model}`", f"{parameters.get(model, 0):,}", accuracy(model), f"{seconds:.1f}", f"{seconds / seed_cnn:.3f} (1/{seed_cnn / seconds:.1f})"])
+            table.append([f"`{model}` (recipe)", "-", "-", f"{entry['seconds_per_epoch']:.1f} s/epoch; {epochs} epochs: ~{projected / 60:.0f} min",
+                          f"~{entry['ratio_to_seed_cnn'] * epochs:.0f}x"])
+        elif (found := cost(model)) is not None:
+            seconds, ratio = found
+            table.append([f"`{model}`", f"{parameters.get(model, 0):,}", accuracy(model), f"{seconds:.1f}", f"{ratio:.3f} (1/{1 / ratio:.1f})"])
     frame = pd.DataFrame(table, columns=["model", "parameters", "MNIST test, % (seeds)", "fit, s (median)", "fit / seed CNN's"])
     machine = bench["machine"]
+    references = ", ".join(f"`{name}` {entry['seed_cnn_fit_seconds']['median']:.1f} s ({entry['repeats']} runs, {entry['measured_utc'][:10]})"
+                           for name, entry in fits.items())
     lines = [
         frame.to_markdown(index=False, colalign=["left", "right", "right", "right", "right"], disable_numparse=True),
         "",
-        f"Fit times: medians of {bench['repeats']} side-by-side runs on one {machine['cpu']} ({machine['cpu_count']} cores), "
-        f"alternating with the seed's own CNN code, whose fit took {seed_cnn:.1f} s (`benchmarks/bench_training.py --fit-ratio`); "
-        "an ensemble's is its members' together.",
+        f"Fit times on one {machine['cpu']} ({machine['cpu_count']} cores): each model's median over runs alternating with the "
+        f"seed's own CNN code (`benchmarks/bench_training.py --fit-ratio`), whose fit took, beside each: {references}. "
+        "An ensemble's is its members' together; a recipe's is projected from its time per epoch.",
     ]
     for name, ensemble in params.ensembles.items():
         for metric, label in (("accuracy", "MNIST test"), ("corruption_mean", "corruption mean")):
@@ -364,6 +370,24 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
                 f"({100 * own.mean:.2f} against {100 * found.mean:.2f}; Welch's t-test over seeds, p = {test.pvalue:.2g}: {verdict})."
             )
     return "\n".join(lines) + "\n"
+
+
+def best_recipe(results: Path) -> str:
+    """The best recipe's runs, one per seed, by the project's own stages (``benchmarks/best_recipe.py``)."""
+    import pandas as pd
+
+    path = results / "best.json"
+    if not path.exists():
+        return "Not trained to the end here yet: `python benchmarks/best_recipe.py` records each seed in `benchmarks/results/best.json`.\n"
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    frame = pd.DataFrame(
+        [[run["seed"], run["epochs"], f"{100 * run['accuracy']:.2f}", f"{100 * run['corruption_mean']:.2f}", f"{100 * run['uci_accuracy']:.2f}",
+          f"{run['fit_seconds'] / 60:.0f}", f"{run['machine']['cpu']} ({run['machine']['cpu_count']} cores)", run["finished_utc"][:10]] for run in runs],
+        columns=["seed", "epochs", "MNIST test, %", "corruptions, mean %", "UCI digits, %", "fit, min", "machine", "date"],
+    )
+    accuracies = [run["accuracy"] for run in runs]
+    summary = f"Mean over {len(runs)} seed(s): {100 * sum(accuracies) / len(accuracies):.2f}% (the goal: at least 99.6% over at least 3 seeds)."
+    return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + summary + "\n"
 
 
 def bench_testsets(results: Path) -> str:
