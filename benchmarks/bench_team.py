@@ -115,7 +115,7 @@ class MlflowBench:
         import mlflow
         from mlflow.models import Model, infer_signature
 
-        from mnist_pipeline.tracking.training import without_serving_check
+        from mnist_pipeline.serving.pyfunc import without_serving_check
 
         started = time.perf_counter()
         with mlflow.start_run(experiment_id=experiment_id, run_name="bench", tags=TAGS):

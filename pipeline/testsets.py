@@ -16,6 +16,7 @@ from mnist_pipeline.atomic import atomic_directory
 from mnist_pipeline.config import load_params
 from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.arrays import load_split
+from mnist_pipeline.data.corruptions import corrupt
 from mnist_pipeline.data.testsets import Layout, make_testsets
 from mnist_pipeline.reporting.plots import corruption_grid
 from mnist_pipeline.reporting.report import save_figure
@@ -33,7 +34,7 @@ def body() -> None:
     pixels, labels = load_split(paths, "test", "pixels")
     digits = pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     with atomic_directory(Path(paths.testsets_dir)) as staging:
-        examples = make_testsets(Layout(staging), digits, labels, settings, os.environ.get("QMNIST_MIRROR"), FIGURE_DIGIT)
+        examples = make_testsets(Layout(staging), digits, labels, settings, os.environ.get("QMNIST_MIRROR"), FIGURE_DIGIT, corrupt)
     title = f"test digit {FIGURE_DIGIT} under each corruption (seed {settings.seed})"
     save_figure(corruption_grid(digits[FIGURE_DIGIT], examples, title), paths.report_file(CORRUPTIONS_PNG))
     log.info("test sets in %s, one digit under each corruption in %s", paths.testsets_dir, paths.report_file(CORRUPTIONS_PNG))

@@ -147,7 +147,7 @@ json_values = st.recursive(
 )
 
 
-SECTION_FIELDS = {name: set(field.annotation.model_fields) for name, field in Params.model_fields.items() if name not in ("models", "ensembles")}
+SECTION_FIELDS = {name: set(field.annotation.model_fields) for name, field in Params.model_fields.items() if name not in ("models", "ensembles", "recipes")}
 
 
 @settings(max_examples=150, deadline=None)

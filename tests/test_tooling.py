@@ -51,3 +51,55 @@ def test_the_github_workflow_passes_zizmor():
         timeout=120,
     )
     assert result.returncode == 0, f"zizmor exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The import graph's strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in edges[module]:
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_of_the_package_imports_itself_back():
+    """No import cycle, however long, at run time (what import-linter's contracts leave to this)."""
+    import grimp
+
+    graph = grimp.build_graph("mnist_pipeline", exclude_type_checking_imports=True)
+    edges = {module: set(graph.find_modules_directly_imported_by(module)) & graph.modules for module in graph.modules}
+    assert _cycles(edges) == []
+    # The check finds one when there is one.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_import_contracts_hold():
+    """`lint-imports` (pyproject's [tool.importlinter]), as .ci/run runs it."""
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if lint is None:
+        pytest.skip("import-linter is not installed in this environment (a dev dependency: `uv sync --locked`)")
+    result = subprocess.run([lint], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

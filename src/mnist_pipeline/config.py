@@ -42,6 +42,7 @@ from mnist_pipeline.reporting.gate import GateParams
 from mnist_pipeline.reporting.report import ReportParams
 from mnist_pipeline.sweep.params import SweepParams
 from mnist_pipeline.tracking.registry import RegistryParams
+from mnist_pipeline.yaml_file import parse_yaml as parse_yaml  # re-exported: how params.yaml is read
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -143,22 +144,6 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         problems = "\n  ".join(_describe(error) for error in exc.errors(include_url=False))
         raise ConfigError(f"{source} is invalid:\n  {problems}") from None
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """Read YAML as DVC does (ruamel.yaml, YAML 1.2), so a stage sees the values DVC tracks.
-
-    PyYAML's YAML 1.1 would read ``learning_rate: 1e-3`` as the string "1e-3" and ``pool: yes``
-    as true, where DVC, which hashes params.yaml and applies ``dvc exp run -S``, reads 0.001
-    and "yes".
-    """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        return YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
 
 
 def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_PATH) -> Params:

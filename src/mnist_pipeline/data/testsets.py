@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -166,17 +167,18 @@ def fetch_writers(source: WritersSource, destination: Path, env_mirror: str | No
 
 
 def make_testsets(
-    out: Layout, digits: np.ndarray, labels: np.ndarray, settings: TestsetsParams, qmnist_mirror: str | None, example: int
+    out: Layout, digits: np.ndarray, labels: np.ndarray, settings: TestsetsParams, qmnist_mirror: str | None, example: int,
+    corrupt: Callable[[np.ndarray, str, int], np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Write every set of ``settings`` for the test ``digits`` (N, 28, 28) into ``out``, and its manifest.
 
-    Returns digit number ``example`` under each corruption, for the figure.
+    ``corrupt``: ``data.corruptions.corrupt``, passed in by the stage, as that module reads its
+    names from here. Returns digit number ``example`` under each corruption, for the figure.
     """
     import time
 
     from mnist_pipeline.atomic import write_json
     from mnist_pipeline.data.arrays import save_array
-    from mnist_pipeline.data.corruptions import corrupt
 
     made: dict[str, str] = {}
     source = out.writers.parent / settings.writers.file.filename

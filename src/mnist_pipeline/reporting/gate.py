@@ -36,15 +36,13 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import Field
-
+from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.errors import ArtifactError, ConfigError
-from mnist_pipeline.paths import Section
 from mnist_pipeline.reporting import noise as noise_model
-from mnist_pipeline.reporting.tolerances import ParamsHashes as ParamsHashes  # re-exported: the gate's API
+from mnist_pipeline.reporting.tolerances import GateParams as GateParams  # re-exported: the gate's API
+from mnist_pipeline.reporting.tolerances import MetricRule as MetricRule
+from mnist_pipeline.reporting.tolerances import ParamsHashes as ParamsHashes
 from mnist_pipeline.reporting.tolerances import Tolerance as Tolerance
 from mnist_pipeline.reporting.tolerances import derive_tolerances as derive_tolerances
 from mnist_pipeline.reporting.tolerances import models_in_question as models_in_question
@@ -53,37 +51,6 @@ if TYPE_CHECKING:
     from mnist_pipeline.config import Params
 
 log = logging.getLogger(__name__)
-
-MetricName = Literal[
-    "accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro",
-    "corruption_mean",  # mean accuracy over the 15 MNIST-C-style corruptions
-    "corruption_worst",  # accuracy under the worst of them
-    "uci_accuracy",  # accuracy on scikit-learn's UCI digits, made MNIST-style
-    "ece", "ece_corruption_mean",  # expected calibration error: lower is better
-    "series0_accuracy", "series4_accuracy",
-]
-
-
-class MetricRule(Section):
-    """Which way a metric improves, and the tolerance used for a model the noise model hasn't measured."""
-
-    higher_is_better: bool
-    tolerance: Annotated[float, Field(ge=0.0)]
-
-
-class GateParams(Section):
-    """The ``gate`` section of params.yaml."""
-
-    # The committed metrics the gate compares with; `pipeline/gate.py --baseline-ref` overrides it.
-    baseline_ref: str = "HEAD"
-    # The chance that the whole gate fails when nothing regressed (all models, one run each):
-    # each model's tolerance follows from it and its measured spread (reporting.noise).
-    false_alarm_rate: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.01
-    # The smallest tolerance: a deterministic model may still flip a few digits on another CPU.
-    resolution: Annotated[float, Field(ge=0.0, le=0.1)] = 0.001
-    rules: dict[MetricName, MetricRule]
-    floors: dict[str, dict[MetricName, float]] = {}
-
 
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
 PASSING = frozenset({OK, NEW})
@@ -417,7 +384,7 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHas
     """
     from pydantic import ValidationError
 
-    from mnist_pipeline.config import parse_yaml
+    from mnist_pipeline.yaml_file import parse_yaml
     from mnist_pipeline.models import registry
 
     shown = _git("show", f"{commit}:./{params_path.as_posix()}")

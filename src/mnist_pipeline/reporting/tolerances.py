@@ -23,14 +23,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
+from pydantic import Field
+
+from mnist_pipeline.paths import Section
 from mnist_pipeline.reporting import noise as noise_model
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from mnist_pipeline.reporting.gate import GateParams
+# The gate section's schema: the rules and settings the tolerances are derived from.
+MetricName = Literal[
+    "accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro",
+    "corruption_mean",  # mean accuracy over the 15 MNIST-C-style corruptions
+    "corruption_worst",  # accuracy under the worst of them
+    "uci_accuracy",  # accuracy on scikit-learn's UCI digits, made MNIST-style
+    "ece", "ece_corruption_mean",  # expected calibration error: lower is better
+    "series0_accuracy", "series4_accuracy",
+]
+
+
+class MetricRule(Section):
+    """Which way a metric improves, and the tolerance used for a model the noise model hasn't measured."""
+
+    higher_is_better: bool
+    tolerance: Annotated[float, Field(ge=0.0)]
+
+
+class GateParams(Section):
+    """The ``gate`` section of params.yaml."""
+
+    # The committed metrics the gate compares with; `pipeline/gate.py --baseline-ref` overrides it.
+    baseline_ref: str = "HEAD"
+    # The chance that the whole gate fails when nothing regressed (all models, one run each):
+    # each model's tolerance follows from it and its measured spread (reporting.noise).
+    false_alarm_rate: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.01
+    # The smallest tolerance: a deterministic model may still flip a few digits on another CPU.
+    resolution: Annotated[float, Field(ge=0.0, le=0.1)] = 0.001
+    rules: dict[MetricName, MetricRule]
+    floors: dict[str, dict[MetricName, float]] = {}
+
 
 SAME_SEED, ANOTHER_SEED, OTHER_CONFIG, UNMEASURED, DETERMINISTIC = (
     "same seed", "another seed", "other configuration", "unmeasured", "deterministic",
@@ -190,8 +223,6 @@ def simulate_gates(
     ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
     """
     import numpy as np
-
-    from mnist_pipeline.reporting.gate import GateParams
 
     gate = GateParams.model_validate(
         {"rules": {"accuracy": {"higher_is_better": True, "tolerance": 0.0}}, "false_alarm_rate": false_alarm_rate, "resolution": 0.0}

@@ -15,6 +15,8 @@ is real uint8 digits, and the output spec is exact.
 
 from __future__ import annotations
 
+import types
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,20 @@ def signature() -> Any:
     )
 
 
+def pip_requirements(adapter: Any, *extra: str) -> list[str]:
+    """Explicit pins: MLflow's own inference imports the model in a subprocess (~7 s a model)."""
+    return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *extra, *adapter.pip_packages)]
+
+
+def without_serving_check(flavor: Any) -> Any:
+    """``flavor`` whose ``save_model`` ignores ``validate_serving_input``, which only ``Model.log`` reads."""
+
+    def save_model(path: str, validate_serving_input: bool = True, **kwargs: Any) -> Any:
+        return flavor.save_model(path=path, **kwargs)
+
+    return types.SimpleNamespace(__name__=flavor.__name__, save_model=save_model)
+
+
 def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any], step: int = 0) -> Any:
     """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``.
 
@@ -77,7 +93,6 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
 
     from mnist_pipeline.models import adapters
     from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
-    from mnist_pipeline.tracking.training import pip_requirements, without_serving_check
 
     config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
     return Model.log(

@@ -8,9 +8,7 @@ adapter's business; what is logged, and when, is decided here.
 from __future__ import annotations
 
 import logging
-import types
 import warnings
-from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -71,20 +69,6 @@ def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str)
     import mlflow
 
     mlflow.log_input(numpy_dataset(inputs, targets, source, name), context="training")
-
-
-def pip_requirements(adapter: Any, *extra: str) -> list[str]:
-    """Explicit pins: MLflow's own inference imports the model in a subprocess (~7 s a model)."""
-    return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *extra, *adapter.pip_packages)]
-
-
-def without_serving_check(flavor: Any) -> Any:
-    """``flavor`` whose ``save_model`` ignores ``validate_serving_input``, which only ``Model.log`` reads."""
-
-    def save_model(path: str, validate_serving_input: bool = True, **kwargs: Any) -> Any:
-        return flavor.save_model(path=path, **kwargs)
-
-    return types.SimpleNamespace(__name__=flavor.__name__, save_model=save_model)
 
 
 def log_fit_summary(name: str, params: Any, result: Any) -> None:
