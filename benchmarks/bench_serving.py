@@ -18,7 +18,7 @@ import json
 import logging
 import statistics
 import sys
-import time
+from _common import time_calls
 from pathlib import Path
 
 import numpy as np

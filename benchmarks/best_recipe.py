@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import yaml
 from _common import REPO_ROOT, child_env, project_copy, timed

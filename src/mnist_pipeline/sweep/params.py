@@ -25,13 +25,14 @@ this section, so a model removed from ``models`` must not stop the pipeline.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, FiniteFloat, ValidationError, model_validator
 
 from mnist_pipeline.constants import MNIST_TRAIN_SIZE
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.paths import Section
 
 # A dotted path into a model's params: names, or list indices (conv_layers.0.filters).
@@ -236,3 +237,96 @@ def _check_batch(sweep: SweepParams, key: str | None, value: Any, params: Any, n
             f"{where} batch_size {params.batch_size}, larger than the {available} training digits left of "
             f"sweep.train_subset ({n_examples}) after validation_split {params.validation_split}"
         )
+
+
+# -- writing the best values into params.yaml (`mnist-sweep best --apply`) ------------------------
+
+def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
+    """params.yaml ``text`` with ``models.<model>.<key>`` set for each dotted key; everything else as it was.
+
+    ruamel.yaml's round trip (YAML 1.2, as DVC reads it) keeps the comments, the key order, the
+    flow mappings, the quotes and the indentation, so the diff is the swept values only. A swept
+    setting the file leaves to its default is added as the last key of its mapping.
+    """
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.Representer = _representer()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long line
+    yaml.indent(**_indentation(text))
+    tree = yaml.load(text)
+    try:
+        node = tree["models"][model]
+    except (KeyError, TypeError):
+        raise PipelineError(f"params.yaml has no models.{model} to apply the sweep's values to") from None
+    for key, value in values.items():
+        parent_key, _, last = key.rpartition(".")
+        try:
+            parent = get_dotted(node, parent_key)
+            if isinstance(parent, dict) and last not in parent:
+                _append(parent, last, value)
+            else:
+                set_dotted(parent, last, value)
+        except KeyError:
+            raise PipelineError(f"models.{model}.{key}: not in params.yaml; the study swept a setting the file does not have") from None
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    return out.getvalue()
+
+
+def _indentation(text: str) -> dict[str, int]:
+    """The file's own indentation (ruamel.yaml writes its defaults otherwise): mappings', sequences' and the dash's."""
+    import re
+
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, sequence, dash = load_yaml_guess_indent(text)
+    keys = [len(match.group(1)) for match in re.finditer(r"^( +)[^\s#-]", text, flags=re.MULTILINE)]
+    mapping = min(keys) if keys else 2
+    return {"mapping": mapping, "sequence": sequence or mapping, "offset": dash or 0}
+
+
+def _representer() -> Any:
+    """The round-trip representer, but writing ``null`` (not nothing) and floats that YAML 1.1 readers read as floats too."""
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class Representer(RoundTripRepresenter):
+        pass
+
+    def represent_float(self: Any, data: float) -> Any:
+        text = repr(data)  # the shortest text that reads back as the same float
+        if not math.isfinite(data):
+            return RoundTripRepresenter.represent_float(self, data)
+        mantissa, exponent = text.split("e") if "e" in text else (text, None)
+        if exponent is not None and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"  # 1e-05 is a string to YAML 1.1 (PyYAML); 1.0e-05 is a float to both
+        return self.represent_scalar("tag:yaml.org,2002:float", text)
+
+    Representer.add_representer(type(None), lambda self, data: self.represent_scalar("tag:yaml.org,2002:null", "null"))
+    Representer.add_representer(float, represent_float)
+    return Representer
+
+
+def _append(mapping: Any, key: str, value: Any) -> None:
+    """Add ``key`` after the mapping's last key, keeping the comment lines that follow that key below the new one."""
+    import copy
+
+    last = list(mapping)[-1] if mapping else None
+    mapping[key] = value
+    comments = getattr(mapping, "ca", None)
+    slot = comments.items.get(last) if comments is not None and last is not None else None
+    if not slot or len(slot) < 3 or slot[2] is None:
+        return
+    token = slot[2]
+    text = token.value
+    end_of_line = text.find("\n") + 1
+    own, following = (text[:end_of_line], text[end_of_line:]) if end_of_line else (text, "")
+    if following:
+        moved = copy.copy(token)
+        moved.value = "\n" + following
+        comments.items[key] = [None, None, moved, None]
+    if own.startswith("#"):
+        token.value = own  # the last key's own end-of-line comment stays with it
+    else:
+        slot[2] = None

@@ -24,23 +24,23 @@ Optuna, MLflow and Keras are imported inside the functions that use them.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 import os
 import platform
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import EpochObserver
-from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, get_dotted, set_dotted, with_values
+from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, with_values
+from mnist_pipeline.sweep.params import apply_values as apply_values  # re-exported: `mnist-sweep best --apply`
+from mnist_pipeline.sweep.storage import (  # noqa: F401 - re-exported: the study's storage, for its callers
+    LOCAL_STORAGE, STORAGE_ENV, StudyStorageError, describe_storage, masked_url, open_storage, storage_url, wait_for_user_attr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,130 +53,7 @@ WORKER_ATTR = "worker"  # trial user attr: host:pid of the worker that runs it
 STATE_TAG = "optuna.state"
 
 
-# -- the study's storage ------------------------------------------------------------------------
-
-STORAGE_ENV = "MNIST_SWEEP_STORAGE"
-LOCAL_STORAGE = Path("mlruns") / "optuna.db"
-SCHEMA_RACE_ATTEMPTS = 3  # opening a new study database: tries when another process is creating its schema
-
-
-class StudyStorageError(PipelineError):
-    """The study's database cannot be reached, refuses the login, or holds no such study."""
-
-
-def storage_url(option: str | None = None, environ: dict[str, str] | None = None, root: Path | None = None) -> str:
-    """``--storage``, else ``MNIST_SWEEP_STORAGE``, else the SQLite file ``mlruns/optuna.db`` under the project root."""
-    from mnist_pipeline.tracking.store import project_root
-
-    environ = dict(os.environ if environ is None else environ)
-    url = (option or "").strip() or environ.get(STORAGE_ENV, "").strip()
-    if url:
-        return url
-    return f"sqlite:///{(root or project_root(environ)).resolve() / LOCAL_STORAGE}"
-
-
-def masked_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: the only form of it that may be logged or recorded."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<not a database URL>"  # it may still hold a password: never echo it
-
-
-def describe_storage(url: str) -> str:
-    """``PostgreSQL at 127.0.0.1:5433, password hidden``, ``SQLite file /x/mlruns/optuna.db``: for messages."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return "a storage URL that is not a database URL (expected e.g. postgresql+psycopg://user:password@host:5432/db or sqlite:///path)"
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return f"SQLite file {parsed.database or ':memory:'}"
-    name = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}.get(backend, backend)
-    where = f"{parsed.host or 'localhost'}{f':{parsed.port}' if parsed.port else ''}"
-    return f"{name} at {where}{', password hidden' if parsed.password else ''}"
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    """The first line of the driver's complaint, with the password (should a driver echo it) blanked."""
-    from sqlalchemy.engine import make_url
-
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    text = text.splitlines()[0] if text else type(exc).__name__
-    try:
-        password = make_url(url).password
-    except Exception:  # noqa: BLE001 - an unparseable URL: nothing to blank but the URL itself
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text.replace(url, masked_url(url))
-
-
-def open_storage(url: str, sweep: SweepParams, *, stale_trial_callback: Callable[[Any, Any], None] | None = None) -> Any:
-    """Optuna's RDBStorage with the sweep's heartbeat; ``StudyStorageError`` naming the service when it can't be used.
-
-    Every worker's running trial writes a heartbeat each ``heartbeat_s``; a worker that starts a
-    trial first marks FAIL every running trial silent for ``grace_s`` and calls
-    ``stale_trial_callback`` on it.
-    """
-    import optuna
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    service = describe_storage(url)
-    try:
-        parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise StudyStorageError(f"the sweep's study storage: {service}; set --storage or {STORAGE_ENV}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Workers share one file: wait for another's write lock instead of failing at once.
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-        if backend == "postgresql":
-            engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-                    return optuna.storages.RDBStorage(
-                        url,
-                        engine_kwargs=engine_kwargs,
-                        heartbeat_interval=sweep.heartbeat_s,
-                        grace_period=sweep.grace_period,
-                        heartbeat_stale_trial_callback=stale_trial_callback,
-                    )
-            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError) as exc:
-                # Optuna creates the schema of a new database without a lock: of two processes
-                # opening it at once, one finds a table the other just made. The schema is there
-                # now, and the next attempt uses it.
-                if attempt == SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
-                    raise
-                log.debug("the study storage's schema was being created by another process; opening it again")
-                time.sleep(0.2 * attempt)
-    except ImportError as exc:
-        raise StudyStorageError(f"the sweep's study storage ({service}) needs a database driver that is not installed: {_reason(exc, url)}") from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StudyStorageError(
-            f"the sweep's study storage ({service}) is not usable: {_reason(exc, url)}; "
-            f"check the URL ({masked_url(url)}), the password and that the database is up"
-        ) from None
-
-
-def _lost_schema_race(error: Exception) -> bool:
-    text = str(error).lower()
-    return "already exists" in text or "unique constraint" in text or "duplicate key" in text
-
+# -- the study ------------------------------------------------------------------------------------
 
 def load_study(storage: Any, url: str, sweep: SweepParams) -> Any:
     """The existing study ``sweep.study_name``; ``StudyStorageError`` when there is none (create it first)."""
@@ -208,16 +85,6 @@ def create_study(storage: Any, url: str, sweep: SweepParams) -> tuple[Any, bool]
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         return load_study(storage, url, sweep), False
-
-
-def wait_for_user_attr(study: Any, key: str, timeout: float, poll: float = 0.5) -> Any:
-    """The study's user attr ``key`` once another process has set it; None if it is still unset after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = study.user_attrs.get(key)  # read from the storage each time
-        if value is not None or time.monotonic() >= deadline:
-            return value
-        time.sleep(poll)
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -454,94 +321,3 @@ def describe_best(study: Any, model: str) -> str:
     lines = [f"# study {study.study_name}: best trial {trial.number}, {OBJECTIVE} {trial.value:.4f} ({describe_counts(study)})"]
     lines += [f"models.{model}.{key}: {value!r}" for key, value in trial.params.items()]
     return "\n".join(lines)
-
-
-def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
-    """params.yaml ``text`` with ``models.<model>.<key>`` set for each dotted key; everything else as it was.
-
-    ruamel.yaml's round trip (YAML 1.2, as DVC reads it) keeps the comments, the key order, the
-    flow mappings, the quotes and the indentation, so the diff is the swept values only. A swept
-    setting the file leaves to its default is added as the last key of its mapping.
-    """
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    yaml.Representer = _representer()
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a long line
-    yaml.indent(**_indentation(text))
-    tree = yaml.load(text)
-    try:
-        node = tree["models"][model]
-    except (KeyError, TypeError):
-        raise PipelineError(f"params.yaml has no models.{model} to apply the sweep's values to") from None
-    for key, value in values.items():
-        parent_key, _, last = key.rpartition(".")
-        try:
-            parent = get_dotted(node, parent_key)
-            if isinstance(parent, dict) and last not in parent:
-                _append(parent, last, value)
-            else:
-                set_dotted(parent, last, value)
-        except KeyError:
-            raise PipelineError(f"models.{model}.{key}: not in params.yaml; the study swept a setting the file does not have") from None
-    out = io.StringIO()
-    yaml.dump(tree, out)
-    return out.getvalue()
-
-
-def _indentation(text: str) -> dict[str, int]:
-    """The file's own indentation (ruamel.yaml writes its defaults otherwise): mappings', sequences' and the dash's."""
-    import re
-
-    from ruamel.yaml.util import load_yaml_guess_indent
-
-    _, sequence, dash = load_yaml_guess_indent(text)
-    keys = [len(match.group(1)) for match in re.finditer(r"^( +)[^\s#-]", text, flags=re.MULTILINE)]
-    mapping = min(keys) if keys else 2
-    return {"mapping": mapping, "sequence": sequence or mapping, "offset": dash or 0}
-
-
-def _representer() -> Any:
-    """The round-trip representer, but writing ``null`` (not nothing) and floats that YAML 1.1 readers read as floats too."""
-    from ruamel.yaml.representer import RoundTripRepresenter
-
-    class Representer(RoundTripRepresenter):
-        pass
-
-    def represent_float(self: Any, data: float) -> Any:
-        text = repr(data)  # the shortest text that reads back as the same float
-        if not math.isfinite(data):
-            return RoundTripRepresenter.represent_float(self, data)
-        mantissa, exponent = text.split("e") if "e" in text else (text, None)
-        if exponent is not None and "." not in mantissa:
-            text = f"{mantissa}.0e{exponent}"  # 1e-05 is a string to YAML 1.1 (PyYAML); 1.0e-05 is a float to both
-        return self.represent_scalar("tag:yaml.org,2002:float", text)
-
-    Representer.add_representer(type(None), lambda self, data: self.represent_scalar("tag:yaml.org,2002:null", "null"))
-    Representer.add_representer(float, represent_float)
-    return Representer
-
-
-def _append(mapping: Any, key: str, value: Any) -> None:
-    """Add ``key`` after the mapping's last key, keeping the comment lines that follow that key below the new one."""
-    import copy
-
-    last = list(mapping)[-1] if mapping else None
-    mapping[key] = value
-    comments = getattr(mapping, "ca", None)
-    slot = comments.items.get(last) if comments is not None and last is not None else None
-    if not slot or len(slot) < 3 or slot[2] is None:
-        return
-    token = slot[2]
-    text = token.value
-    end_of_line = text.find("\n") + 1
-    own, following = (text[:end_of_line], text[end_of_line:]) if end_of_line else (text, "")
-    if following:
-        moved = copy.copy(token)
-        moved.value = "\n" + following
-        comments.items[key] = [None, None, moved, None]
-    if own.startswith("#"):
-        token.value = own  # the last key's own end-of-line comment stays with it
-    else:
-        slot[2] = None
