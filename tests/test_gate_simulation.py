@@ -88,7 +88,7 @@ def _replay_noise(same_seed: bool = True) -> noise_model.NoiseModel:
 
 
 def _committed():
-    return {name: json.loads((REPO_ROOT / "metrics" / f"{name}.json").read_text()) for name in [*SPREAD, "gaussian_nb"]}
+    return {name: json.loads((REPO_ROOT / "metrics" / f"{name}.json").read_text()) for name in _params().scored}
 
 
 def _judge(current, baseline, changed=(), same_seed=True):
@@ -195,7 +195,7 @@ def test_a_rerun_on_another_cpu_passes_with_margin_under_the_committed_noise_mod
     current = {name: dict(metrics, **({"accuracy": OTHER_CPU[name]} if name in OTHER_CPU else {})) for name, metrics in baseline.items()}
     hashes = _current_hashes()
     tolerances = derive_tolerances(params.gate, _committed_noise(), hashes, hashes, len(models_in_question(current, baseline)))
-    rows = check(current, baseline, params.gate, list(params.models), tolerances)
+    rows = check(current, baseline, params.gate, list(params.scored), tolerances)
     assert not failures(rows), [row.reason for row in failures(rows)]
     assert all(tolerances[(name, "accuracy")].kind == SAME_SEED for name in OTHER_CPU)
     margins = _margins(row for row in rows if row.model in OTHER_CPU and row.metric == "accuracy")
@@ -211,6 +211,6 @@ def test_under_the_committed_noise_model_a_one_epoch_run_fails_as_the_config_cha
     before = _current_hashes()
     now = dict(before, **{name: ParamsHashes.of(params.model(name).model_copy(update={"epochs": 1}))})
     tolerances = derive_tolerances(params.gate, _committed_noise(), now, before, len(models_in_question(current, baseline)))
-    rows = check(current, baseline, params.gate, list(params.models), tolerances)
+    rows = check(current, baseline, params.gate, list(params.scored), tolerances)
     assert [(row.model, row.metric, row.verdict) for row in failures(rows)] == [(name, "accuracy", "REGRESSION")]
     assert tolerances[(name, "accuracy")].kind == OTHER_CONFIG

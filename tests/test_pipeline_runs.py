@@ -291,7 +291,7 @@ def test_each_trained_model_is_logged_once_and_registered_as_logged(smoke_run):
     for name in ("mlp", "gaussian_nb", "ensemble"):
         record = json.loads((project / f"models/{name}/mlflow_run.json").read_text())
         (version,) = client.search_model_versions(f"name = 'mnist-{name}'")
-        assert version.model_id == record["model_id"] and version.run_id == record["run_id"], name
+        assert version.source == f"models:/{record['model_id']}" and version.run_id == record["run_id"], name
         training = client.get_run(record["run_id"])
         (evaluation,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{record['run_id']}'")
         # The training run ended before its evaluation began: its duration is the training's own.

@@ -218,7 +218,8 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
                           f"~{entry['ratio_to_seed_cnn'] * epochs:.0f}x"])
         elif (found := cost(model)) is not None:
             seconds, ratio = found
-            table.append([f"`{model}`", f"{parameters.get(model, 0):,}", accuracy(model), f"{seconds:.1f}", f"{ratio:.3f} (1/{1 / ratio:.1f})"])
+            share = f"{ratio:.3f} (1/{1 / ratio:.1f})" if ratio < 1 else f"{ratio:.2f}x"
+            table.append([f"`{model}`", f"{parameters.get(model, 0):,}", accuracy(model), f"{seconds:.1f}", share])
     frame = pd.DataFrame(table, columns=["model", "parameters", "MNIST test, % (seeds)", "fit, s (median)", "fit / seed CNN's"])
     machine = bench["machine"]
     references = ", ".join(f"`{name}` {entry['seed_cnn_fit_seconds']['median']:.1f} s ({entry['repeats']} runs, {entry['measured_utc'][:10]})"
@@ -239,7 +240,10 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
             best, found = max(members, key=lambda item: item[1].mean)
             test = stats.ttest_ind_from_stats(own.mean, own.sd, own.n, found.mean, found.sd, found.n, equal_var=False)
             gap = 100 * (own.mean - found.mean)
-            verdict = "beyond noise" if test.pvalue < 0.01 else "within noise"
+            if test.pvalue >= 0.01:
+                verdict = "no difference beyond noise"
+            else:
+                verdict = "better beyond noise" if gap > 0 else "worse beyond noise"
             if lines[-1].startswith("Fit times"):  # Python-Markdown (the docs site) starts a list only after a blank line
                 lines.append("")
             lines.append(
