@@ -26,6 +26,7 @@ from mnist_pipeline.models.types.keras_convnet import KerasConvNetParams
 from mnist_pipeline.recipes import hydra_value, recipe_override
 from mnist_pipeline.stage import check_stage_deps
 from mnist_pipeline.training import fit, targets_for
+from mnist_pipeline.yaml_file import parse_yaml
 
 RAW = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
@@ -252,7 +253,8 @@ def test_a_recipe_reaches_params_yaml_through_dvcs_own_override_parser_unchanged
     path = tmp_path_factory.mktemp("override") / "params.yaml"
     path.write_text("models: {}\n")
     apply_overrides(str(path), [f"++models.best={hydra_value(value)}"])
-    assert yaml.safe_load(path.read_text())["models"]["best"] == value
+    # Read back as DVC and the stages read params.yaml: YAML 1.2 (PyYAML's 1.1 would turn a key `on` into True).
+    assert parse_yaml(path.read_text(), str(path))["models"]["best"] == value
 
 
 def test_a_recipe_is_checked_and_changed_before_it_becomes_an_experiment():
