@@ -58,10 +58,10 @@ def test_the_registered_champion_classifies_raw_uint8_digits_at_its_test_accurac
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-4), (accuracy, metrics["accuracy"])
 
 
-def test_mnist_predict_reads_photo_like_digits_as_the_champion_cnn_reads_mnist(test_digits, champion_record, tmp_path):
+def test_mnist_predict_reads_photo_like_digits_as_the_champion_reads_mnist(test_digits, champion_record, tmp_path):
     """Test digits re-rendered as people have them: ink on paper, RGB, big canvases, off-centre, JPEG."""
     pixels, labels = test_digits
-    assert champion_record["model"] == "cnn", champion_record
+    assert champion_record["model"] == "fast", champion_record  # the best of the committed run (docs: models)
     chosen = np.random.default_rng(0).choice(len(labels), size=250, replace=False)
     written = write_photos(pixels[chosen], tmp_path / "photos", seed=0)
     result = subprocess.run(
