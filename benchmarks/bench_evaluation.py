@@ -24,7 +24,7 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.data.arrays import load_array, load_split
 from mnist_pipeline.data.testsets import load_testsets
 from mnist_pipeline.evaluation import compute_metrics, model_predictor, score_testsets
-from mnist_pipeline.models.store import load_trained_model, read_config
+from mnist_pipeline.models.store import MODEL_SUBDIR, load_model_folder
 from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 log = logging.getLogger("bench_evaluation")
@@ -44,10 +44,9 @@ def main() -> int:
 
     results = {}
     for name in args.models or list(params.scored):
-        config = read_config(paths.model_dir(name), name)
-        model = load_trained_model(paths.model_dir(name), config)
+        config, adapter, model = load_model_folder(paths.model_dir(name) / MODEL_SUBDIR)
         dtype = load_array(paths.processed("test", config["input"])).dtype
-        predict = model_predictor(model, config["framework"], config["input"], dtype, settings.batch_size)
+        predict = model_predictor(adapter, model, config["input"], dtype, settings.batch_size)
         clean = time_calls(lambda: compute_metrics(labels, predict(sets.clean)), args.repeats)
         every = time_calls(lambda: score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits), args.repeats)
         results[name] = {

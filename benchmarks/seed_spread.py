@@ -177,7 +177,7 @@ def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None
     from mnist_pipeline.models import registry
 
     model, facts = trained(name, params, paths, seed, variant, everything)
-    _, scores = score_all_sets(model, registry.of(params).framework, registry.input_representation(params), paths, settings)
+    _, scores = score_all_sets(registry.adapter_of(params), model, registry.input_representation(params), paths, settings)
     summary = scores.summary()
     return {
         "model": name,

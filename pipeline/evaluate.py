@@ -19,9 +19,9 @@ import sys
 from mnist_pipeline.atomic import atomic_open, write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.evaluation import confusion, dvc_metrics, per_class, predictions_frame, score_all_sets
-from mnist_pipeline.models.store import load_trained_model, read_config, read_run
+from mnist_pipeline.models import adapters, registry
+from mnist_pipeline.models.store import MODEL_SUBDIR, read_config, read_run
 from mnist_pipeline.reporting.plots import error_gallery
-from mnist_pipeline.models import adapters
 from mnist_pipeline.stage import run_model_stage, timer
 from mnist_pipeline.tracking.evaluation import log_evaluation
 
@@ -37,11 +37,12 @@ def evaluate(name: str) -> None:
         config = read_config(model_dir, name)
         # Before the (slow) model load, so a missing run record fails fast.
         record = read_run(model_dir, name)
-    watch.import_modules(f"import {config['framework']}", adapters.get(config["framework"]).heavy_modules)
+        adapter = adapters.get(config["framework"])  # once, for loading and every prediction
+    watch.import_modules(f"import {adapter.name}", adapter.heavy_modules)
     with watch.section("scoring"):
-        model = load_trained_model(model_dir, config)
+        model = adapter.load(model_dir / MODEL_SUBDIR, registry.get(config["type"]))
         log.info("%s: predicting the test digits, each corruption of them and the UCI digits (%s input)", name, config["input"])
-        sets, scores = score_all_sets(model, config["framework"], config["input"], paths, settings)
+        sets, scores = score_all_sets(adapter, model, config["input"], paths, settings)
         pixels, labels = sets.clean, sets.labels
         predictions = predictions_frame(labels, scores.clean_proba)
     with watch.section("saving"):

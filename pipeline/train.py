@@ -20,9 +20,9 @@ import numpy as np
 from mnist_pipeline.config import load_params
 from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.arrays import load_split
-from mnist_pipeline.models import registry
+from mnist_pipeline.models import adapters, registry
 from mnist_pipeline.models.base import params_hash
-from mnist_pipeline.models.store import MODEL_SUBDIR, RunRecord, load_trained_model, read_config, write_run_record, write_training_outputs
+from mnist_pipeline.models.store import MODEL_SUBDIR, RunRecord, load_model_folder, write_run_record, write_training_outputs
 from mnist_pipeline.stage import check_stage_deps, run_model_stage, timer
 from mnist_pipeline.tracking import training as mlflow_logging
 from mnist_pipeline.serving.pyfunc import log_digit_model
@@ -30,7 +30,7 @@ from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.registry import CONTENT_HASH_TAG, MODEL_TAG, content_hash, model_hash
 from mnist_pipeline.tracking.runs import close_stale_runs, process_tags, tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
-from mnist_pipeline.training import fit, targets_for
+from mnist_pipeline.training import fit
 
 log = logging.getLogger("mnist_pipeline.train")
 
@@ -47,20 +47,23 @@ def body(name: str) -> None:
         params = load_params()
         model_params = params.model(name)
         paths = params.paths
-        adapter = registry.adapter_of(model_params)
-        representation = registry.input_representation(model_params)
+        # The type, and its framework's adapter, resolved once for the whole stage.
+        model_type = registry.of(model_params)
+        adapter = adapters.get(model_type.framework)
+        representation = model_type.representation(model_params)
     watch.import_modules(f"import {adapter.name}", adapter.heavy_modules)
     watch.import_modules("import mlflow", MLFLOW_MODULES)
     with watch.section("data"):
         inputs, labels = load_split(paths, "train", representation)
-        targets, _ = load_split(paths, "train", targets_for(model_params))
+        targets, _ = load_split(paths, "train", adapter.targets)
     members = {}
-    if member_names := registry.members_of(model_params):
+    if member_names := model_type.members(model_params):
         with watch.section("members"):
             check_stage_deps({f"{name}.members": [paths.model_dir(member) / MODEL_SUBDIR for member in member_names]})
             for member in member_names:
-                config = read_config(paths.model_dir(member), member)
-                members[member] = (config, load_trained_model(paths.model_dir(member), config))
+                fix = f"run `dvc repro train@{member}` to create it"
+                config, _, model = load_model_folder(paths.model_dir(member) / MODEL_SUBDIR, fix)
+                members[member] = (config, model)
 
     with watch.section("tracking set-up"):
         experiment_id = configure_tracking()
@@ -80,19 +83,19 @@ def body(name: str) -> None:
             )
             mlflow_logging.log_dataset(inputs, labels, name=f"mnist-train-{representation}", source=str(paths.processed_dir("train")))
         with watch.section("fit"):
-            result = fit(name, model_params, inputs, targets, observers=[mlflow_logging.epoch_logger], members=members)
+            result = fit(name, model_params, inputs, targets, adapter=adapter, observers=[mlflow_logging.epoch_logger], members=members)
         with watch.section("saving"):
-            write_training_outputs(paths.model_dir(name), name, model_params, representation, result)
+            write_training_outputs(paths.model_dir(name), name, model_params, representation, result, adapter)
         with watch.section("MLflow logging"):
             mlflow_logging.log_parameter_counts(result.parameter_counts)
-            mlflow_logging.log_fit_summary(name, model_params, result)
+            mlflow_logging.log_fit_summary(name, result, adapter.summary(result.model))
             # The one logged model of this training: the pyfunc that takes raw digits, which
             # evaluate scores and register registers (its folder holds the framework's own file).
             folder = paths.model_dir(name) / MODEL_SUBDIR
             digits, _ = load_split(paths, "train", "pixels")
             model_info = log_digit_model(
                 name, folder, np.asarray(digits[:2]).reshape(-1, IMAGE_SIDE, IMAGE_SIDE),
-                {MODEL_TAG: name, CONTENT_HASH_TAG: content_hash(model_hash(folder))}, step=max(result.epochs, 1),
+                {MODEL_TAG: name, CONTENT_HASH_TAG: content_hash(model_hash(folder))}, step=max(result.epochs, 1), adapter=adapter,
             )
             mlflow_logging.log_overhead({key: value for key, value in watch.seconds.items() if key != "fit"}, watch.total(*MLFLOW_SECTIONS))
         write_run_record(paths.model_dir(name), RunRecord(run.info.run_id, experiment_id, model_info.model_id))

@@ -135,8 +135,17 @@ def test_a_test_only_framework_trains_and_evaluates_through_the_pipeline(centroi
     save_split(paths, "test", test)
     make_testsets(root, test["labels"], corruptions=["stripe"])
 
-    assert load_entry("train").main(["centroid"]) == 0
-    assert load_entry("evaluate").main(["centroid"]) == 0
+    # Each stage resolves its model's adapter once and hands it on (issue 17: it was looked up 6
+    # times in one fit, and once per test set in evaluate).
+    lookups = []
+    real_get = adapters.get
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adapters, "get", lambda name: lookups.append(name) or real_get(name))
+        assert load_entry("train").main(["centroid"]) == 0
+        assert lookups == ["numpy_centroid"], lookups
+        lookups.clear()
+        assert load_entry("evaluate").main(["centroid"]) == 0
+        assert lookups == ["numpy_centroid"], lookups
 
     config = json.loads((root / "models/centroid/model/config.json").read_text())
     assert config["framework"] == "numpy_centroid" and config["parameter_counts"]["total"] == 10 * 784

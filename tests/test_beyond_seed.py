@@ -159,7 +159,7 @@ def test_an_ensembles_served_folder_runs_its_members_on_raw_digits(tmp_path):
     members = _trained_members(data)
     params = registry.get("ensemble").params.model_validate({"type": "ensemble", "members": ["net", "nb"]})
     result = fit("ens", params, data["pixels"], data["labels"], members=members)
-    write_training_outputs(tmp_path, "ens", params, "pixels", result)
+    write_training_outputs(tmp_path, "ens", params, "pixels", result, adapters.get("ensemble"))
     served = DigitClassifier(tmp_path / "model").load()
     digits = data["pixels"][:20].reshape(-1, 28, 28)
     expected = adapters.get("ensemble").predict_proba(result.model, data["pixels"][:20], 64)

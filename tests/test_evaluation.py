@@ -20,7 +20,6 @@ from mnist_pipeline.evaluation import (
     compute_metrics,
     confusion,
     per_class,
-    predict_proba,
     predictions_frame,
 )
 from mnist_pipeline.models import adapters, registry
@@ -82,6 +81,10 @@ def reloaded(fitted, tmp_path_factory) -> dict[str, tuple[object, str, str, obje
         loaded = adapter.load(directory, registry.of(params))
         models[name] = (loaded, adapter.name, registry.input_representation(params), fitted[name].model)
     return models
+
+
+def predict_proba(model, framework, inputs, batch_size):
+    return adapters.get(framework).predict_proba(model, inputs, batch_size)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_PARAMS))
@@ -233,7 +236,7 @@ def _write_trained_model(root: Path, name: str, result, run_id: str, model_id: s
     from mnist_pipeline.models.store import RunRecord, write_run_record, write_training_outputs
 
     params = MODEL_PARAMS[name]
-    write_training_outputs(root / "models" / name, name, params, registry.input_representation(params), result)
+    write_training_outputs(root / "models" / name, name, params, registry.input_representation(params), result, registry.adapter_of(params))
     write_run_record(root / "models" / name, RunRecord(run_id, "1", model_id))
 
 

@@ -68,7 +68,7 @@ def _judge(name, model_params, mnist, testsets):
     representation = registry.input_representation(model_params)
     result = fit(name, model_params, mnist["train"][representation], mnist["train"][targets_for(model_params)], verbose=0)
     dtype = mnist["test"][representation].dtype
-    predict = model_predictor(result.model, registry.of(model_params).framework, representation, dtype, 1000)
+    predict = model_predictor(registry.adapter_of(model_params), result.model, representation, dtype, 1000)
     current = score_testsets(predict, testsets, params.evaluate.calibration_bins, params.evaluate.min_writer_digits).summary()
     # The committed file, not the workspace's: CI runs this beside `make run`, which rewrites it.
     baseline = baseline_metrics(verify_ref("HEAD"), params.paths.metrics_file(name))

@@ -106,7 +106,7 @@ def train_folder(root: Path, name: str, model_type: str = "gaussian_nb", **overr
     inputs = represent(images, labels, PreprocessParams(), limit=None)[representation]
     result = fit(name, params, inputs, labels)
     directory = root / "models" / name
-    write_training_outputs(directory, name, params, representation, result)
+    write_training_outputs(directory, name, params, representation, result, registry.adapter_of(params))
     return directory
 
 

@@ -12,7 +12,6 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.data.params import PreprocessParams
 from mnist_pipeline.data.preprocess import represent
 from mnist_pipeline.errors import ArtifactError, ConfigError
-from mnist_pipeline.evaluation import predict_proba
 from mnist_pipeline.models import adapters, registry
 from mnist_pipeline.models.types.keras_cnn import KerasCNNParams
 from mnist_pipeline.models.types.keras_mlp import KerasMLPParams
@@ -51,7 +50,7 @@ def test_every_shipped_model_config_trains_and_predicts_digit_probabilities(name
     representation = registry.input_representation(params)
     assert representation in {"flat", "image", "pixels"}
     result = fit(name, params, data[representation], data[targets_for(params)], verbose=0)
-    proba = predict_proba(result.model, registry.of(params).framework, data[representation][:50], 16)
+    proba = registry.adapter_of(params).predict_proba(result.model, data[representation][:50], 16)
     assert proba.shape == (50, 10) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5) and np.all(proba >= 0)
     assert result.parameter_counts["total"] == result.parameter_counts["trainable"] + result.parameter_counts["non_trainable"] > 0
 

@@ -31,13 +31,6 @@ class EvaluateParams(Section):
     min_writer_digits: Annotated[int, Field(ge=1, le=1000)] = 10
 
 
-def predict_proba(model: Any, framework: str, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class probabilities, shape (N, 10), float64, predicted ``batch_size`` digits at a time."""
-    from mnist_pipeline.models import adapters
-
-    return adapters.get(framework).predict_proba(model, inputs, batch_size)
-
-
 def _normalised(proba: np.ndarray) -> np.ndarray:
     # float32 softmax rows can sum to 1 +- 1e-7, which scikit-learn's log_loss rejects as > 1.
     proba = np.clip(np.asarray(proba, dtype=np.float64), 0.0, None)
@@ -201,14 +194,15 @@ def score_testsets(
     return SetScores(clean, clean_proba, corruptions, uci, series, writers, sets.digest)
 
 
-def model_predictor(model: Any, framework: str, representation: str, dtype: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """0-255 pixels -> the model's probabilities, through the preprocessing its training data went through."""
+def model_predictor(adapter: Any, model: Any, representation: str, dtype: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """0-255 pixels -> the model's probabilities (its framework adapter's ``predict_proba``), through
+    the preprocessing its training data went through."""
     from mnist_pipeline.data.preprocess import as_representation
 
-    return lambda pixels: predict_proba(model, framework, as_representation(pixels, representation, dtype), batch_size)
+    return lambda pixels: adapter.predict_proba(model, as_representation(pixels, representation, dtype), batch_size)
 
 
-def score_all_sets(model: Any, framework: str, representation: str, paths: Any, settings: EvaluateParams) -> tuple[Any, SetScores]:
+def score_all_sets(adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams) -> tuple[Any, SetScores]:
     """The sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
     from mnist_pipeline.data.arrays import load_array, load_split
     from mnist_pipeline.data.testsets import load_testsets
@@ -216,5 +210,5 @@ def score_all_sets(model: Any, framework: str, representation: str, paths: Any, 
     pixels, labels = load_split(paths, "test", "pixels")
     dtype = load_array(paths.processed("test", representation)).dtype
     sets = load_testsets(paths.testsets_dir, pixels, labels)
-    predict = model_predictor(model, framework, representation, dtype, settings.batch_size)
+    predict = model_predictor(adapter, model, representation, dtype, settings.batch_size)
     return sets, score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)

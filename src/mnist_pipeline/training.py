@@ -43,12 +43,15 @@ def fit(
     inputs: np.ndarray,
     targets: np.ndarray,
     *,
+    adapter: Any = None,
     observers: Sequence[EpochObserver] = (),
     verbose: int | None = None,
     members: dict[str, tuple[dict[str, Any], Any]] | None = None,
 ) -> FitResult:
-    """``members``: ``(config, model)`` of each trained model the model is made of (``registry.members_of``)."""
+    """``adapter``: the type's framework adapter, where the caller has it (the train stage resolves
+    it once); ``members``: ``(config, model)`` of each trained model the model is made of
+    (``registry.members_of``). ``targets`` are the array ``adapter.targets`` names."""
     check_batch_fits(name, params, inputs.shape[0])
     model_type = registry.of(params)
     extra = {"members": members} if members else {}
-    return registry.adapter_of(params).fit(model_type, name, params, inputs, targets, observers, verbose, **extra)
+    return (adapter or registry.adapter_of(params)).fit(model_type, name, params, inputs, targets, observers, verbose, **extra)

@@ -43,9 +43,8 @@ def training_config(name: str, params: Any, representation: str, result: FitResu
     }
 
 
-def write_training_outputs(directory: Path, name: str, params: Any, representation: str, result: FitResult) -> None:
+def write_training_outputs(directory: Path, name: str, params: Any, representation: str, result: FitResult, adapter: Any) -> None:
     # The model folder appears whole or not at all; the history file is atomic.
-    adapter = registry.adapter_of(params)
     with atomic_directory(directory / MODEL_SUBDIR) as staging:
         adapter.save(result.model, staging)
         write_json(staging / CONFIG_FILE, training_config(name, params, representation, result))
@@ -137,6 +136,9 @@ def read_run(directory: Path, name: str) -> RunRecord:
     return RunRecord(**fields)
 
 
-def load_trained_model(directory: Path, config: dict[str, Any]) -> Any:
-    """The model saved in ``<directory>/model/``, loaded safely by its framework's adapter."""
-    return adapters.get(config["framework"]).load(directory / MODEL_SUBDIR, registry.get(config["type"]))
+def load_model_folder(folder: Path, fix: str = "expected a model folder written by the train stage") -> tuple[dict[str, Any], Any, Any]:
+    """A trained model folder (``models/<name>/model``, or an ensemble's member): its checked config,
+    its framework's adapter, and the model that adapter loaded safely from it."""
+    config = check_config(read_json(folder / CONFIG_FILE, "model config", fix), str(folder / CONFIG_FILE))
+    adapter = adapters.get(config["framework"])
+    return config, adapter, adapter.load(folder, registry.get(config["type"]))

@@ -30,8 +30,7 @@ import pandas as pd
 
 from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.models import adapters, registry
-from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
+from mnist_pipeline.models.store import load_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +144,7 @@ class DigitClassifier:
     batch_size: int = 1000
 
     def load(self) -> "DigitClassifier":
-        self.config_ = check_config(
-            read_json(self.directory / CONFIG_FILE, "model config", "expected a model folder written by the train stage"),
-            str(self.directory / CONFIG_FILE),
-        )
-        self.adapter_ = adapters.get(self.config_["framework"])
-        self.model_ = self.adapter_.load(self.directory, registry.get(self.config_["type"]))
+        self.config_, self.adapter_, self.model_ = load_model_folder(self.directory)
         log.debug("loaded %s (%s) from %s", self.config_["name"], self.config_["type"], self.directory)
         return self
 

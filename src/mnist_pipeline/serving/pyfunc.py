@@ -81,12 +81,15 @@ def without_serving_check(flavor: Any) -> Any:
     return types.SimpleNamespace(__name__=flavor.__name__, save_model=save_model)
 
 
-def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any], step: int = 0) -> Any:
+def log_digit_model(
+    name: str, model_dir: Path, example_digits: np.ndarray, metadata: dict[str, Any], step: int = 0, adapter: Any = None
+) -> Any:
     """Log ``model_dir`` (a trained model folder) as a pyfunc named ``name`` in the active run; its ``ModelInfo``.
 
     ``step``: MLflow 3 copies the run's metrics logged at the model's step onto the model. The
     train stage passes the epochs run, past its per-epoch metrics (steps 0 .. epochs-1), so none
     of them becomes a "model metric": its real results, the test metrics, are linked by evaluate.
+    ``adapter``: the folder's framework adapter, where the caller has it (else its config names it).
     """
     import mnist_pipeline
     from mlflow.models import Model
@@ -94,7 +97,9 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
     from mnist_pipeline.models import adapters
     from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
 
-    config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
+    if adapter is None:
+        config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
+        adapter = adapters.get(config["framework"])
     return Model.log(
         artifact_path=None,
         name=name,
@@ -105,7 +110,7 @@ def log_digit_model(name: str, model_dir: Path, example_digits: np.ndarray, meta
         signature=signature(),
         input_example=np.asarray(example_digits, dtype=np.uint8),
         # The package copied in as code needs pandas and pydantic besides the framework.
-        pip_requirements=pip_requirements(adapters.get(config["framework"]), "pandas", "pydantic"),
+        pip_requirements=pip_requirements(adapter, "pandas", "pydantic"),
         metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
         step=step,
         # MLflow would load the model back to predict the example (importing TensorFlow for a

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.models import registry
 from mnist_pipeline.tracking.runs import uninterrupted
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,8 @@ def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str)
     mlflow.log_input(numpy_dataset(inputs, targets, source, name), context="training")
 
 
-def log_fit_summary(name: str, params: Any, result: Any) -> None:
-    """Fit timings, the model summary and the training-curve figure (the model: ``serving.pyfunc.log_digit_model``)."""
+def log_fit_summary(name: str, result: Any, summary: str) -> None:
+    """Fit timings, the model summary (its adapter's text) and the training-curve figure (the model: ``serving.pyfunc.log_digit_model``)."""
     import mlflow
 
     from mnist_pipeline.reporting.plots import close_figures, training_curves
@@ -84,7 +83,7 @@ def log_fit_summary(name: str, params: Any, result: Any) -> None:
             "epochs_run": float(result.epochs),
         }
     )
-    mlflow.log_text(registry.adapter_of(params).summary(result.model), "model_summary.txt")
+    mlflow.log_text(summary, "model_summary.txt")
     if result.has_curves:  # a fit without epochs has a single point, not a curve
         figure = training_curves(result.history, f"{name}: training vs validation")
         mlflow.log_figure(figure, "training_curves.png")

@@ -76,8 +76,7 @@ class EnsembleAdapter:
         return path
 
     def load(self, directory: Path, model_type: Any = None) -> Any:
-        from mnist_pipeline.models import registry
-        from mnist_pipeline.models.store import check_config, read_json
+        from mnist_pipeline.models.store import load_model_folder, read_json
         from mnist_pipeline.models.types.ensemble import EnsembleModel, Member
 
         path = directory / MEMBERS_FILE
@@ -88,9 +87,8 @@ class EnsembleAdapter:
             raise ArtifactError(f"{path}: expected {{\"members\": [names], \"weights\": [one per member]}}, got {record!r}; {fix}")
         members = []
         for member in names:
-            folder = directory / MEMBERS_DIR / member
-            config = check_config(read_json(folder / "config.json", f"config of member {member!r}", fix), str(folder / "config.json"))
-            members.append(Member(member, config, adapters.get(config["framework"]).load(folder, registry.get(config["type"]))))
+            config, _, model = load_model_folder(directory / MEMBERS_DIR / member, f"member {member!r}: {fix}")
+            members.append(Member(member, config, model))
         return EnsembleModel(members, np.asarray(weights, dtype=np.float64))
 
     def summary(self, model: Any) -> str:
