@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: a throwaway copy of the project and a timed child."""
+"""Helpers shared by the benchmark scripts: a throwaway copy of the project, a timed child, the results file."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.atomic import write_json
+from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
 PROJECT_FILES = ("pipeline", "src", "noise", "params.yaml", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/plots", ".gitignore", "pyproject.toml")
 
 
@@ -80,3 +87,42 @@ def project_copy() -> Path:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def figure(values: list[float], digits: int = 2, goal_max: float | None = None, goal_min: float | None = None) -> dict[str, Any]:
+    """One measured figure as the results files hold it: the median and every run, and its goal if it has one."""
+    found: dict[str, Any] = {"median": round(median(values), digits), "runs": [round(value, digits) for value in values]}
+    return found | goal(median(values), goal_max, goal_min)
+
+
+def goal(value: float, goal_max: float | None = None, goal_min: float | None = None) -> dict[str, Any]:
+    """A figure's goal beside it: ``goal_max`` (at most) or ``goal_min`` (at least), and whether ``value`` meets it."""
+    if goal_max is not None:
+        return {"goal_max": goal_max, "met": bool(value <= goal_max)}
+    if goal_min is not None:
+        return {"goal_min": goal_min, "met": bool(value >= goal_min)}
+    return {}
+
+
+def ratio(value: float, goal_max: float | None = None, goal_min: float | None = None) -> dict[str, Any]:
+    """A ratio of medians (no runs of its own), with its goal."""
+    return {"value": round(value, 3)} | goal(value, goal_max, goal_min)
+
+
+def write_results(output: Path, benchmark: str, payload: dict[str, Any], libraries: tuple[str, ...] = ()) -> None:
+    """``payload`` as a results file: the benchmark's name, when, the machine it ran on and the libraries' versions
+    (the project's usual ones plus ``libraries``)."""
+    versions = library_versions()
+    for package in libraries:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    write_json(output, {
+        "benchmark": benchmark,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **payload,
+        "machine": machine_facts(),
+        "libraries": versions,
+    })
+    print(f"wrote {output}", flush=True)

@@ -7,7 +7,7 @@ corruption, the UCI digits and the writer slices. Medians of the repeats, and th
 table and writes benchmarks/results/evaluation.json with the machine and library versions.
 Needs `make run`'s outputs (the trained models, data/processed, data/testsets).
 
-Usage: python benchmarks/bench_evaluation.py [--repeats 3] [--models mlp cnn ...]
+Usage: python benchmarks/bench_evaluation.py [--repeats 3] [--models mlp cnn ...] [--output benchmarks/results/evaluation.json]
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime, timezone
+from pathlib import Path
 
-from _common import REPO_ROOT, median, time_calls
+from _common import REPO_ROOT, RESULTS, median, time_calls, write_results
 
-from mnist_pipeline.atomic import write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data.arrays import load_array, load_split
 from mnist_pipeline.data.testsets import load_testsets
 from mnist_pipeline.evaluation import compute_metrics, model_predictor, score_testsets
 from mnist_pipeline.models.store import MODEL_SUBDIR, load_model_folder
-from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 log = logging.getLogger("bench_evaluation")
 
@@ -34,6 +32,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=None, help="default: every model in params.yaml")
+    parser.add_argument("--output", type=Path, default=RESULTS / "evaluation.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params(REPO_ROOT / "params.yaml")
@@ -59,18 +58,12 @@ def main() -> int:
             "%-16s MNIST test only %6.2f s   every set %7.2f s   ratio %5.1fx   %8.0f digits/s",
             name, median(clean), median(every), results[name]["ratio"], results[name]["digits_per_s"],
         )
-    output = REPO_ROOT / "benchmarks" / "results" / "evaluation.json"
-    write_json(output, {
-        "benchmark": "evaluation",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_results(args.output, "evaluation", {
         "repeats": args.repeats,
         "sets": {"test digits": int(len(labels)), "corruptions": len(sets.corruptions), "uci digits": int(len(sets.uci))},
         "digits_scored": digits,
         "models": results,
-        "machine": machine_facts(),
-        "libraries": library_versions(),
     })
-    log.info("wrote %s", output)
     return 0
 
 

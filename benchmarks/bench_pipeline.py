@@ -7,9 +7,11 @@ process's whole life, its start-up (the interpreter and module imports, before `
 its named sections (``import keras``, ``import mlflow``, ``fit``, ``MLflow logging``, ...). The
 gap between the sum of the stages and the repro's wall time is DVC's own work (hashing, locking,
 spawning). Runs in a throwaway copy of the project with its own MLflow store. MNIST_MIRROR
-defaults to ../shared/datasets/mnist.
+defaults to ../shared/datasets/mnist. Prints the figures and writes them, each stage's timing
+included, with the machine and library versions, to benchmarks/results/pipeline.json.
 
 Usage: python benchmarks/bench_pipeline.py [--noop-repeats 5] [--models mlp cnn ...] [--in-place]
+       [--output benchmarks/results/pipeline.json]
 (--in-place: run in this checkout, which must have no outputs or DVC cache yet; the baseline in
 dvc.lock, metrics/ and reports/ is then the benchmark run's own.)
 """
@@ -21,9 +23,10 @@ import json
 import re
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import yaml
-from _common import REPO_ROOT, median, project_copy, timed
+from _common import REPO_ROOT, RESULTS, figure, median, project_copy, ratio, timed, write_results
 
 TIMING = re.compile(r"stage timing: (\{.*\})")
 COLUMNS = ("start-up", "import keras", "import sklearn", "import mlflow", "fit", "tracking set-up", "MLflow logging")
@@ -34,6 +37,7 @@ def main() -> int:
     parser.add_argument("--noop-repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=None, help="only these models (default: all of params.yaml)")
     parser.add_argument("--in-place", action="store_true", help="run in this checkout instead of a throwaway copy")
+    parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
     if args.in_place and args.models:
         parser.error("--in-place runs the models of params.yaml as they are; --models edits params.yaml")
@@ -70,6 +74,18 @@ def main() -> int:
         f"ratio {full.seconds / fit_total:.2f}x (goal ≤ 1.8x)"
     )
     print(f"no-op `dvc repro`: median {median(noop):.2f} s over {len(noop)} runs {[round(s, 2) for s in noop]} (goal ≤ 2 s)")
+    write_results(args.output, "pipeline", {
+        "models": list(yaml.safe_load((project / "params.yaml").read_text())["models"]),
+        "in_place": args.in_place,
+        "from_scratch_repro_s": round(full.seconds, 1),
+        "fit_total_s": round(fit_total, 1),
+        "repro_over_fit": ratio(full.seconds / fit_total, goal_max=1.8),
+        "stages_total_s": round(stage_total, 1),
+        "dvc_own_work_s": round(full.seconds - stage_total, 1),
+        "stage_sums_s": {column: round(sums[column], 1) for column in [*COLUMNS, "other"]},
+        "stages": stages,
+        "noop_repro_s": figure(noop, goal_max=2.0),
+    })
     return 0
 
 

@@ -30,9 +30,11 @@ SeaweedFS S3, `mlflow server`; settings in services.env):
    thread option). The bench studies are deleted and the experiment soft-deleted afterwards.
 
 Speed goals are printed as met or not, never asserted. The figures are noisy on a shared machine.
+They are also written, with the machine and library versions, to benchmarks/results/team.json
+(the parts run this time; a skipped part is absent).
 
 Usage: python benchmarks/bench_team.py [--quick] [--skip-mlflow] [--skip-dvc] [--skip-sweep]
-       [--mlflow-repeats 9] [--dvc-repeats 3] [--sweep-trials 4]
+       [--mlflow-repeats 9] [--dvc-repeats 3] [--sweep-trials 4] [--output benchmarks/results/team.json]
 (`make bench-team` runs it with services.env loaded.)
 """
 
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import REPO_ROOT, child_env, median, timed
+from _common import REPO_ROOT, RESULTS, child_env, figure, median, ratio, timed, write_results
 
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
@@ -165,7 +167,7 @@ def server_requests(uri: str, run: Any, experiment_id: str) -> tuple[int, float,
     return len(calls), sum(calls), median(small), median(kept), median(fresh)
 
 
-def bench_mlflow(settings: Any, bench_id: str, repeats: int) -> list[str]:
+def bench_mlflow(settings: Any, bench_id: str, repeats: int) -> tuple[list[str], dict[str, Any]]:
     import mlflow
     from mlflow import MlflowClient
 
@@ -202,29 +204,43 @@ def bench_mlflow(settings: Any, bench_id: str, repeats: int) -> list[str]:
                 MlflowClient(settings.tracking_uri).delete_experiment(experiment_ids["server"])
         shutil.rmtree(scratch, ignore_errors=True)
 
+    load_now = os.getloadavg()
     print(f"\n## 1. MLflow logging per run ({repeats} alternating runs per store, medians in seconds; {load()})")
     print(f"run: {len(TAGS)} tags, {len(PARAMS)} params, {EPOCHS} epochs x {len(METRICS)} metrics, "
           "a 50 KB PNG-sized file, a text file, a logged scikit-learn model")
     summary: dict[str, tuple[float, float, float]] = {}
     rows = []
+    stores_out: dict[str, Any] = {}
     for name, runs in results.items():
         base, model = [r[0] for r in runs], [r[1] for r in runs]
         total = [a + b for a, b in runs]
         summary[name] = (median(base), median(model), median(total))
+        stores_out[name] = {"run_without_model_s": figure(base, 3), "log_model_s": figure(model, 3), "whole_run_s": figure(total, 3)}
         rows.append([name, f"{median(base):.3f}", f"{median(model):.3f}", f"{median(total):.3f}", spread(total)])
     table(["store", "run without model", "log_model", "whole run", "whole run min-max"], rows)
     embedded, server = summary["embedded (SQLite)"], summary["server"]
     ratios = [server[i] / embedded[i] for i in range(3)]
     print(f"server / embedded: run without model {ratios[0]:.2f}x, log_model {ratios[1]:.2f}x, whole run {ratios[2]:.2f}x")
+    out: dict[str, Any] = {
+        "repeats": repeats,
+        "run": {"tags": len(TAGS), "params": len(PARAMS), "epochs": EPOCHS, "metrics_per_epoch": len(METRICS),
+                "files": 2, "logged_model": "scikit-learn"},
+        "stores": stores_out,
+        "server_over_embedded": {"run_without_model": ratio(ratios[0]), "log_model": ratio(ratios[1]),
+                                 "whole_run": ratio(ratios[2], goal_max=1.5)},
+        "load_average": [round(value, 2) for value in load_now],
+    }
     if diagnosis:
         count, request_seconds, small, kept, fresh = diagnosis
+        out["server_requests"] = {"per_run": count, "seconds_per_run": round(request_seconds, 3), "small_request_ms": round(small * 1000, 1),
+                                  "health_kept_alive_ms": round(kept * 1000, 1), "health_new_connection_ms": round(fresh * 1000, 1)}
         print(f"where the server's time goes: a run makes {count} HTTP requests ({request_seconds:.2f} s of the run); a small "
               f"request (get_experiment) takes {small * 1000:.0f} ms median; /health {kept * 1000:.0f} ms on a kept-alive "
               f"connection (as MLflow's client sends), {fresh * 1000:.0f} ms on a new connection each time")
         if kept - fresh > 0.03:
             print("  every kept-alive request waits ~40 ms: the response body is held by Nagle's algorithm until the client's "
                   "delayed ACK (no TCP_NODELAY on the server's sockets: uvicorn with --workers > 1, Kludex/uvicorn#3149)")
-    return [f"MLflow: server / embedded per run {ratios[2]:.2f}x (goal ≤ 1.5x): {goal(ratios[2] <= 1.5)}"]
+    return [f"MLflow: server / embedded per run {ratios[2]:.2f}x (goal ≤ 1.5x): {goal(ratios[2] <= 1.5)}"], out
 
 
 # ---------------------------------------------------------------- 2. DVC push / pull
@@ -263,7 +279,7 @@ def timed_call(call: Any) -> float:
     return time.perf_counter() - started
 
 
-def bench_dvc(settings: Any, bench_id: str, repeats: int, extra: bool) -> list[str]:
+def bench_dvc(settings: Any, bench_id: str, repeats: int, extra: bool) -> tuple[list[str], dict[str, Any]]:
     env = settings.environ(child_env(DVC_NO_ANALYTICS="1"))
     bucket = settings["MNIST_S3_BUCKET"]
     prefix = f"{bucket}/bench/{bench_id}"
@@ -341,6 +357,7 @@ def bench_dvc(settings: Any, bench_id: str, repeats: int, extra: bool) -> list[s
             s3fs_client(settings).rm(prefix, recursive=True)
 
     mb = size / 1e6
+    load_now = os.getloadavg()
     print(f"\n## 2. DVC against a plain s3fs copy ({len(objects)} objects, {mb:.1f} MB; {repeats} repeats, medians; {load()})")
     rows = [[what, f"{median(seconds):.2f}", f"{mb / median(seconds):.1f}", spread(seconds)] for what, seconds in times.items()]
     table(["transfer", "seconds", "MB/s", "seconds min-max"], rows)
@@ -351,10 +368,20 @@ def bench_dvc(settings: Any, bench_id: str, repeats: int, extra: bool) -> list[s
     pull = median(times["s3fs get"]) / median(times["dvc pull"])
     fetch = median(times["s3fs get"]) / median(times["dvc fetch"])
     print(f"DVC / plain throughput: push {push:.2f}x, pull {pull:.2f}x (fetch + checkout), fetch alone {fetch:.2f}x")
+    out = {
+        "repeats": repeats,
+        "objects": len(objects),
+        "megabytes": round(mb, 1),
+        "transfers": {what: figure(seconds) | {"mb_per_s": round(mb / median(seconds), 1)} for what, seconds in times.items()},
+        "once": {what: {"seconds": round(seconds, 2)} | ({} if what.startswith("no-op") else {"mb_per_s": round(mb / seconds, 1)})
+                 for what, seconds in extras},
+        "dvc_over_plain_throughput": {"push": ratio(push, goal_min=0.5), "pull": ratio(pull, goal_min=0.5), "fetch": ratio(fetch)},
+        "load_average": [round(value, 2) for value in load_now],
+    }
     return [
         f"DVC push / plain put throughput {push:.2f}x (goal ≥ 0.5x): {goal(push >= 0.5)}",
         f"DVC pull / plain get throughput {pull:.2f}x (goal ≥ 0.5x): {goal(pull >= 0.5)} (fetch alone {fetch:.2f}x)",
-    ]
+    ], out
 
 
 # ---------------------------------------------------------------- 3. sweep workers
@@ -372,7 +399,7 @@ def sweep_params(path: Path, study: str, trials_total: int, subset: int, epochs:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: int, threads_variant: bool) -> list[str]:
+def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: int, threads_variant: bool) -> tuple[list[str], dict[str, Any]]:
     import optuna
 
     os.environ["PGPASSWORD"] = settings["PGPASSWORD"]
@@ -386,7 +413,7 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
         variants.append(("2 workers, 1 TF thread each", 2, one_thread))
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-sweep-"))
     studies: list[str] = []
-    rows, walls, trial_medians, spans = [], {}, {}, {}
+    rows, walls, trial_medians, spans, variants_out = [], {}, {}, {}, {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         for label, workers, extra_env in variants:
@@ -417,6 +444,12 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
             last = max(t.datetime_complete for t in done)
             walls[label] = wall
             spans[label] = (last - first).total_seconds()
+            variants_out[label] = {
+                "workers": workers, "trials_per_worker": trials // workers, "wall_s": round(wall, 1),
+                "startup_before_first_trial_s": round((first - started_at).total_seconds(), 1),
+                "trial_s": figure(durations, 1), "first_start_to_last_end_s": round((last - first).total_seconds(), 1),
+                "after_last_trial_s": round(wall - (last - started_at).total_seconds(), 1), "cpu_s": round(cpu), "environment": extra_env,
+            }
             rows.append([label, f"{trials // workers}", f"{wall:.1f}", f"{(first - started_at).total_seconds():.1f}",
                          " ".join(f"{d:.1f}" for d in durations), f"{(last - first).total_seconds():.1f}",
                          f"{wall - (last - started_at).total_seconds():.1f}", f"{cpu:.0f} ({cpu / wall:.2f})"])
@@ -433,22 +466,30 @@ def bench_sweep(settings: Any, bench_id: str, trials: int, subset: int, epochs: 
                 client.delete_experiment(found.experiment_id)
         shutil.rmtree(scratch, ignore_errors=True)
 
+    load_now = os.getloadavg()
     print(f"\n## 3. `mnist-sweep run`: {trials} trials of the CNN ({epochs} epochs on {subset} digits, only the learning rate "
           f"varies, nothing pruned), seconds; {load()}")
     table(["variant", "trials per worker", "wall", "start-up before 1st trial", "each trial, by start", "1st trial start to last end",
            "after last trial (best, exit)", "CPU s (cores busy)"], rows)
-    ratio = walls["2 workers"] / walls["1 worker"]
-    print(f"2 workers / 1 worker wall time: {ratio:.2f}x (ideal 0.5x); a trial takes "
+    wall_ratio = walls["2 workers"] / walls["1 worker"]
+    print(f"2 workers / 1 worker wall time: {wall_ratio:.2f}x (ideal 0.5x); a trial takes "
           f"{trial_medians['2 workers'] / trial_medians['1 worker']:.1f}x as long with 2 workers (medians)")
     serial = walls["1 worker"] - spans["1 worker"]
     print(f"serial part of 1 worker's wall (start-up, best, exit): {serial:.1f} s; with the trials perfectly split over 2 "
           f"workers the ratio would be {(serial + spans['1 worker'] / 2) / walls['1 worker']:.2f}x")
-    lines = [f"sweep: 2 workers / 1 worker wall time {ratio:.2f}x (goal ≤ 0.6x on {os.cpu_count()} CPUs): {goal(ratio <= 0.6)}"]
+    lines = [f"sweep: 2 workers / 1 worker wall time {wall_ratio:.2f}x (goal ≤ 0.6x on {os.cpu_count()} CPUs): {goal(wall_ratio <= 0.6)}"]
+    out = {
+        "trials": trials, "train_subset": subset, "epochs": epochs, "variants": variants_out,
+        "two_over_one_worker_wall": ratio(wall_ratio, goal_max=0.6),
+        "perfect_split_wall": ratio((serial + spans["1 worker"] / 2) / walls["1 worker"]),
+        "load_average": [round(value, 2) for value in load_now],
+    }
     if threads_variant:
         limited = walls["2 workers, 1 TF thread each"] / walls["1 worker"]
         print(f"2 workers with 1 TF thread each / 1 worker: {limited:.2f}x")
         lines.append(f"  (2 workers with 1 TF thread each: {limited:.2f}x)")
-    return lines
+        out["two_workers_one_thread_over_one_worker_wall"] = ratio(limited)
+    return lines, out
 
 
 # ---------------------------------------------------------------- main
@@ -463,6 +504,7 @@ def main() -> int:
     parser.add_argument("--mlflow-repeats", type=int, help="timed runs per store (default 9; --quick 3)")
     parser.add_argument("--dvc-repeats", type=int, help="transfers of each kind (default 3; --quick 1)")
     parser.add_argument("--sweep-trials", type=int, help="trials in all, an even number (default 4; --quick 2)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "team.json")
     args = parser.parse_args()
     mlflow_repeats = args.mlflow_repeats or (3 if args.quick else 9)
     dvc_repeats = args.dvc_repeats or (1 if args.quick else 3)
@@ -489,16 +531,23 @@ def main() -> int:
     bench_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
     verdicts: list[str] = []
+    results: dict[str, Any] = {}
     if not args.skip_mlflow:
-        verdicts += bench_mlflow(settings, bench_id, mlflow_repeats)
+        lines, results["mlflow"] = bench_mlflow(settings, bench_id, mlflow_repeats)
+        verdicts += lines
     if not args.skip_dvc:
-        verdicts += bench_dvc(settings, bench_id, dvc_repeats, extra=not args.quick)
+        lines, results["dvc"] = bench_dvc(settings, bench_id, dvc_repeats, extra=not args.quick)
+        verdicts += lines
     if not args.skip_sweep:
         subset, epochs = (1000, 1) if args.quick else (3000, 2)
-        verdicts += bench_sweep(settings, bench_id, trials, subset, epochs, threads_variant=not args.quick)
+        lines, results["sweep"] = bench_sweep(settings, bench_id, trials, subset, epochs, threads_variant=not args.quick)
+        verdicts += lines
     print("\n## goals")
     for line in verdicts:
         print(line)
+    # The services run on this machine, sharing its cores with the benchmark.
+    write_results(args.output, "team", {"quick": args.quick, "services": "on this machine", **results},
+                  libraries=("s3fs", "optuna", "psycopg"))
     return 0
 
 

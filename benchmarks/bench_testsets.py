@@ -17,18 +17,14 @@ import argparse
 import logging
 import sys
 import time
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, median, timed
+from _common import REPO_ROOT, RESULTS, median, timed, write_results
 
-from mnist_pipeline.atomic import write_json
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data.corruptions import CORRUPTIONS, corrupt
 from mnist_pipeline.data.idx import read_idx_gz
-from mnist_pipeline.tracking.provenance import library_versions, machine_facts
 
 log = logging.getLogger("bench_testsets")
 GOAL_S = 120.0
@@ -44,22 +40,11 @@ def load_test_digits() -> np.ndarray:
     return read_idx_gz(path, "images")
 
 
-def versions() -> dict[str, str]:
-    """The project's usual libraries plus the two the corruptions lean on."""
-    found = library_versions()
-    for package in ("scipy", "scikit-image"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "testsets.json")
+    parser.add_argument("--output", type=Path, default=RESULTS / "testsets.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     images = load_test_digits()
@@ -83,10 +68,7 @@ def main() -> int:
     verdict = "meets" if median(stage) <= AIM_S else ("within the goal, over the aim" if median(stage) <= GOAL_S else "MISSES")
     log.info("the whole testsets stage: median %.1f s of %s (goal ≤ %.0f s, aim < %.0f s: %s)", median(stage), [round(s, 1) for s in stage], GOAL_S, AIM_S, verdict)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.output, {
-        "benchmark": "testsets",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_results(args.output, "testsets", {
         "digits": int(len(images)),
         "seed": args.seed,
         "repeats": args.repeats,
@@ -95,10 +77,7 @@ def main() -> int:
         "stage_seconds": {"median": round(median(stage), 2), "runs": [round(s, 2) for s in stage]},
         "goal_s": GOAL_S,
         "aim_s": AIM_S,
-        "machine": machine_facts(),
-        "libraries": versions(),
-    })
-    log.info("wrote %s", args.output)
+    }, libraries=("scipy", "scikit-image"))  # the two the corruptions lean on
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Default: seconds per epoch of `mlp` and `cnn` (goal ≤ 1.1× the reference), the train stage's
 MLflow overhead (tracking set-up + logging, outside `fit`; goal ≤ 2 s), and its peak memory
-(goal ≤ 3 GiB). Reference and project runs alternate, so drift hits both alike.
+(goal ≤ 3 GiB). Reference and project runs alternate, so drift hits both alike. Written to
+benchmarks/results/training_epochs.json.
 
 ``--fit-ratio fast ...``: the whole fit of each named model, as params.yaml sets it, against the
 seed CNN's whole fit (10 epochs) run by the seed's own code, alternating; the ratio of medians is
@@ -12,6 +13,7 @@ Written to benchmarks/results/training.json.
 
 Usage: python benchmarks/bench_training.py [--models mlp cnn] [--epochs 3] [--repeats 3]
        python benchmarks/bench_training.py --fit-ratio fast cnn [--recipes best --recipe-epochs 2] [--repeats 3]
+       (either: [--output FILE]; default training_epochs.json, with --fit-ratio training.json)
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from _common import REPO_ROOT, SHARED, child_env, median, project_copy, timed
+from _common import RESULTS, SHARED, child_env, figure, median, project_copy, ratio, timed, write_results
 
-from mnist_pipeline.atomic import write_json
 from mnist_pipeline.tracking.provenance import machine_facts
 
 REFERENCE = SHARED / "bench" / "seed_reference.py"
@@ -41,12 +42,12 @@ def main() -> int:
     parser.add_argument("--fit-ratio", nargs="+", metavar="MODEL", help="whole fits of these models against the seed CNN's")
     parser.add_argument("--recipes", nargs="+", default=[], metavar="RECIPE", help="with --fit-ratio: also these recipes, shortened")
     parser.add_argument("--recipe-epochs", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "training.json")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/training_epochs.json, with --fit-ratio training.json")
     args = parser.parse_args()
     project = project_copy()
     python = sys.executable
     if args.fit_ratio:
-        return fit_ratio(project, args.fit_ratio, args.recipes, args.recipe_epochs, args.repeats, args.output)
+        return fit_ratio(project, args.fit_ratio, args.recipes, args.recipe_epochs, args.repeats, args.output or RESULTS / "training.json")
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     for name in args.models:
@@ -55,6 +56,7 @@ def main() -> int:
     timed([python, "-m", "dvc", "repro", "preprocess"], project)
 
     print(f"{args.epochs} epochs, {args.repeats} alternating repeats; project copy {project}")
+    results = {}
     for name in args.models:
         seed = params["models"][name]["seed"]
         ours, reference, overhead, peak, breakdown = [], [], [], [], []
@@ -70,12 +72,26 @@ def main() -> int:
             overhead.append(timing.get("tracking set-up", float("nan")) + timing.get("MLflow logging", float("nan")))
             breakdown.append(", ".join(f"{key} {value:.1f} s" for key, value in timing.items() if key not in ("stage", "fit")))
             peak.append(run.peak_rss_mib)
-        ratio = median(ours) / median(reference)
+        ratio_value = median(ours) / median(reference)
         print(f"{name}: s/epoch ours median {median(ours):.2f} vs reference {median(reference):.2f} "
-              f"-> ratio {ratio:.2f}x (goal ≤ 1.1x); runs ours {[round(v, 2) for v in ours]} ref {[round(v, 2) for v in reference]}")
+              f"-> ratio {ratio_value:.2f}x (goal ≤ 1.1x); runs ours {[round(v, 2) for v in ours]} ref {[round(v, 2) for v in reference]}")
         print(f"{name}: MLflow overhead (tracking set-up + logging) median {median(overhead):.2f} s (goal ≤ 2 s); "
               f"peak RSS median {median(peak):.0f} MiB (goal ≤ 3072 MiB)")
         print(f"{name}: the stage's time besides fit, last run: {breakdown[-1]}")
+        results[name] = {
+            "s_per_epoch": figure(ours),
+            "reference_s_per_epoch": figure(reference),
+            "ratio_to_reference": ratio(ratio_value, goal_max=1.1),
+            "mlflow_overhead_s": figure(overhead, goal_max=2.0),
+            "peak_rss_mib": figure(peak, 0, goal_max=3072.0),
+            "stage_timing_last_run": timing,
+        }
+    write_results(args.output or RESULTS / "training_epochs.json", "training per epoch", {
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "reference": str(REFERENCE.relative_to(SHARED.parent)),
+        "models": results,
+    })
     return 0
 
 
@@ -122,13 +138,7 @@ def fit_ratio(project: Path, models: list[str], recipes: list[str], recipe_epoch
         }
         print(f"{name}: fit median {median(fits[name]):.1f} s ({epochs} epochs) vs the seed CNN's {median(reference):.1f} s "
               f"-> {ratio:.3f}x, 1/{1 / ratio:.1f}" + (" (goal ≤ 1/10, stretch ≤ 1/4)" if name == "fast" else ""))
-    write_json(output, {
-        "benchmark": "training fit ratio",
-        "seed_cnn_epochs": SEED_CNN_EPOCHS,
-        "models": results,
-        "machine": machine,
-    })
-    print(f"wrote {output}")
+    write_results(output, "training fit ratio", {"seed_cnn_epochs": SEED_CNN_EPOCHS, "models": results})
     return 0
 
 
