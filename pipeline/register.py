@@ -25,6 +25,12 @@ from mnist_pipeline.models.store import MODEL_SUBDIR, read_json, read_run
 from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.gate import VERDICT_FILE, recorded_passes
 from mnist_pipeline.stage import run_stage, timer
+from mnist_pipeline.tracking.provenance import dvc_experiment_tags, provenance_tags
+from mnist_pipeline.tracking.registry import Candidate, comparison_tolerance, register
+from mnist_pipeline.tracking.store import configure_tracking
+
+# mlflow is imported where used, after the stage times importing it (Stopwatch.import_modules;
+# benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.register")
 
@@ -46,10 +52,6 @@ def register_stage() -> None:
         paths = params.paths
         noise = noise_model.load(paths.noise_model)
     watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
-    from mnist_pipeline.tracking.provenance import dvc_experiment_tags, provenance_tags
-    from mnist_pipeline.tracking.registry import Candidate, comparison_tolerance, register
-    from mnist_pipeline.tracking.store import configure_tracking
-
     candidates = []
     for name in passing_models(paths.report_file(VERDICT_FILE), params.scored):
         metrics = read_json(paths.metrics_file(name), f"test metrics of '{name}'", f"run `dvc repro evaluate@{name}`")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +106,87 @@ def test_the_import_contracts_hold():
         pytest.skip("import-linter is not installed in this environment (a dev dependency: `uv sync --locked`)")
     result = subprocess.run([lint], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+IMPORT_TIMES = REPO_ROOT / "benchmarks" / "results" / "import_times.json"
+LAZY_COMMENT = "imported where used"
+CYCLE_MARKER = "# import cycle"
+
+
+def _imports(tree: ast.Module) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """A module's imports that run when it is imported, and those inside functions (not those under TYPE_CHECKING)."""
+    top: list[ast.stmt] = []
+    lazy: list[ast.stmt] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                (lazy if in_function else top).append(child)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(tree, False)
+    return top, lazy
+
+
+def _lazy_import_violations(sources: dict[str, tuple[str, str]], measured: dict) -> list[str]:
+    """Each function-local import in ``sources`` (label -> (module name, text)) that loads no heavy module
+    its module's top-level imports don't load already, and each module keeping lazy imports without
+    the one comment naming the measured ones."""
+    heavy, times = set(measured["heavy"]), measured["modules"]
+    trees = {label: ast.parse(text) for label, (_, text) in sources.items()}
+    package = {module: label for label, (module, _) in sources.items()}
+    found: list[str] = []
+    memo: dict[str, set[str]] = {}
+
+    def targets(node: ast.stmt, module: str) -> set[str]:
+        if isinstance(node, ast.Import):
+            names = {alias.name for alias in node.names}
+        else:
+            base = ".".join([*module.split(".")[: -node.level], *filter(None, [node.module])]) if node.level else node.module
+            names = {base} | {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in package | times}
+        # Importing mnist_pipeline.a.b runs mnist_pipeline.a first; a third-party module's measured loads include its parents'.
+        return names | {".".join(name.split(".")[:end]) for name in names if name in package for end in range(1, name.count(".") + 1)}
+
+    def heavy_loaded(name: str) -> set[str]:
+        if name not in memo:
+            memo[name] = set()  # a cycle, if any, is test_no_module_of_the_package_imports_itself_back's
+            if name in package:
+                memo[name] = set().union(*(heavy_loaded(t) for node in _imports(trees[package[name]])[0] for t in targets(node, name)))
+            elif name in times:
+                memo[name] = set(times[name]["loads"]) & heavy
+            elif name.split(".")[0] not in {"mnist_pipeline", "__future__", *sys.stdlib_module_names}:
+                found.append(f"{name} is not in {IMPORT_TIMES.name}: run benchmarks/import_times.py")
+        return memo[name]
+
+    for label, (module, text) in sources.items():
+        lines, kept = text.splitlines(), []
+        for node in _imports(trees[label])[1]:
+            statement = " ".join(lines[node.lineno - 1 : node.end_lineno])
+            if CYCLE_MARKER in statement or set().union(*map(heavy_loaded, targets(node, module))) - heavy_loaded(module):
+                kept.append(node)
+            else:
+                found.append(f"{label}:{node.lineno}: `{ast.unparse(node)}` saves no start-up: import it at the top")
+        definitions = [node.lineno for node in trees[label].body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        comments = " ".join(line.strip(" #") for line in lines[: min(definitions, default=len(lines)) - 1] if line.lstrip().startswith("#"))
+        roots = {name.split(".")[0] for node in kept for name in targets(node, module) if name in times}
+        missing = sorted(root for root in roots if not re.search(rf"\b{re.escape(root)}\b", comments))
+        if (kept and LAZY_COMMENT not in comments.lower()) or missing:
+            found.append(f"{label}: keeps imports where used; say so once at its top (`# ... {LAZY_COMMENT}: why`), naming {missing or 'them'}")
+    return found
+
+
+def test_imports_sit_at_the_top_unless_importing_where_used_saves_start_up():
+    """Issue 17: a function-local import must load a module measured heavy (benchmarks/results/import_times.json)
+    that its module's top-level imports don't load already, or carry ``# import cycle``; a module keeping
+    lazy imports says so once, next to its top-level imports, naming the measured ones."""
+    # The check finds a light module imported where used, and a heavy one without the comment.
+    fake = {"heavy": ["heavy"], "modules": {"heavy": {"loads": ["heavy"]}}}
+    assert len(_lazy_import_violations({"m.py": ("m", "def f():\n    import json\n    import heavy\n")}, fake)) == 2
+    sources = {}
+    for path in sorted((REPO_ROOT / "src" / "mnist_pipeline").rglob("*.py")) + sorted((REPO_ROOT / "pipeline").glob("*.py")):
+        parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+        sources[str(path.relative_to(REPO_ROOT))] = (".".join(parts[1:] if parts[0] == "src" else parts).removesuffix(".__init__"), path.read_text())
+    found = _lazy_import_violations(sources, json.loads(IMPORT_TIMES.read_text()))
+    assert not found, "\n".join(found)

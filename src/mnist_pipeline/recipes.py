@@ -10,10 +10,14 @@ gates and registers it through the pipeline's own stages, and ``dvc exp show`` c
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from typing import Any
 
+from ruamel.yaml import YAML
+
+from mnist_pipeline.config import DEFAULT_PARAMS_PATH, parse_params, parse_yaml
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.stage import EXIT_USER_ERROR
 
@@ -29,10 +33,6 @@ def hydra_value(value: Any) -> str:
 
 def recipe_override(raw: dict[str, Any], name: str, seed: int | None = None, changes: dict[str, Any] | None = None) -> str:
     """``++models.<name>={...}``: recipe ``name`` of ``raw`` (params.yaml as read), with ``seed`` and dotted ``changes``."""
-    import copy
-
-    from mnist_pipeline.config import parse_params
-
     recipes, models = raw.get("recipes") or {}, raw.get("models") or {}
     if name not in recipes:
         raise ConfigError(f"recipes.{name}: no such recipe in params.yaml; known recipes are {sorted(recipes)}")
@@ -53,10 +53,6 @@ def recipe_override(raw: dict[str, Any], name: str, seed: int | None = None, cha
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ruamel.yaml import YAML
-
-    from mnist_pipeline.config import DEFAULT_PARAMS_PATH, parse_yaml
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a key of recipes in params.yaml")
     parser.add_argument("--seed", type=int)

@@ -20,11 +20,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-
 from pathlib import Path
 
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.timing import Stopwatch
+
+# dvc, psutil and tracking.store (dataclasses) are imported where used: a stage under DVC, a stage's timing report and a
+# failure need them, other commands don't (benchmarks/results/import_times.json).
 
 EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2

@@ -6,6 +6,9 @@ from typing import Any
 
 from mnist_pipeline.errors import ConfigError
 
+# ruamel.yaml is imported where used: config imports this module, and commands that read no YAML skip it
+# (benchmarks/results/import_times.json).
+
 
 def parse_yaml(text: str, source: str) -> Any:
     """Read YAML as DVC does (ruamel.yaml, YAML 1.2), so a stage sees the values DVC tracks.

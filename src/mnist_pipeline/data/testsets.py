@@ -22,7 +22,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +33,15 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from mnist_pipeline.atomic import write_json
 from mnist_pipeline.constants import IMAGE_SIDE, MNIST_TEST_SIZE
+from mnist_pipeline.data.arrays import load_array, save_array
 from mnist_pipeline.data.params import Mirrored, PinnedFile
 from mnist_pipeline.errors import ArtifactError, DownloadError
 from mnist_pipeline.paths import Section
+
+# sklearn, serving.images (scipy) and data.download (urllib.request) are imported where used: only making the sets
+# needs them, not the stages that read them (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +182,6 @@ def make_testsets(
     ``corrupt``: ``data.corruptions.corrupt``, passed in by the stage, as that module reads its
     names from here. Returns digit number ``example`` under each corruption, for the figure.
     """
-    import time
-
-    from mnist_pipeline.atomic import write_json
-    from mnist_pipeline.data.arrays import save_array
-
     made: dict[str, str] = {}
     source = out.writers.parent / settings.writers.file.filename
     source.parent.mkdir(parents=True)
@@ -236,8 +238,6 @@ class Testsets:
 
 def read_manifest(root: Path, required: tuple[str, ...] = ("params", "sha256")) -> dict:
     """The manifest the ``testsets`` stage wrote to ``root``, with at least the ``required`` keys."""
-    import json
-
     manifest = Layout(Path(root)).manifest
     try:
         content = json.loads(manifest.read_text(encoding="utf-8"))
@@ -253,8 +253,6 @@ def read_manifest(root: Path, required: tuple[str, ...] = ("params", "sha256")) 
 
 def _digest(manifest: dict) -> str:
     """Names one exact collection of sets: a hash of its params and of every array's SHA-256."""
-    import json
-
     identity = {"params": manifest["params"], "sha256": manifest["sha256"]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -265,8 +263,6 @@ def manifest_digest(root: Path) -> str:
 
 def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets:
     """The sets the ``testsets`` stage wrote to ``root``, checked against the clean test digits."""
-    from mnist_pipeline.data.arrays import load_array
-
     layout = Layout(Path(root))
     manifest = read_manifest(root, ("params", "sha256", "corruptions"))
     names = list(manifest["corruptions"])

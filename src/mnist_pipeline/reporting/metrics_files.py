@@ -11,8 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mnist_pipeline.errors import ArtifactError, ConfigError
+from mnist_pipeline.models import registry
 from mnist_pipeline.reporting.tolerances import ParamsHashes
+from mnist_pipeline.yaml_file import parse_yaml
 
 
 def parse_metrics(text: str) -> dict[str, Any]:
@@ -86,11 +90,6 @@ def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHas
     Used only to tell whether the baseline ran the configuration the noise model measured, and
     with which seed, so a params file the current schema can't read simply means "not known".
     """
-    from pydantic import ValidationError
-
-    from mnist_pipeline.yaml_file import parse_yaml
-    from mnist_pipeline.models import registry
-
     shown = _git("show", f"{commit}:./{params_path.as_posix()}")
     if shown.returncode != 0:
         return {}

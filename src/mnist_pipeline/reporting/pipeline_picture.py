@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 
 DAG_NODE = re.compile(r'^\s*(?P<id>\w+)\["(?P<label>[^"]*)"\]\s*$')
@@ -98,8 +99,6 @@ def pipeline_mermaid(mermaid: str) -> str:
 
 def pipeline_svg(mermaid: str) -> str:
     """The same graph as a small SVG (rows by longest path), for the documentation site: no script, no network."""
-    from xml.sax.saxutils import escape
-
     counts, edges = pipeline_graph(mermaid)
     layer = _layers(counts, edges)
     rows: dict[int, list[str]] = {}

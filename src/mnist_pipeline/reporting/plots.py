@@ -1,6 +1,6 @@
 """Figures people would rather look at than read: training curves, confusion matrices, error galleries.
 
-Matplotlib runs headless (Agg) and is imported lazily, so stages that draw nothing don't pay for it.
+Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     import pandas
     from matplotlib.figure import Figure
+
+# matplotlib is imported where used: stages that draw nothing skip it (benchmarks/results/import_times.json).
 
 
 def pyplot() -> Any:

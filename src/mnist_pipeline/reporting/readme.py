@@ -46,6 +46,10 @@ from mnist_pipeline.reporting import noise
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg  # noqa: F401 - re-exported
 from mnist_pipeline.reporting.report import ModelRow, seeds_table, sets_table
 from mnist_pipeline.stage import configure_logging
+from mnist_pipeline.tracking.registry import comparison_tolerance
+
+# pandas and scipy.stats are imported where used: only the blocks that need them load them
+# (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,6 @@ def block_names(text: str) -> list[str]:
 
 def champion_tolerance(params, measured: noise.NoiseModel) -> str:
     """The registry's rule in numbers: how far a challenger must beat the champion's accuracy by."""
-    from mnist_pipeline.tracking.registry import comparison_tolerance
-
     value = comparison_tolerance(params.gate, measured, "cnn")
     return (f"Under the committed noise model (`noise/noise.json`, {_machine(measured)}) that tolerance is {value:.4f} "
             f"for the CNN (`cnn`), at `gate.false_alarm_rate` {params.gate.false_alarm_rate:.0%}.\n")

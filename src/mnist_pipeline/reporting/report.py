@@ -27,10 +27,13 @@ from mnist_pipeline.data.testsets import MNIST_C_CORRUPTIONS
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.store import read_config, read_json
 from mnist_pipeline.paths import PathsParams, Section
-from mnist_pipeline.reporting.plots import close_figures, robustness_heatmap
+from mnist_pipeline.reporting.plots import close_figures, pyplot, robustness_heatmap
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params
+
+# pandas is imported where used: config imports this module, so every stage would load it otherwise
+# (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +235,6 @@ def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) 
 
 def accuracy_scatter(rows: Sequence[ModelRow], x_of: Any, x_label: str, title: str) -> Any:
     """Each model a labelled point of (``x_of(row)``, test accuracy); the x values span orders of magnitude, hence log x."""
-    from mnist_pipeline.reporting.plots import pyplot
-
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
     # Neighbours along x take turns labelling above and below their point, so names don't collide.

@@ -25,8 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
+import numpy as np
 from pydantic import Field
 
+from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.paths import Section
 from mnist_pipeline.reporting import noise as noise_model
 
@@ -78,8 +80,6 @@ class ParamsHashes(NamedTuple):
 
     @classmethod
     def of(cls, params: "BaseModel") -> "ParamsHashes":
-        from mnist_pipeline.models.base import params_hash
-
         return cls(params_hash(params, without_seed=True), params_hash(params))
 
 
@@ -222,8 +222,6 @@ def simulate_gates(
     a noise model with unit sds (tolerance = factor * estimated sd, at least ``resolution``).
     ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
     """
-    import numpy as np
-
     gate = GateParams.model_validate(
         {"rules": {"accuracy": {"higher_is_better": True, "tolerance": 0.0}}, "false_alarm_rate": false_alarm_rate, "resolution": 0.0}
     )

@@ -15,6 +15,9 @@ from pathlib import Path
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging
 
+# services.settings and services.stack are imported where used: --help skips what they load (dataclasses, botocore;
+# benchmarks/results/import_times.json).
+
 log = logging.getLogger("mnist_pipeline.services")
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import PipelineError
 
+# dotenv is imported where used: only reading the env file needs it (benchmarks/results/import_times.json).
+
 ENV_FILE = Path("services.env")
 TEMPLATE_FILE = Path("services.env.example")
 STATE_DIR = Path(".services")  # data directories, logs and pid files; git-ignored

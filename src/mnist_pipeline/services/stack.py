@@ -20,11 +20,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.exceptions
+
 from mnist_pipeline.services.daemon import (  # noqa: F401 - re-exported: the stack's API
     PROBE_TIMEOUT_S, START_TIMEOUT_S, STOP_TIMEOUT_S, Daemon, log_tail, port_open, wait_until,
 )
 from mnist_pipeline.services.postgres import PostgreSQL, describe_postgres_error  # noqa: F401 - re-exported
 from mnist_pipeline.services.settings import ServiceError, Settings
+
+# boto3, botocore.config and requests are imported where used: only the object store's and the tracking server's
+# checks need them (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,6 @@ class ObjectStore:
         return s3_client(self.settings)
 
     def check(self) -> str:
-        import botocore.exceptions
-
         try:
             self.client().head_bucket(Bucket=self.bucket)
         except botocore.exceptions.EndpointConnectionError:

@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking.store import resolve_tracking_target
+
+# mlflow, models.store (pydantic), serving.classifier (pandas) and serving.images (scipy) are imported where used: a
+# run loads only what its model and inputs need (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.predict")
 
@@ -46,8 +50,6 @@ def load_classifier(uri: str) -> Any:
         raise PipelineError(f"--model {uri}: no such folder; expected models:/<name>@<alias>, models:/<name>/<version>, runs:/... or a models/<name> folder")
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from mnist_pipeline.tracking.store import resolve_tracking_target
 
     target = resolve_tracking_target()
     mlflow.set_tracking_uri(target.tracking_uri)

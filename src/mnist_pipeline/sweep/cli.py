@@ -27,8 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, interrupt_on_sigterm, user_error
+from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging, interrupt_on_sigterm, user_error
+from mnist_pipeline.tracking.provenance import provenance_tags
+
+# mlflow, optuna, numpy and the modules that load them (config, sweep.study, tracking.store, ...) are imported where
+# used: each command loads only what it needs, and --help none of them (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.sweep")
 
@@ -97,7 +102,6 @@ def _create_parent_run(experiment_id: str, sweep: Any, url: str) -> str:
     from mlflow.entities import Param
 
     from mnist_pipeline.sweep.study import masked_url
-    from mnist_pipeline.tracking.provenance import provenance_tags
 
     client = MlflowClient()
     tags = provenance_tags("mnist-sweep") | {
@@ -193,7 +197,6 @@ def _check_parent_run(run_id: str) -> None:
 
 def best(args: argparse.Namespace) -> None:
     """Print the best trial's params (stdout); with ``--apply``, write them into the params file."""
-    from mnist_pipeline.atomic import write_text
     from mnist_pipeline.config import parse_params, parse_yaml
     from mnist_pipeline.sweep import study as sweep_study
 
@@ -271,8 +274,6 @@ def run(args: argparse.Namespace) -> None:
 
 def _configure_logging(command: str) -> None:
     import optuna
-
-    from mnist_pipeline.stage import configure_logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging()

@@ -25,8 +25,10 @@ this section, so a model removed from ``models`` must not stop the pipeline.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, FiniteFloat, ValidationError, model_validator
@@ -34,6 +36,9 @@ from pydantic import BaseModel, Field, FiniteFloat, ValidationError, model_valid
 from mnist_pipeline.constants import MNIST_TRAIN_SIZE
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.paths import Section
+
+# ruamel.yaml is imported where used: config imports this module, and only writing the best values back needs it
+# (benchmarks/results/import_times.json).
 
 # A dotted path into a model's params: names, or list indices (conv_layers.0.filters).
 ParamKey = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.([a-z_][a-z0-9_]*|[0-9]+))*$")]
@@ -277,8 +282,6 @@ def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
 
 def _indentation(text: str) -> dict[str, int]:
     """The file's own indentation (ruamel.yaml writes its defaults otherwise): mappings', sequences' and the dash's."""
-    import re
-
     from ruamel.yaml.util import load_yaml_guess_indent
 
     _, sequence, dash = load_yaml_guess_indent(text)
@@ -310,8 +313,6 @@ def _representer() -> Any:
 
 def _append(mapping: Any, key: str, value: Any) -> None:
     """Add ``key`` after the mapping's last key, keeping the comment lines that follow that key below the new one."""
-    import copy
-
     last = list(mapping)[-1] if mapping else None
     mapping[key] = value
     comments = getattr(mapping, "ca", None)

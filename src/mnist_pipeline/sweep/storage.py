@@ -1,6 +1,6 @@
 """Where a sweep's Optuna study lives: the storage URL, opening it (with the heartbeat that lets a
 worker mark a dead worker's trial FAIL), and creating or loading the study, with errors that name
-the database and hide its password. Optuna is imported inside the functions that use it.
+the database and hide its password.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from typing import Any
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.sweep.params import SweepParams
+from mnist_pipeline.tracking.store import project_root
+
+# optuna and sqlalchemy are imported where used: only opening the study's storage or parsing its URL needs them
+# (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.sweep.study")
 
@@ -29,8 +33,6 @@ class StudyStorageError(PipelineError):
 
 def storage_url(option: str | None = None, environ: dict[str, str] | None = None, root: Path | None = None) -> str:
     """``--storage``, else ``MNIST_SWEEP_STORAGE``, else the SQLite file ``mlruns/optuna.db`` under the project root."""
-    from mnist_pipeline.tracking.store import project_root
-
     environ = dict(os.environ if environ is None else environ)
     url = (option or "").strip() or environ.get(STORAGE_ENV, "").strip()
     if url:

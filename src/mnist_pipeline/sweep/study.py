@@ -17,8 +17,6 @@ their two problems here: the callback is deprecated (Optuna 4.9, to be removed i
 nests a trial under the *active* run, so every worker, on every machine, would have to reopen
 the parent run and would mark it finished when it stops, while the others still run.
 MLflow's ``start_run(parent_run_id=...)`` nests without reopening anything.
-
-Optuna, MLflow and Keras are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline import training
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import EpochObserver
 from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, with_values
@@ -41,6 +40,10 @@ from mnist_pipeline.sweep.params import apply_values as apply_values  # re-expor
 from mnist_pipeline.sweep.storage import (  # noqa: F401 - re-exported: the study's storage, for its callers
     LOCAL_STORAGE, STORAGE_ENV, StudyStorageError, describe_storage, masked_url, open_storage, storage_url, wait_for_user_attr,
 )
+from mnist_pipeline.tracking.runs import close_as_killed, process_tags
+
+# optuna and mlflow are imported where used: the CLI's storage URL and a trial's params need neither
+# (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +168,7 @@ def make_objective(
     verbose: int = 0,
 ) -> Callable[[Any], float]:
     """The study's objective: ``trial -> last epoch's val_accuracy`` of ``sweep.model`` with the trial's values."""
-    if fit is None:
-        from mnist_pipeline.training import fit
+    fit = fit or training.fit
 
     def objective(trial: Any) -> float:
         values = suggest(trial, sweep.space)
@@ -226,8 +228,6 @@ def mlflow_trial_run(sweep_run: SweepRun) -> TrackTrial:
         import mlflow
         import optuna
 
-        from mnist_pipeline.tracking.runs import process_tags
-
         tags = process_tags() | {
             "sweep.study": sweep_run.study_name,
             "sweep.model": sweep_run.model,
@@ -268,8 +268,6 @@ def close_dead_trial_run(study: Any, trial: Any) -> None:
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from mnist_pipeline.tracking.runs import close_as_killed
 
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     log.warning(

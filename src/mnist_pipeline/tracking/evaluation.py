@@ -36,6 +36,9 @@ from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
 from mnist_pipeline.tracking.training import numpy_dataset
 
+# mlflow and pandas are imported where used: the evaluate stage times importing mlflow, which loads pandas, on its own
+# (Stopwatch.import_modules; benchmarks/results/import_times.json).
+
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "evaluation"

@@ -7,6 +7,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+# importlib.metadata is imported where used: only the runs' tags need it (benchmarks/results/import_times.json).
+
 
 def _git(*args: str) -> str | None:
     try:

@@ -11,6 +11,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+# mlflow and psutil are imported where used: stages time importing mlflow on their own (Stopwatch.import_modules), and
+# commands that track nothing skip both (benchmarks/results/import_times.json).
+
 log = logging.getLogger(__name__)
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
+
+# mlflow, requests and filelock are imported where used: stage.py imports this module, so every command would load
+# them otherwise (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +91,6 @@ def describe_tracking_failure(error: BaseException) -> str | None:
     Requests to a stopped or unreachable server surface as ``MlflowException``s (or requests'
     ``ConnectionError``) whose text is a page of urllib3 retries; the user needs the server's address.
     """
-    import sys
-
     mlflow = sys.modules.get("mlflow")
     if mlflow is None:
         return None
