@@ -15,8 +15,14 @@ import numpy as np
 from pydantic import Field
 
 from mnist_pipeline.constants import DIGITS
+from mnist_pipeline.data.arrays import load_array, load_split
+from mnist_pipeline.data.preprocess import as_representation
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.paths import Section
+
+# pandas, sklearn.metrics and the test sets' module (scipy) are imported where used: the params
+# loader imports this module's EvaluateParams, so every stage would load them otherwise
+# (benchmarks/results/import_times.json).
 
 METRIC_KEYS = ("accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro")
 PREDICTION_COLUMNS = ("actual", "predicted", "confidence")
@@ -197,14 +203,11 @@ def score_testsets(
 def model_predictor(adapter: Any, model: Any, representation: str, dtype: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
     """0-255 pixels -> the model's probabilities (its framework adapter's ``predict_proba``), through
     the preprocessing its training data went through."""
-    from mnist_pipeline.data.preprocess import as_representation
-
     return lambda pixels: adapter.predict_proba(model, as_representation(pixels, representation, dtype), batch_size)
 
 
 def score_all_sets(adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams) -> tuple[Any, SetScores]:
     """The sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
-    from mnist_pipeline.data.arrays import load_array, load_split
     from mnist_pipeline.data.testsets import load_testsets
 
     pixels, labels = load_split(paths, "test", "pixels")

@@ -1,6 +1,4 @@
 """What the Keras model types share: their common params and the layers they are built from.
-
-Keras is imported inside functions: only stages that build or run a Keras model pay for TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,6 +11,8 @@ from pydantic import Field, model_validator
 from mnist_pipeline.constants import MNIST_TRAIN_SIZE, NUM_CLASSES
 from mnist_pipeline.models.base import Activation, Fraction, Seed
 from mnist_pipeline.paths import Section
+
+# keras is imported where used: the params loader imports these schemas, and every stage loads it (benchmarks/results/import_times.json).
 
 
 class OptimizerParams(Section):

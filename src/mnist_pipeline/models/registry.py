@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.models import adapters
+from mnist_pipeline.models import types as type_modules
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,9 @@ _registered: dict[str, ModelType] = {}
 def _discover() -> dict[str, ModelType]:
     global _discovered
     if _discovered is None:
-        from mnist_pipeline.models import types as package
-
         found = {}
-        for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
-            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        for module_info in sorted(pkgutil.iter_modules(type_modules.__path__), key=lambda info: info.name):
+            module = importlib.import_module(f"{type_modules.__name__}.{module_info.name}")
             model_type = getattr(module, "MODEL_TYPE", None)
             if isinstance(model_type, ModelType):
                 found[model_type.name] = model_type
@@ -75,8 +75,6 @@ def of(params: Any) -> ModelType:
 
 
 def adapter_of(params: Any) -> Any:
-    from mnist_pipeline.models import adapters
-
     return adapters.get(of(params).framework)
 
 

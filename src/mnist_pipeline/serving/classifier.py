@@ -20,6 +20,8 @@ local model folder.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,6 @@ class InputError(PipelineError):
 
 
 def _decode_base64(strings: np.ndarray) -> np.ndarray:
-    import base64
-    import binascii
-
     digits = []
     for index, text in enumerate(strings.tolist()):
         if not isinstance(text, (str, bytes)):

@@ -23,6 +23,15 @@ from typing import Any
 import numpy as np
 
 import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+from mlflow.types.schema import Array
+
+import mnist_pipeline
+from mnist_pipeline.models import adapters
+from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
 from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, InputError
 
 MODEL_ARTIFACT = "model"
@@ -43,18 +52,11 @@ class DigitPyfunc(mlflow.pyfunc.PythonModel):
         try:
             return self.classifier_.predict(model_input)
         except InputError as exc:
-            from mlflow.exceptions import MlflowException
-            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
             # INVALID_PARAMETER_VALUE is HTTP 400 from `mlflow models serve`, with this message.
             raise MlflowException(f"bad input: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def signature() -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
-    from mlflow.types.schema import Array
-
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
         outputs=Schema(
@@ -91,12 +93,6 @@ def log_digit_model(
     of them becomes a "model metric": its real results, the test metrics, are linked by evaluate.
     ``adapter``: the folder's framework adapter, where the caller has it (else its config names it).
     """
-    import mnist_pipeline
-    from mlflow.models import Model
-
-    from mnist_pipeline.models import adapters
-    from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
-
     if adapter is None:
         config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
         adapter = adapters.get(config["framework"])

@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.reporting.plots import close_figures, training_curves
 from mnist_pipeline.tracking.runs import uninterrupted
+
+# mlflow is imported where used: the train stage imports it up front, timed apart from its work
+# (pipeline/train.py); the tests of the pure helpers here skip it (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +77,6 @@ def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str)
 def log_fit_summary(name: str, result: Any, summary: str) -> None:
     """Fit timings, the model summary (its adapter's text) and the training-curve figure (the model: ``serving.pyfunc.log_digit_model``)."""
     import mlflow
-
-    from mnist_pipeline.reporting.plots import close_figures, training_curves
 
     mlflow.log_metrics(
         {

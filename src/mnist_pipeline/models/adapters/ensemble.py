@@ -23,6 +23,8 @@ from mnist_pipeline.atomic import write_json
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models import adapters
 from mnist_pipeline.models.base import EpochObserver, FitResult
+from mnist_pipeline.models.store import load_model_folder, read_json
+from mnist_pipeline.models.types.ensemble import EnsembleModel, Member, member_inputs
 
 log = logging.getLogger("mnist_pipeline.training")
 
@@ -41,8 +43,6 @@ class EnsembleAdapter:
         self, model_type: Any, name: str, params: Any, inputs: np.ndarray, targets: np.ndarray,
         observers: Sequence[EpochObserver] = (), verbose: int | None = None, members: Mapping[str, Any] | None = None,
     ) -> FitResult:
-        from mnist_pipeline.models.types.ensemble import Member
-
         missing = [member for member in params.members if member not in (members or {})]
         if missing:
             raise ArtifactError(f"{name}: members {missing} were not loaded; the train stage loads every model in members")
@@ -57,8 +57,6 @@ class EnsembleAdapter:
         return FitResult(model, fit_seconds, 0, [{"epoch": 0, "accuracy": accuracy}], self.parameter_counts(model))
 
     def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-        from mnist_pipeline.models.types.ensemble import member_inputs
-
         total = np.zeros((np.asarray(inputs).shape[0], 10), dtype=np.float64)
         for member, weight in zip(model.members, model.weights):
             member_adapter = adapters.get(member.config["framework"])
@@ -76,9 +74,6 @@ class EnsembleAdapter:
         return path
 
     def load(self, directory: Path, model_type: Any = None) -> Any:
-        from mnist_pipeline.models.store import load_model_folder, read_json
-        from mnist_pipeline.models.types.ensemble import EnsembleModel, Member
-
         path = directory / MEMBERS_FILE
         fix = "rebuild it with `dvc repro` (its stage)"
         record = read_json(path, "ensemble member list", fix)

@@ -1,7 +1,7 @@
 """The Keras adapter: fit with per-epoch observers, softmax outputs, the native ``.keras`` format.
 
 Models are loaded with ``safe_mode=True`` (no lambda deserialisation), so a tampered file cannot
-run code. Keras (and TensorFlow) is imported only inside these methods.
+run code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.base import HISTORY_METRICS, EpochObserver, FitResult
 from mnist_pipeline.models.keras_blocks import schedule_callbacks
+
+# keras is imported where used: seconds that loading this adapter's name and files skips (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.training")
 

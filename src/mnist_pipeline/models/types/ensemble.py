@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, PrivateAttr, computed_field, model_validator
 
 from mnist_pipeline.constants import IMAGE_SIDE
+from mnist_pipeline.data.preprocess import as_representation
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
@@ -89,8 +90,6 @@ class EnsembleModel:
 
 def member_inputs(pixels: np.ndarray, representation: str) -> np.ndarray:
     """0-255 pixels (uint8, or floats from a client's [0, 1] pixels times 255) in one member's representation."""
-    from mnist_pipeline.data.preprocess import as_representation
-
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 and representation != "pixels":
         # as_representation passes non-integer pixels through as already scaled.

@@ -16,6 +16,8 @@ from mnist_pipeline.models.keras_blocks import (
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
+# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
+
 
 class ConvLayerParams(Section):
     filters: Annotated[int, Field(ge=1, le=4096)]

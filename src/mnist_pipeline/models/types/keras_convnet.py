@@ -26,6 +26,8 @@ from mnist_pipeline.models.keras_blocks import (
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
+# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
+
 Beta = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 

@@ -15,6 +15,8 @@ from mnist_pipeline.models.keras_blocks import (
 )
 from mnist_pipeline.models.registry import ModelType
 
+# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
+
 
 class KerasMLPParams(KerasModelParams):
     type: Literal["keras_mlp"]
