@@ -24,9 +24,10 @@ from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.models.store import MODEL_SUBDIR, read_json, read_run
 from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.gate import VERDICT_FILE, recorded_passes
+from mnist_pipeline.reporting.tolerances import comparison_tolerance
 from mnist_pipeline.stage import run_stage, timer
 from mnist_pipeline.tracking.provenance import dvc_experiment_tags, provenance_tags
-from mnist_pipeline.tracking.registry import Candidate, comparison_tolerance, register
+from mnist_pipeline.tracking.registry import Candidate, register
 from mnist_pipeline.tracking.store import configure_tracking
 
 # mlflow is imported where used, after the stage times importing it (Stopwatch.import_modules;

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from mnist_pipeline.data.idx import encode_idx
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.serving.images import (
+from mnist_pipeline.data.images import (
     IMAGE_SUFFIXES,
     Digit,
     ImageError,

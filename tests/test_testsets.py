@@ -22,7 +22,7 @@ from mnist_pipeline.data.testsets import TestsetsParams as SetsParams
 from mnist_pipeline.data.testsets import Layout, load_testsets, parse_writers, uci_digits
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.evaluation import expected_calibration_error, score_testsets
-from mnist_pipeline.serving.images import mnist_style
+from mnist_pipeline.data.images import mnist_style
 
 WRITERS = {"mirrors": ["file:///nowhere/"], "file": {"filename": "q.tsv.gz", "sha256": "0" * 64, "size": 1}}
 

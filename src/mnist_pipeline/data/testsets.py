@@ -40,7 +40,7 @@ from mnist_pipeline.data.params import Mirrored, PinnedFile
 from mnist_pipeline.errors import ArtifactError, DownloadError
 from mnist_pipeline.paths import Section
 
-# sklearn, serving.images (scipy) and data.download (urllib.request) are imported where used: only making the sets
+# sklearn, data.images (scipy) and data.download (urllib.request) are imported where used: only making the sets
 # needs them, not the stages that read them (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def uci_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 UCI digits as MNIST-style (N, 784) uint8 pixels, and their labels."""
     from sklearn.datasets import load_digits
 
-    from mnist_pipeline.serving.images import mnist_style
+    from mnist_pipeline.data.images import mnist_style
 
     bunch = load_digits()
     # Values 0-16, ink high: scaled to [0, 1] they are a float image mnist_style reads as is.

@@ -45,8 +45,8 @@ from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.reporting import noise
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg  # noqa: F401 - re-exported
 from mnist_pipeline.reporting.report import ModelRow, seeds_table, sets_table
+from mnist_pipeline.reporting.tolerances import comparison_tolerance
 from mnist_pipeline.stage import configure_logging
-from mnist_pipeline.tracking.registry import comparison_tolerance
 
 # pandas and scipy.stats are imported where used: only the blocks that need them load them
 # (benchmarks/results/import_times.json).

@@ -258,3 +258,14 @@ def simulate_gates(
         rates[name] = float(failed.mean())
         any_failed |= failed
     return Simulation(float(any_failed.mean()), rates, {name: factors[(name, "accuracy")].source for name in models})
+
+
+def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
+    """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
+
+    The gate's own rule for one model in question (the challenger against the champion, so the
+    whole rate goes to it) against another run: a model without a noise measurement gets
+    ``gate.rules.<metric>.tolerance``, a deterministic one the resolution.
+    """
+    # No params hash: against another run it only words a note, never the value.
+    return derive_tolerances(gate, noise, {model: ""}, models_in_question=1)[(model, metric)].value

@@ -11,7 +11,7 @@ its training data, so a client never needs to know which representation a model 
 
 Integers are raw pixels and floats are scaled ones, so the dtype says which; a float above 1 is
 an error rather than a silent misreading (a float 0-255 image would otherwise be scored as if it
-were saturated). Digits are white ink on black, centred in 28x28, as MNIST is: ``images.py``
+were saturated). Digits are white ink on black, centred in 28x28, as MNIST is: ``data/images.py``
 turns photos and scans into that.
 
 No MLflow here: ``pyfunc.py`` wraps this for MLflow, and ``mnist-predict`` uses it directly for a

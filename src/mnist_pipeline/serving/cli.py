@@ -2,7 +2,7 @@
 
     mnist-predict PATH... [--model URI] [--format table|csv|json]
 
-Photos and scans are made MNIST-style first (``images.py``: grayscale, inverted when the paper is
+Photos and scans are made MNIST-style first (``data/images.py``: grayscale, inverted when the paper is
 light, cropped to the ink, longer side scaled to 20 px, centred by centre of mass in 28x28).
 A file that can't be read, or holds no ink, gets its own error line; the others are still
 classified, and the exit status is 1 when any input failed (2 when nothing could run at all).
@@ -25,7 +25,7 @@ import numpy as np
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.tracking.store import resolve_tracking_target
 
-# mlflow, models.store (pydantic), serving.classifier (pandas) and serving.images (scipy) are imported where used: a
+# mlflow, models.store (pydantic), serving.classifier (pandas) and data.images (scipy) are imported where used: a
 # run loads only what its model and inputs need (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.predict")
@@ -66,7 +66,7 @@ def load_classifier(uri: str) -> Any:
 
 def classify(paths: Sequence[str], classifier: Any) -> list[dict[str, Any]]:
     """One row per input digit, in input order: ``path``, ``digit``, ``probability``, ``probabilities`` or ``error``."""
-    from mnist_pipeline.serving.images import collect_digits
+    from mnist_pipeline.data.images import collect_digits
 
     items = collect_digits(paths)
     good = [item.pixels for item in items if item.error is None]

@@ -27,7 +27,7 @@ from typing import Any
 from mnist_pipeline.paths import Section
 from mnist_pipeline.tracking.runs import tracked_run
 
-# mlflow and the modules that load it or numpy (serving.pyfunc, reporting.gate, tracking.evaluation) are imported
+# mlflow and the modules that load it or numpy (serving.pyfunc, tracking.evaluation) are imported
 # where used: config imports this module, for RegistryParams (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
@@ -101,19 +101,6 @@ def content_hash(weights: str) -> str:
     package = Path(__file__).resolve().parents[1]
     code = _hash_files(package, [package / relative for relative in SERVING_CODE])
     return hashlib.sha256(f"{weights}:{code}".encode()).hexdigest()[:32]
-
-
-def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
-    """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
-
-    The gate's own rule for one model in question (the challenger against the champion, so the
-    whole rate goes to it) against another run: a model without a noise measurement gets
-    ``gate.rules.<metric>.tolerance``, a deterministic one the resolution.
-    """
-    from mnist_pipeline.reporting.gate import derive_tolerances
-
-    # No params hash: against another run it only words a note, never the value.
-    return derive_tolerances(gate, noise, {model: ""}, models_in_question=1)[(model, metric)].value
 
 
 def champion_decision(
