@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.reporting.readme import BLOCK, PICTURE, documents, dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg
+from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg
+from mnist_pipeline.reporting.readme import BLOCK, PICTURE, documents
 
 README_MAX_LINES = 200
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")

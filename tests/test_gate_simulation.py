@@ -17,15 +17,11 @@ import pytest
 from conftest import REPO_ROOT
 from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.gate import GateParams, ParamsHashes, check, derive_tolerances, failures, models_in_question
-from mnist_pipeline.reporting.tolerances import OTHER_CONFIG, SAME_SEED, SimulatedModel, simulate_gates
+from mnist_pipeline.reporting.tolerances import OTHER_CONFIG, SAME_SEED, SIMULATED_GATES as GATES, SIMULATED_MODELS as MODELS
+from mnist_pipeline.reporting.tolerances import SIMULATED_RATE as RATE, SimulatedModel, simulate_gates
 
-RATE, GATES = 0.01, 50_000
 # Monte Carlo slack: 3 binomial standard deviations of a rate of 1 % over GATES gates (0.0013).
 SLACK = 3 * (RATE * (1 - RATE) / GATES) ** 0.5
-# As measured: seed sd 0.19 points, numerics (same seed, another CPU or oneDNN setting) ~0.06; n as
-# make noise runs them (20 seeds, 10 for the slow fits), 6 numeric variants of the default seed.
-SEEDS = [20, 10, 20, 10, 10, 20, 20, 20]
-MODELS = {f"m{i}": SimulatedModel(sigma_seed=0.0019, sigma_num=0.0006, seeds=n, variants=6, seed_offset=-3.0) for i, n in enumerate(SEEDS)}
 
 
 @pytest.mark.parametrize("default_seed_measured", [True, False], ids=["seed-0-among-the-measured", "other-seeds-measured"])

@@ -12,6 +12,9 @@ never typed by hand:
   seeds and the same-seed sd over numeric variants (``reporting.noise.format_summary``);
 - ``seeds-by-set``: models x the gated test sets, mean ± sd over seeds (``reporting.report.seeds_table``);
 - ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``);
+- ``bench-goals``: every benchmark's figures beside their goals, and ``stage-time``: where the
+  from-scratch pipeline's time goes, stage by stage, and ``ci-time``: `.ci/run`'s steps on a clean clone
+  (``benchmarks/results/*.json``, ``reporting.bench_docs``);
 - ``bench-testsets``: what making the test sets and scoring every model on them cost
   (``benchmarks/results/testsets.json`` and ``evaluation.json``, written by their benchmarks);
 - ``fast-tuning``: the candidates `fast` was chosen from, on the validation split (``benchmarks/results/fast_tuning.json``);
@@ -20,6 +23,7 @@ never typed by hand:
   ensemble against its best member (``noise/noise.json``);
 - ``best-recipe``: the best recipe's runs, seed by seed (``benchmarks/results/best.json``, by
   ``benchmarks/best_recipe.py``; until it has one, a line saying so);
+- ``gate-simulation``: the gate's simulated false alarms and power (``reporting.tolerances.simulate_gates``, seeded);
 - ``champion-tolerance``: how far a challenger must beat the champion, for the CNN (``noise/noise.json``);
 - ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
 - ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
@@ -32,6 +36,7 @@ missing source file is an error, never a block left as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -40,15 +45,18 @@ from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 
+import pandas as pd
+
 from mnist_pipeline.config import load_params
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.reporting import noise
-from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg  # noqa: F401 - re-exported
+from mnist_pipeline.reporting.bench_docs import bench_goals, bench_testsets, best_recipe, ci_time, fast_tuning, stage_time
+from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
 from mnist_pipeline.reporting.report import ModelRow, seeds_table, sets_table
-from mnist_pipeline.reporting.tolerances import comparison_tolerance
+from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_MODELS, SIMULATED_RATE, comparison_tolerance, simulate_gates
 from mnist_pipeline.stage import configure_logging
 
-# pandas and scipy.stats are imported where used: only the blocks that need them load them
+# scipy.stats is imported where used: only the block that needs it loads it
 # (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
@@ -97,11 +105,15 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
         {name: s.noise_payload["models"][name] for name in s.models if name in s.noise_payload["models"]}),
     "seeds-by-set": lambda s: seeds_table(s.models, s.hashes, s.measured) or "(not measured yet)\n",
     "this-run-by-set": lambda s: sets_table(s.rows) + "\n",
+    "bench-goals": lambda s: bench_goals(s.results),
+    "stage-time": lambda s: stage_time(s.results),
+    "ci-time": lambda s: ci_time(s.results),
     "bench-testsets": lambda s: bench_testsets(s.results),
     "fast-tuning": lambda s: fast_tuning(s.results),
     "best-recipe": lambda s: best_recipe(s.results),
     "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
     "champion-tolerance": lambda s: champion_tolerance(s.params, s.measured),
+    "gate-simulation": lambda s: gate_simulation(),
     "numerics-spread": lambda s: numerics_spread(s.measured),
     "seed-zero": lambda s: seed_zero(s.measured),
     "sgd-scaled": lambda s: sgd_scaled(s.rows),
@@ -132,6 +144,25 @@ def champion_tolerance(params, measured: noise.NoiseModel) -> str:
     value = comparison_tolerance(params.gate, measured, "cnn")
     return (f"Under the committed noise model (`noise/noise.json`, {_machine(measured)}) that tolerance is {value:.4f} "
             f"for the CNN (`cnn`), at `gate.false_alarm_rate` {params.gate.false_alarm_rate:.0%}.\n")
+
+
+def gate_simulation() -> str:
+    """The simulated gates' false alarms and power, as tests/test_gate_simulation.py runs them (seeded)."""
+    def rate(models=SIMULATED_MODELS, **rules) -> float:
+        return simulate_gates(models, SIMULATED_RATE, SIMULATED_GATES, resolution=0.001, **rules).gate_failure_rate
+
+    model = SIMULATED_MODELS["m1"]
+    dropped = dict(SIMULATED_MODELS, m1=dataclasses.replace(model, drop=0.01))
+    caught = simulate_gates(dropped, SIMULATED_RATE, SIMULATED_GATES, resolution=0.001).model_failure_rates["m1"]
+    return (
+        f"`tests/test_gate_simulation.py` simulates {SIMULATED_GATES:,} gates of {len(SIMULATED_MODELS)} models spread as "
+        f"measured (seed sd {100 * model.sigma_seed:.2f} points, numerics {100 * model.sigma_num:.2f}), each default seed "
+        f"{-model.seed_offset:g} sd below its mean: the same-seed rule "
+        f"raises a false alarm in {rate():.2%} of them ({rate(default_seed_measured=False):.2%} when the default seed is not "
+        f"among those measured; stated rate: {SIMULATED_RATE:.0%}), judging against the mean in "
+        f"{rate(same_seed_measured=False):.2%} ({rate(same_seed_measured=False, default_seed_measured=False):.1%}). "
+        f"It still catches a 1-point drop of one model {caught:.1%} of the time.\n"
+    )
 
 
 def numerics_spread(measured: noise.NoiseModel) -> str:
@@ -167,22 +198,6 @@ def sgd_scaled(rows: list[ModelRow]) -> str:
 def _machine(measured: noise.NoiseModel) -> str:
     machine = measured.machine
     return f"{machine.get('cpu', 'CPU not recorded')}, {machine.get('cpu_count', '?')} cores"
-
-
-def fast_tuning(results: Path) -> str:
-    """The candidates `fast` was chosen from, scored on the validation split (``benchmarks/tune_fast.py``)."""
-    import pandas as pd
-
-    tuning = json.loads((results / "fast_tuning.json").read_text(encoding="utf-8"))
-    rows = [
-        [name, f"{100 * entry['val_accuracy_mean']:.2f}", ", ".join(f"{100 * run['val_accuracy']:.2f}" for run in entry["runs"]),
-         f"{sum(run['fit_seconds'] for run in entry['runs']) / len(entry['runs']):.1f}"]
-        for name, entry in tuning["candidates"].items()
-    ]
-    frame = pd.DataFrame(rows, columns=["candidate", "validation accuracy, % (mean)", f"seeds {tuning['seeds']}", "fit, s (mean)"])
-    machine = tuning["machine"]
-    return (frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n\n"
-            f"Fit times on one {machine['cpu']} ({machine['cpu_count']} cores), each with a validation pass (`benchmarks/tune_fast.py`).\n")
 
 
 def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], results: Path) -> str:
@@ -253,48 +268,6 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
                 f"({100 * own.mean:.2f} against {100 * found.mean:.2f}; Welch's t-test over seeds, p = {test.pvalue:.2g}: {verdict})."
             )
     return "\n".join(lines) + "\n"
-
-
-def best_recipe(results: Path) -> str:
-    """The best recipe's runs, one per seed, by the project's own stages (``benchmarks/best_recipe.py``)."""
-    import pandas as pd
-
-    path = results / "best.json"
-    if not path.exists():
-        return "Not trained to the end here yet: `python benchmarks/best_recipe.py` records each seed in `benchmarks/results/best.json`.\n"
-    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    frame = pd.DataFrame(
-        [[run["seed"], run["epochs"], f"{100 * run['accuracy']:.2f}", f"{100 * run['corruption_mean']:.2f}", f"{100 * run['uci_accuracy']:.2f}",
-          f"{run['fit_seconds'] / 60:.0f}", f"{run['machine']['cpu']} ({run['machine']['cpu_count']} cores)", run["finished_utc"][:10]] for run in runs],
-        columns=["seed", "epochs", "MNIST test, %", "corruptions, mean %", "UCI digits, %", "fit, min", "machine", "date"],
-    )
-    accuracies = [run["accuracy"] for run in runs]
-    summary = f"Mean over {len(runs)} seed(s): {100 * sum(accuracies) / len(accuracies):.2f}% (the goal: at least 99.6% over at least 3 seeds)."
-    return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + summary + "\n"
-
-
-def bench_testsets(results: Path) -> str:
-    """The testsets stage's time and each model's scoring time, from the benchmarks' result files."""
-    import pandas as pd
-
-    stage = json.loads((results / "testsets.json").read_text(encoding="utf-8"))
-    scoring = json.loads((results / "evaluation.json").read_text(encoding="utf-8"))
-    machine = stage["machine"]
-    lines = [
-        f"The `testsets` stage: median {stage['stage_seconds']['median']:.1f} s over {len(stage['stage_seconds']['runs'])} runs "
-        f"(goal: within {stage['goal_s']:.0f} s), of which the {len(stage['seconds'])} corruptions take "
-        f"{stage['total_median_s']:.1f} s ({machine['cpu']}, {machine['cpu_count']} cores; `make bench-testsets`).",
-        "",
-        f"Scoring every set ({scoring['digits_scored']:,} digits) beside the MNIST test digits alone, per model, "
-        f"median of {scoring['repeats']} (`make bench-evaluation`):",
-        "",
-    ]
-    frame = pd.DataFrame(
-        [[f"`{name}`", f"{entry['clean_only_s']['median']:.2f}", f"{entry['every_set_s']['median']:.2f}", f"{entry['ratio']:.1f}x"]
-         for name, entry in scoring["models"].items()],
-        columns=["model", "MNIST test only (s)", "every set (s)", "ratio"],
-    )
-    return "\n".join(lines) + "\n" + frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
 
 
 def render(text: str, tables: dict[str, str]) -> str:
