@@ -202,7 +202,6 @@ def _machine(measured: noise.NoiseModel) -> str:
 
 def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], results: Path) -> str:
     """Accuracy over seeds beside fit time against the seed CNN's; then each ensemble against its best member."""
-    import pandas as pd
     from scipy import stats
 
     bench = json.loads((results / "training.json").read_text(encoding="utf-8"))
