@@ -13,20 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, keep_models, load_entry
-from mnist_pipeline.reporting.gate import GateParams
-from mnist_pipeline.reporting.gate import (
-    ParamsHashes,
-    Tolerance,
-    check,
-    derive_tolerances,
-    failure_message,
-    failures,
-    format_markdown,
-    format_table,
-    verdict_record,
-)
+from mnist_pipeline.reporting.gate import check, failure_message, failures, format_markdown, format_table, verdict_record
 from mnist_pipeline.reporting.noise import ModelNoise, NoiseModel, SameSeedNoise
 from mnist_pipeline.reporting.tolerances import ANOTHER_SEED, DETERMINISTIC, OTHER_CONFIG, SAME_SEED, UNMEASURED
+from mnist_pipeline.reporting.tolerances import GateParams, ParamsHashes, Tolerance, derive_tolerances
 
 GATE = GateParams.model_validate(
     {
@@ -133,7 +123,7 @@ def test_the_false_alarm_rate_is_shared_by_the_models_whose_results_changed():
     """After `dvc exp run -S models.cnn.epochs=1` only the cnn reran: the other files are the baseline's own."""
     from scipy.stats import t
 
-    from mnist_pipeline.reporting.gate import models_in_question
+    from mnist_pipeline.reporting.tolerances import models_in_question
 
     gate = GATE.model_copy(update={"rules": {"accuracy": GATE.rules["accuracy"]}, "floors": {}})
     current = _current(cnn__accuracy=0.985)

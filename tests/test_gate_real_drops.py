@@ -61,7 +61,9 @@ def _judge(name, model_params, mnist, testsets):
     from mnist_pipeline.models import registry
     from mnist_pipeline.models.base import params_hash
     from mnist_pipeline.reporting import noise
-    from mnist_pipeline.reporting.gate import baseline_metrics, check, derive_tolerances, verify_ref
+    from mnist_pipeline.reporting.gate import check
+    from mnist_pipeline.reporting.metrics_files import baseline_metrics, verify_ref
+    from mnist_pipeline.reporting.tolerances import derive_tolerances
     from mnist_pipeline.training import fit, targets_for
 
     params = _params()

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from mnist_pipeline.reporting import noise as noise_model
-from mnist_pipeline.reporting.gate import GateParams, ParamsHashes, check, derive_tolerances, failures, models_in_question
+from mnist_pipeline.reporting.gate import check, failures
+from mnist_pipeline.reporting.tolerances import GateParams, ParamsHashes, derive_tolerances, models_in_question
 from mnist_pipeline.reporting.tolerances import OTHER_CONFIG, SAME_SEED, SIMULATED_GATES as GATES, SIMULATED_MODELS as MODELS
 from mnist_pipeline.reporting.tolerances import SIMULATED_RATE as RATE, SimulatedModel, simulate_gates
 

@@ -93,7 +93,7 @@ def test_a_missing_key_is_named():
 
 
 def test_postgres_errors_name_the_service_and_never_the_password():
-    from mnist_pipeline.services.stack import describe_postgres_error
+    from mnist_pipeline.services.postgres import describe_postgres_error
 
     address = "PostgreSQL at 127.0.0.1:5433"
     refused = describe_postgres_error(address, "mnist", "mlflow", Exception('connection failed: password authentication failed for user "mnist"'))

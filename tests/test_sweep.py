@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, seed_store, subprocess_env, synthetic_digits
-from mnist_pipeline.config import load_params, parse_params, parse_yaml
+from mnist_pipeline.config import load_params, parse_params
+from mnist_pipeline.yaml_file import parse_yaml
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.models.base import FitResult
 from mnist_pipeline.sweep import study as sweep_study

@@ -257,7 +257,8 @@ def test_a_server_whose_object_store_is_down_names_it(stack, spare_server, monke
 
     from mnist_pipeline.serving.server import free_port
     from mnist_pipeline.services.settings import ServiceError
-    from mnist_pipeline.services.stack import check_tracking_server, wait_until
+    from mnist_pipeline.services.daemon import wait_until
+    from mnist_pipeline.services.stack import check_tracking_server
     from mnist_pipeline.tracking.store import describe_tracking_failure
 
     dead = f"http://{stack.host}:{free_port()}"
@@ -306,7 +307,8 @@ def test_basic_auth_turns_away_a_wrong_password(tmp_path):
     import requests
 
     from mnist_pipeline.serving.server import free_port
-    from mnist_pipeline.services.stack import SERVER_ENV_DEFAULTS, Daemon, wait_until
+    from mnist_pipeline.services.daemon import Daemon, wait_until
+    from mnist_pipeline.services.stack import SERVER_ENV_DEFAULTS
 
     port = free_port()
     auth_config = tmp_path / "auth.ini"

@@ -12,7 +12,7 @@ Each section's schema lives beside the code that reads it:
 | ``recipes.<name>`` | as ``models.<name>`` (``mnist_pipeline.recipes``: trained on demand) |
 | ``evaluate`` | ``evaluation.EvaluateParams`` |
 | ``report`` | ``reporting.report.ReportParams`` |
-| ``gate`` | ``reporting.gate.GateParams`` |
+| ``gate`` | ``reporting.tolerances.GateParams`` |
 | ``registry`` | ``tracking.registry.RegistryParams`` |
 | ``sweep`` | ``sweep.params.SweepParams`` (read by ``mnist-sweep`` only, no DVC stage) |
 
@@ -38,11 +38,11 @@ from mnist_pipeline.evaluation import EvaluateParams
 from mnist_pipeline.models import registry
 from mnist_pipeline.models.types.ensemble import EnsembleParams
 from mnist_pipeline.paths import PathsParams, Section
-from mnist_pipeline.reporting.gate import GateParams
+from mnist_pipeline.reporting.tolerances import GateParams
 from mnist_pipeline.reporting.report import ReportParams
 from mnist_pipeline.sweep.params import SweepParams
 from mnist_pipeline.tracking.registry import RegistryParams
-from mnist_pipeline.yaml_file import parse_yaml as parse_yaml  # re-exported: how params.yaml is read
+from mnist_pipeline.yaml_file import parse_yaml
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]

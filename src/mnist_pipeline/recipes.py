@@ -17,7 +17,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from mnist_pipeline.config import DEFAULT_PARAMS_PATH, parse_params, parse_yaml
+from mnist_pipeline.config import DEFAULT_PARAMS_PATH, parse_params
+from mnist_pipeline.yaml_file import parse_yaml
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.stage import EXIT_USER_ERROR
 

@@ -38,15 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.reporting import noise as noise_model
-from mnist_pipeline.reporting.metrics_files import (  # noqa: F401 - re-exported: the gate's API
-    baseline_metrics, baseline_model_hashes, current_metrics, parse_metrics, verify_ref,
-)
-from mnist_pipeline.reporting.tolerances import GateParams as GateParams  # re-exported: the gate's API
-from mnist_pipeline.reporting.tolerances import MetricRule as MetricRule
-from mnist_pipeline.reporting.tolerances import ParamsHashes as ParamsHashes
-from mnist_pipeline.reporting.tolerances import Tolerance as Tolerance
-from mnist_pipeline.reporting.tolerances import derive_tolerances as derive_tolerances
-from mnist_pipeline.reporting.tolerances import models_in_question as models_in_question
+from mnist_pipeline.reporting.metrics_files import baseline_metrics, baseline_model_hashes, current_metrics, verify_ref
+from mnist_pipeline.reporting.tolerances import GateParams, ParamsHashes, Tolerance, derive_tolerances, models_in_question
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params

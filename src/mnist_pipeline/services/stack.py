@@ -22,10 +22,8 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from mnist_pipeline.services.daemon import (  # noqa: F401 - re-exported: the stack's API
-    PROBE_TIMEOUT_S, START_TIMEOUT_S, STOP_TIMEOUT_S, Daemon, log_tail, port_open, wait_until,
-)
-from mnist_pipeline.services.postgres import PostgreSQL, describe_postgres_error  # noqa: F401 - re-exported
+from mnist_pipeline.services.daemon import PROBE_TIMEOUT_S, START_TIMEOUT_S, Daemon, port_open, wait_until
+from mnist_pipeline.services.postgres import PostgreSQL
 from mnist_pipeline.services.settings import ServiceError, Settings
 
 # boto3, botocore.config and requests are imported where used: only the object store's and the tracking server's

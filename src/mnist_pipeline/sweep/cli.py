@@ -31,6 +31,7 @@ from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging, interrupt_on_sigterm, user_error
 from mnist_pipeline.tracking.provenance import provenance_tags
+from mnist_pipeline.yaml_file import parse_yaml
 
 # mlflow, optuna, numpy and the modules that load them (config, sweep.study, tracking.store, ...) are imported where
 # used: each command loads only what it needs, and --help none of them (benchmarks/results/import_times.json).
@@ -197,7 +198,7 @@ def _check_parent_run(run_id: str) -> None:
 
 def best(args: argparse.Namespace) -> None:
     """Print the best trial's params (stdout); with ``--apply``, write them into the params file."""
-    from mnist_pipeline.config import parse_params, parse_yaml
+    from mnist_pipeline.config import parse_params
     from mnist_pipeline.sweep import study as sweep_study
 
     params, _, url = _load(args)
