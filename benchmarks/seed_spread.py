@@ -427,26 +427,27 @@ def campaign(args: argparse.Namespace, params: Any, runs_path: Path) -> None:
     """Start or join the campaign ``args.study``, run its runs until none is left, merge its rows into the runs file."""
     from mnist_pipeline.data.testsets import manifest_digest
     from mnist_pipeline.sweep import study as sweep_study
+    from mnist_pipeline.sweep import storage as sweep_storage
 
-    url = sweep_study.storage_url(args.storage)
+    url = sweep_storage.storage_url(args.storage)
     settings = params.sweep.model_copy(update={"study_name": args.study})  # the sweeps' heartbeat_s and grace_s
-    storage = serialized(sweep_study.open_storage(url, settings, stale_trial_callback=requeue))
+    storage = serialized(sweep_storage.open_storage(url, settings, stale_trial_callback=requeue))
     if args.summarize_only:
         try:
             study = sweep_study.load_study(storage, url, settings)
-        except sweep_study.StudyStorageError:
-            raise sweep_study.StudyStorageError(f"{sweep_study.describe_storage(url)} has no campaign {args.study!r}") from None
+        except sweep_storage.StudyStorageError:
+            raise sweep_storage.StudyStorageError(f"{sweep_storage.describe_storage(url)} has no campaign {args.study!r}") from None
     else:
         digest = manifest_digest(Path(params.paths.testsets_dir))
         study, created = sweep_study.create_study(storage, url, settings)
         if created:
             plan_campaign(study, args.models or list(params.scored), params, args.seeds, args.variants_only, local_rows(runs_path, digest))
-        elif sweep_study.wait_for_user_attr(study, PLAN_ATTR, timeout=120) is None:
+        elif sweep_storage.wait_for_user_attr(study, PLAN_ATTR, timeout=120) is None:
             raise PipelineError(f"campaign {args.study!r} has no plan (its creator stopped while queueing it); use another --study name")
         mine = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
         if differ := sorted(name for name, value in study.user_attrs[HASHES_ATTR].items() if mine.get(name) != value):
             raise PipelineError(f"campaign {args.study!r} was planned with other params for {differ}; use its params.yaml, or another --study")
-        log.info("joined campaign %r in %s: %s", args.study, sweep_study.describe_storage(url), sweep_study.describe_counts(study))
+        log.info("joined campaign %r in %s: %s", args.study, sweep_storage.describe_storage(url), sweep_study.describe_counts(study))
         work(study, params, runs_path, digest)
     log.info("%d rows of campaign %r merged into %s", merge_study_rows(study, runs_path), args.study, runs_path)
 

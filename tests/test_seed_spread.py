@@ -144,13 +144,13 @@ def test_the_run_of_a_dead_worker_is_done_by_another(spread):
     import optuna
     from optuna.trial import TrialState
 
-    from mnist_pipeline.sweep import study as sweep_study
+    from mnist_pipeline.sweep import storage as sweep_storage
 
     args = ["--models", "sgd", "gaussian_nb", "--seeds", "2"]
     spread.fail_on.add(("sgd", 0, "default"))  # the first worker queues the plan and stops at its first run
     assert workers(spread, 1, *args) == [2]
     settings = spread.load_params().sweep.model_copy(update={"study_name": "test"})
-    storage = sweep_study.open_storage(spread.url, settings)
+    storage = sweep_storage.open_storage(spread.url, settings)
     study = optuna.load_study(study_name="test", storage=storage)
     with pytest.warns(UserWarning, match="Heartbeat"):
         dead = study.ask()  # a worker takes the next run, beats once, and dies

@@ -31,6 +31,8 @@ from mnist_pipeline.yaml_file import parse_yaml
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.models.base import FitResult
 from mnist_pipeline.sweep import study as sweep_study
+from mnist_pipeline.sweep import params as sweep_params
+from mnist_pipeline.sweep import storage as study_storage
 from mnist_pipeline.sweep.params import Dimension, SweepParams, check_space, get_dotted, known_keys, set_dotted, with_values
 
 RAW = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -317,12 +319,12 @@ def changed_lines(before: str, after: str) -> list[str]:
 
 
 def test_applying_nothing_gives_back_the_same_file():
-    assert sweep_study.apply_values(PARAMS_TEXT, "cnn", {}) == PARAMS_TEXT
+    assert sweep_params.apply_values(PARAMS_TEXT, "cnn", {}) == PARAMS_TEXT
 
 
 def test_applying_changes_only_the_swept_lines_of_the_swept_model():
     values = {"optimizer.learning_rate": 0.0023456789, "batch_size": 32, "epochs": 4}
-    after = sweep_study.apply_values(PARAMS_TEXT, "cnn", values)
+    after = sweep_params.apply_values(PARAMS_TEXT, "cnn", values)
     assert changed_lines(PARAMS_TEXT, after) == [
         "-    optimizer: {name: rmsprop, learning_rate: 0.001}",
         "-    epochs: 10",
@@ -338,7 +340,7 @@ def test_applying_changes_only_the_swept_lines_of_the_swept_model():
 
 
 def test_a_setting_the_file_leaves_to_its_default_is_added_to_its_model_before_the_next_comment():
-    after = sweep_study.apply_values(PARAMS_TEXT, "cnn", {"dropout": 1e-05, "conv_layers.1.filters": 16})
+    after = sweep_params.apply_values(PARAMS_TEXT, "cnn", {"dropout": 1e-05, "conv_layers.1.filters": 16})
     assert changed_lines(PARAMS_TEXT, after) == [
         "-      - {filters: 64, kernel_size: 3, pool: true}",
         "+      - {filters: 16, kernel_size: 3, pool: true}",
@@ -356,7 +358,7 @@ def test_a_setting_the_file_leaves_to_its_default_is_added_to_its_model_before_t
 )
 def test_applied_values_read_back_exactly_by_dvcs_yaml_and_by_pyyaml(learning_rate, batch_size, epochs):
     values = {"optimizer.learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs}
-    after = sweep_study.apply_values(PARAMS_TEXT, "cnn", values)
+    after = sweep_params.apply_values(PARAMS_TEXT, "cnn", values)
     assert len(changed_lines(PARAMS_TEXT, after)) <= 6
     for cnn in (parse_yaml(after, "x")["models"]["cnn"], yaml.safe_load(after)["models"]["cnn"]):
         assert (cnn["optimizer"]["learning_rate"], cnn["batch_size"], cnn["epochs"]) == (learning_rate, batch_size, epochs)
@@ -365,26 +367,26 @@ def test_applied_values_read_back_exactly_by_dvcs_yaml_and_by_pyyaml(learning_ra
 
 def test_applying_to_a_missing_model_is_an_error():
     with pytest.raises(PipelineError, match="no models.resnet"):
-        sweep_study.apply_values(PARAMS_TEXT, "resnet", {"epochs": 3})
+        sweep_params.apply_values(PARAMS_TEXT, "resnet", {"epochs": 3})
 
 
 # -- the storage: its URL, its password, its errors ----------------------------------------------
 
 
 def test_the_storage_url_comes_from_the_option_then_the_environment_then_a_local_file(tmp_path):
-    assert sweep_study.storage_url("sqlite:///a.db", {"MNIST_SWEEP_STORAGE": "sqlite:///b.db"}) == "sqlite:///a.db"
-    assert sweep_study.storage_url(None, {"MNIST_SWEEP_STORAGE": "sqlite:///b.db"}) == "sqlite:///b.db"
-    assert sweep_study.storage_url(None, {}, root=tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlruns/optuna.db"
-    assert sweep_study.storage_url(None, {"DVC_ROOT": str(tmp_path)}) == f"sqlite:///{tmp_path.resolve()}/mlruns/optuna.db"
+    assert study_storage.storage_url("sqlite:///a.db", {"MNIST_SWEEP_STORAGE": "sqlite:///b.db"}) == "sqlite:///a.db"
+    assert study_storage.storage_url(None, {"MNIST_SWEEP_STORAGE": "sqlite:///b.db"}) == "sqlite:///b.db"
+    assert study_storage.storage_url(None, {}, root=tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlruns/optuna.db"
+    assert study_storage.storage_url(None, {"DVC_ROOT": str(tmp_path)}) == f"sqlite:///{tmp_path.resolve()}/mlruns/optuna.db"
 
 
 def test_the_password_is_masked_wherever_the_url_is_shown():
     url = "postgresql+psycopg://mnist:s3cr3t-pw@127.0.0.1:5433/optuna"
-    assert sweep_study.masked_url(url) == "postgresql+psycopg://mnist:***@127.0.0.1:5433/optuna"
-    assert sweep_study.describe_storage(url) == "PostgreSQL at 127.0.0.1:5433, password hidden"
-    assert sweep_study.describe_storage("sqlite:////x/optuna.db") == "SQLite file /x/optuna.db"
-    assert "s3cr3t" not in sweep_study.masked_url("postgres ql://u:s3cr3t@h/db")
-    assert "s3cr3t" not in sweep_study.describe_storage("postgres ql://u:s3cr3t@h/db")
+    assert study_storage.masked_url(url) == "postgresql+psycopg://mnist:***@127.0.0.1:5433/optuna"
+    assert study_storage.describe_storage(url) == "PostgreSQL at 127.0.0.1:5433, password hidden"
+    assert study_storage.describe_storage("sqlite:////x/optuna.db") == "SQLite file /x/optuna.db"
+    assert "s3cr3t" not in study_storage.masked_url("postgres ql://u:s3cr3t@h/db")
+    assert "s3cr3t" not in study_storage.describe_storage("postgres ql://u:s3cr3t@h/db")
 
 
 def closed_port() -> int:
@@ -400,8 +402,8 @@ def test_an_unreachable_postgresql_is_one_error_line_naming_the_service_never_th
 
     port = closed_port()
     url = f"postgresql+psycopg://mnist:s3cr3t-pw@127.0.0.1:{port}/optuna"
-    with pytest.raises(sweep_study.StudyStorageError) as caught:
-        sweep_study.open_storage(url, SHIPPED.sweep)
+    with pytest.raises(study_storage.StudyStorageError) as caught:
+        study_storage.open_storage(url, SHIPPED.sweep)
     message = str(caught.value)
     assert message.startswith(f"the sweep's study storage (PostgreSQL at 127.0.0.1:{port}, password hidden) is not usable: ")
     assert f"postgresql+psycopg://mnist:***@127.0.0.1:{port}/optuna" in message and "s3cr3t" not in message
@@ -415,8 +417,8 @@ def test_an_unreachable_postgresql_is_one_error_line_naming_the_service_never_th
 
 
 def test_a_url_that_is_not_a_database_url_is_named_without_echoing_it():
-    with pytest.raises(sweep_study.StudyStorageError, match="not a database URL") as caught:
-        sweep_study.open_storage("postgres ql://u:s3cr3t@h/db", SHIPPED.sweep)
+    with pytest.raises(study_storage.StudyStorageError, match="not a database URL") as caught:
+        study_storage.open_storage("postgres ql://u:s3cr3t@h/db", SHIPPED.sweep)
     assert "s3cr3t" not in str(caught.value)
 
 

@@ -51,7 +51,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The params, the sweep's model params (its space checked against them) and the storage URL."""
     from mnist_pipeline.config import load_params
     from mnist_pipeline.sweep.params import check_space
-    from mnist_pipeline.sweep.study import storage_url
+    from mnist_pipeline.sweep.storage import storage_url
 
     params = load_params(args.params)
     model_params = check_space(params.sweep, params.models)
@@ -61,18 +61,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
 def create(args: argparse.Namespace) -> None:
     """Create the study if absent, and its MLflow parent run (its id a study user attr, so every worker finds it)."""
     from mnist_pipeline.sweep import study as sweep_study
+    from mnist_pipeline.sweep import storage as sweep_storage
     from mnist_pipeline.tracking.store import configure_tracking
 
     params, _, url = _load(args)
     sweep = params.sweep
-    storage = sweep_study.open_storage(url, sweep)
+    storage = sweep_storage.open_storage(url, sweep)
     study, created = sweep_study.create_study(storage, url, sweep)
     parent = study.user_attrs.get(sweep_study.PARENT_RUN_ATTR)
     if parent is None and not created:
         # Another `create` made the study a moment ago and is making its parent run: two parent
         # runs would split the trials' nesting, so use that one.
         log.info("study %r is being created by another `mnist-sweep create`; waiting for its MLflow parent run", sweep.study_name)
-        parent = sweep_study.wait_for_user_attr(study, sweep_study.PARENT_RUN_ATTR, timeout=PARENT_RUN_WAIT_S)
+        parent = sweep_storage.wait_for_user_attr(study, sweep_study.PARENT_RUN_ATTR, timeout=PARENT_RUN_WAIT_S)
         if parent is None:
             log.warning(
                 "study %r still has no MLflow parent run after %.0f s: the `create` that made it stopped midway; making it here",
@@ -89,11 +90,11 @@ def create(args: argparse.Namespace) -> None:
         study.set_user_attr(sweep_study.MODEL_ATTR, sweep.model)
         study.set_user_attr("space", _space(sweep))
         study.set_user_attr(sweep_study.PARENT_RUN_ATTR, parent)
-        log.info("created study %r in %s; MLflow parent run %s", sweep.study_name, sweep_study.describe_storage(url), parent)
+        log.info("created study %r in %s; MLflow parent run %s", sweep.study_name, sweep_storage.describe_storage(url), parent)
     else:
         log.info(
             "study %r already in %s (%d trials so far); MLflow parent run %s",
-            sweep.study_name, sweep_study.describe_storage(url), len(study.trials), parent,
+            sweep.study_name, sweep_storage.describe_storage(url), len(study.trials), parent,
         )
 
 
@@ -102,7 +103,7 @@ def _create_parent_run(experiment_id: str, sweep: Any, url: str) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
-    from mnist_pipeline.sweep.study import masked_url
+    from mnist_pipeline.sweep.storage import masked_url
 
     client = MlflowClient()
     tags = provenance_tags("mnist-sweep") | {
@@ -134,13 +135,14 @@ def worker(args: argparse.Namespace) -> None:
     from mnist_pipeline.data.arrays import load_split
     from mnist_pipeline.models import registry
     from mnist_pipeline.sweep import study as sweep_study
+    from mnist_pipeline.sweep import storage as sweep_storage
     from mnist_pipeline.sweep.params import check_space
     from mnist_pipeline.tracking.store import configure_tracking
     from mnist_pipeline.training import targets_for
 
     params, model_params, url = _load(args)
     sweep = params.sweep
-    storage = sweep_study.open_storage(url, sweep, stale_trial_callback=sweep_study.close_dead_trial_run)
+    storage = sweep_storage.open_storage(url, sweep, stale_trial_callback=sweep_study.close_dead_trial_run)
     study = sweep_study.load_study(storage, url, sweep)
     swept = study.user_attrs.get(sweep_study.MODEL_ATTR, sweep.model)
     parent = study.user_attrs.get(sweep_study.PARENT_RUN_ATTR)
@@ -167,7 +169,7 @@ def worker(args: argparse.Namespace) -> None:
     inputs, targets = np.asarray(inputs[:n]), np.asarray(targets[:n])
 
     trials = args.trials or sweep.trials_per_worker
-    log.info("joined study %r in %s: %d trials of models.%s on %d digits", sweep.study_name, sweep_study.describe_storage(url), trials, sweep.model, n)
+    log.info("joined study %r in %s: %d trials of models.%s on %d digits", sweep.study_name, sweep_storage.describe_storage(url), trials, sweep.model, n)
     run_for = sweep_study.SweepRun(experiment_id, parent, sweep.study_name, sweep.model)
     objective = sweep_study.make_objective(sweep, model_params, inputs, targets, track=sweep_study.mlflow_trial_run(run_for))
     study.optimize(objective, n_trials=trials, gc_after_trial=True)
@@ -200,10 +202,12 @@ def best(args: argparse.Namespace) -> None:
     """Print the best trial's params (stdout); with ``--apply``, write them into the params file."""
     from mnist_pipeline.config import parse_params
     from mnist_pipeline.sweep import study as sweep_study
+    from mnist_pipeline.sweep import params as sweep_params
+    from mnist_pipeline.sweep import storage as sweep_storage
 
     params, _, url = _load(args)
     sweep = params.sweep
-    study = sweep_study.load_study(sweep_study.open_storage(url, sweep), url, sweep)
+    study = sweep_study.load_study(sweep_storage.open_storage(url, sweep), url, sweep)
     model = study.user_attrs.get(sweep_study.MODEL_ATTR, sweep.model)
     trial = sweep_study.best_trial(study)
     sys.stdout.write(sweep_study.describe_best(study, model) + "\n")
@@ -211,7 +215,7 @@ def best(args: argparse.Namespace) -> None:
     _record_best(study, trial)
     if args.apply:
         path = Path(args.params)
-        updated = sweep_study.apply_values(path.read_text(encoding="utf-8"), model, trial.params)
+        updated = sweep_params.apply_values(path.read_text(encoding="utf-8"), model, trial.params)
         parse_params(parse_yaml(updated, str(path)), source=f"{path} with the sweep's best values")
         write_text(path, updated)
         log.info("wrote trial %d's values into %s (models.%s); `dvc repro` retrains it", trial.number, path, model)
@@ -245,7 +249,7 @@ def _record_best(study: Any, trial: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """``create``, then ``--workers`` local worker processes, then ``best``."""
-    from mnist_pipeline.sweep.study import STORAGE_ENV, storage_url
+    from mnist_pipeline.sweep.storage import STORAGE_ENV, storage_url
 
     create(args)
     # The URL reaches the workers through their environment, not their command line (ps shows that).

@@ -36,10 +36,7 @@ from mnist_pipeline import training
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import EpochObserver
 from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, with_values
-from mnist_pipeline.sweep.params import apply_values as apply_values  # re-exported: `mnist-sweep best --apply`
-from mnist_pipeline.sweep.storage import (  # noqa: F401 - re-exported: the study's storage, for its callers
-    LOCAL_STORAGE, STORAGE_ENV, StudyStorageError, describe_storage, masked_url, open_storage, storage_url, wait_for_user_attr,
-)
+from mnist_pipeline.sweep.storage import StudyStorageError, describe_storage
 from mnist_pipeline.tracking.runs import close_as_killed, process_tags
 
 # optuna and mlflow are imported where used: the CLI's storage URL and a trial's params need neither
