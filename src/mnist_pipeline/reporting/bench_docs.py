@@ -19,7 +19,7 @@ def _read(results: Path, name: str) -> dict[str, Any]:
 
 def _where(found: dict[str, Any]) -> str:
     machine = found["machine"]
-    return f"{machine['cpu']}, {machine['cpu_count']} cores ({found['created_utc'][:10]})"
+    return f"{machine['cpu']}, {machine['cpu_count']} cores, {found['created_utc'][:10]}"
 
 
 def _goal(figure: dict[str, Any], unit: str = "") -> str:
