@@ -320,6 +320,10 @@ def _start_smoke_build(base: Path) -> None:
     os.write(claim, str(os.getpid()).encode())
     os.close(claim)
     base.mkdir()
+    # The thread needs the migrated store, and so MLflow; made here, first, so that no test imports
+    # MLflow beside it: two threads importing MLflow's circular modules at once deadlock (_DeadlockError)
+    # or see it half-initialised ("partially initialized module 'mlflow'").
+    migrated_db(base.parent)
     _smoke_builder = threading.Thread(target=_build_smoke, args=(base, subprocess_env()), name="smoke-build", daemon=True)
     _smoke_builder.start()
 
