@@ -22,7 +22,7 @@ from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.models import adapters, registry
 from mnist_pipeline.models.base import params_hash
-from mnist_pipeline.models.store import MODEL_SUBDIR, RunRecord, load_model_folder, write_run_record, write_training_outputs
+from mnist_pipeline.models.store import MODEL_SUBDIR, SUMMARY_FILE, RunRecord, load_model_folder, write_run_record, write_training_outputs
 from mnist_pipeline.stage import check_stage_deps, run_model_stage, timer
 from mnist_pipeline.tracking import training as mlflow_logging
 from mnist_pipeline.serving.pyfunc import log_digit_model
@@ -88,10 +88,10 @@ def body(name: str) -> None:
             write_training_outputs(paths.model_dir(name), name, model_params, representation, result, adapter)
         with watch.section("MLflow logging"):
             mlflow_logging.log_parameter_counts(result.parameter_counts)
-            mlflow_logging.log_fit_summary(name, result, adapter.summary(result.model))
+            folder = paths.model_dir(name) / MODEL_SUBDIR
+            mlflow_logging.log_fit_summary(name, result, (folder / SUMMARY_FILE).read_text(encoding="utf-8"))
             # The one logged model of this training: the pyfunc that takes raw digits, which
             # evaluate scores and register registers (its folder holds the framework's own file).
-            folder = paths.model_dir(name) / MODEL_SUBDIR
             digits, _ = load_split(paths, "train", "pixels")
             model_info = log_digit_model(
                 name, folder, np.asarray(digits[:2]).reshape(-1, IMAGE_SIDE, IMAGE_SIDE),

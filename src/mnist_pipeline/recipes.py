@@ -18,9 +18,9 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from mnist_pipeline.config import DEFAULT_PARAMS_PATH, parse_params
-from mnist_pipeline.yaml_file import parse_yaml
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.stage import EXIT_USER_ERROR
+from mnist_pipeline.yaml_file import parse_yaml
 
 
 def hydra_value(value: Any) -> str:

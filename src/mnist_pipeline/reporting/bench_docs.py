@@ -36,7 +36,7 @@ def _met(figure: dict[str, Any]) -> str:
 
 def fast_tuning(results: Path) -> str:
     """The candidates `fast` was chosen from, scored on the validation split (``benchmarks/tune_fast.py``)."""
-    tuning = json.loads((results / "fast_tuning.json").read_text(encoding="utf-8"))
+    tuning = _read(results, "fast_tuning")
     rows = [
         [name, f"{100 * entry['val_accuracy_mean']:.2f}", ", ".join(f"{100 * run['val_accuracy']:.2f}" for run in entry["runs"]),
          f"{sum(run['fit_seconds'] for run in entry['runs']) / len(entry['runs']):.1f}"]
@@ -50,10 +50,9 @@ def fast_tuning(results: Path) -> str:
 
 def best_recipe(results: Path) -> str:
     """The best recipe's runs, one per seed, by the project's own stages (``benchmarks/best_recipe.py``)."""
-    path = results / "best.json"
-    if not path.exists():
+    if not (results / "best.json").exists():
         return "Not trained to the end here yet: `python benchmarks/best_recipe.py` records each seed in `benchmarks/results/best.json`.\n"
-    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    runs = _read(results, "best")["runs"]
     frame = pd.DataFrame(
         [[run["seed"], run["epochs"], f"{100 * run['accuracy']:.2f}", f"{100 * run['corruption_mean']:.2f}", f"{100 * run['uci_accuracy']:.2f}",
           f"{run['fit_seconds'] / 60:.0f}", f"{run['machine']['cpu']} ({run['machine']['cpu_count']} cores)", run["finished_utc"][:10]] for run in runs],
@@ -66,8 +65,7 @@ def best_recipe(results: Path) -> str:
 
 def bench_testsets(results: Path) -> str:
     """The testsets stage's time and each model's scoring time, from the benchmarks' result files."""
-    stage = json.loads((results / "testsets.json").read_text(encoding="utf-8"))
-    scoring = json.loads((results / "evaluation.json").read_text(encoding="utf-8"))
+    stage, scoring = _read(results, "testsets"), _read(results, "evaluation")
     machine = stage["machine"]
     lines = [
         f"The `testsets` stage: median {stage['stage_seconds']['median']:.1f} s over {len(stage['stage_seconds']['runs'])} runs "

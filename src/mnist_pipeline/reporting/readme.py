@@ -148,12 +148,14 @@ def champion_tolerance(params, measured: noise.NoiseModel) -> str:
 
 def gate_simulation() -> str:
     """The simulated gates' false alarms and power, as tests/test_gate_simulation.py runs them (seeded)."""
-    def rate(models=SIMULATED_MODELS, **rules) -> float:
-        return simulate_gates(models, SIMULATED_RATE, SIMULATED_GATES, resolution=0.001, **rules).gate_failure_rate
+    def simulate(models=SIMULATED_MODELS, **rules):
+        return simulate_gates(models, SIMULATED_RATE, SIMULATED_GATES, resolution=0.001, **rules)
+
+    def rate(**rules) -> float:
+        return simulate(**rules).gate_failure_rate
 
     model = SIMULATED_MODELS["m1"]
-    dropped = dict(SIMULATED_MODELS, m1=dataclasses.replace(model, drop=0.01))
-    caught = simulate_gates(dropped, SIMULATED_RATE, SIMULATED_GATES, resolution=0.001).model_failure_rates["m1"]
+    caught = simulate(dict(SIMULATED_MODELS, m1=dataclasses.replace(model, drop=0.01))).model_failure_rates["m1"]
     return (
         f"`tests/test_gate_simulation.py` simulates {SIMULATED_GATES:,} gates of {len(SIMULATED_MODELS)} models spread as "
         f"measured (seed sd {100 * model.sigma_seed:.2f} points, numerics {100 * model.sigma_num:.2f}), each default seed "
