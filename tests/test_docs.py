@@ -141,3 +141,23 @@ def test_the_documentation_site_builds_strictly_and_offline(tmp_path):
     html = "\n".join(path.read_text(encoding="utf-8") for path in site.glob("**/*.html"))
     assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html, "the site would fetch fonts when viewed"
     assert (site / PICTURE.relative_to("docs")).exists()
+
+
+def test_the_ci_time_table_reads_each_step_up_to_the_next_stamp(monkeypatch):
+    """benchmarks/ci_timings.py: a step lasts until the next `== ...` stamp; a log that never reached `done` is refused."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    from ci_timings import steps
+
+    log = "\n".join([
+        "== environment + tests (README: make test) (0 s since start)", "550 passed",
+        "== make run exited 0; waiting for the tests beside it: (240 s since start)",
+        "== done (300 s since start)", "== stopping the team stack (302 s since start)",
+    ])
+    assert steps(log) == [
+        {"step": "environment + tests (README: make test)", "start_s": 0, "seconds": 240},
+        {"step": "make run exited 0; waiting for the tests beside it", "start_s": 240, "seconds": 60},
+        {"step": "done", "start_s": 300, "seconds": 2},
+        {"step": "stopping the team stack", "start_s": 302, "seconds": 0},
+    ]
+    with pytest.raises(SystemExit, match="no complete"):
+        steps(log.split("== done")[0])
