@@ -1,9 +1,10 @@
 """Measure the noise model: every model's metrics over many seeds, and its default seed under other numerics.
 
-One campaign covers every metric the gate judges: each run is trained once with the project's
-own code (``training.fit``) and scored on every test set exactly as `evaluate@<m>` scores it
-(``evaluation.score_all_sets``: the MNIST test digits, each corruption, the UCI digits, the writer
-slices). Two kinds of run, each in a fresh process as the pipeline's stages are:
+One campaign covers every metric the gate judges and the champion rule reads: each run is
+trained once with the project's own code (``training.fit``, on the training digits, its
+temperature fitted on the validation digits, as the train stage does) and scored on every test
+set and every validation set exactly as `evaluate@<m>` scores it (``evaluation.score_all_sets``,
+``score_validation_sets``). Two kinds of run, each in a fresh process as the pipeline's stages are:
 
 - the default seed under every numeric variant in ``VARIANTS`` (oneDNN on or off, 1, 2 or 4
   threads): the spread of one seed across machines, which judges a rerun of the committed params;
@@ -12,6 +13,7 @@ slices). Two kinds of run, each in a fresh process as the pipeline's stages are:
 
 An ensemble's run of seed s is made of its members' runs of seed s (kept, or trained then), so
 measuring it costs scoring only, once its members are measured; its fit time is theirs summed.
+One that chooses its members (``selection``) chooses them on that seed's validation scores.
 
 Each run is appended to ``noise/runs.jsonl`` as it finishes, so an interrupted measurement resumes
 where it stopped. Trained models are kept under ``noise/models/`` (not committed): a run already
@@ -81,6 +83,8 @@ ROW_METRICS = (
     "accuracy", "loss", "ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy",
     "series0_accuracy", "series4_accuracy",
 )
+# The validation sets' metrics, recorded as validation_<name> (what the champion rule reads).
+VALIDATION_ROW_METRICS = ("accuracy", "corruption_mean", "corruption_worst", "loss", "ece", "ece_corruption_mean")
 # Trained models are kept (not committed), so a changed test set is rescored without retraining.
 MODELS_CACHE = Path("noise/models")
 FIT_FILE = "fit.json"
@@ -112,6 +116,41 @@ def model_folder(name: str, params: Any, seed: int | None, variant: str) -> Path
     return MODELS_CACHE / f"{name}-{params_hash(params, without_seed=True)}" / f"{seed}-{variant}"
 
 
+def fit_digits(params: Any, paths: Any) -> int | None:
+    """How many digits the model fits on now (None: an ensemble fits none): part of what a run measured.
+
+    Runs recorded before the validation split lack it; they fitted on all 60,000 training digits,
+    less the model's own ``validation_split`` (``recorded_fit_digits``).
+    """
+    from mnist_pipeline.data.preprocess import validation_start
+
+    if hasattr(params, "members"):
+        return None
+    train = len(load_split(paths, "train", "labels")[1])
+    held_out = getattr(params, "validation_split", 0.0)
+    if not held_out:
+        return train
+    return validation_start(train + len(load_split(paths, "validation", "labels")[1]), held_out)
+
+
+def recorded_fit_digits(row: dict[str, Any], params: Any) -> int | None:
+    if "fit_digits" in row:
+        return row["fit_digits"]
+    if hasattr(params, "members"):
+        return None
+    from mnist_pipeline.constants import MNIST_TRAIN_SIZE
+    from mnist_pipeline.data.preprocess import validation_start
+
+    return validation_start(MNIST_TRAIN_SIZE, getattr(params, "validation_split", 0.0))
+
+
+def validation_for(paths: Any, representation: str, targets: str) -> Any:
+    from mnist_pipeline.training import Validation
+
+    inputs, labels = load_split(paths, "validation", representation)
+    return Validation(inputs, load_split(paths, "validation", targets)[0], labels)
+
+
 def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str, everything: Any = None) -> tuple[Any, dict[str, Any]]:
     """The model of this (seed, variant), trained in this process, or loaded if an earlier run kept it.
 
@@ -132,10 +171,11 @@ def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str, 
     x_train, _ = load_split(paths, "train", representation)
     y_train, _ = load_split(paths, "train", targets_for(params))
     model_params = params if seed is None else params.model_copy(update={"seed": seed})
-    result = fit(name, model_params, x_train, y_train, verbose=0)
+    result = fit(name, model_params, x_train, y_train, validation=validation_for(paths, representation, targets_for(params)), verbose=0)
     facts = {
         "fit_seconds": round(result.fit_seconds, 2),
         "epochs": result.epochs,
+        "temperature": result.temperature,
         "machine": machine_facts(),
         "versions": library_versions(),
         "environment": VARIANTS[variant],
@@ -147,38 +187,51 @@ def trained(name: str, params: Any, paths: Any, seed: int | None, variant: str, 
 
 
 def ensemble_of(name: str, params: Any, paths: Any, seed: int | None, variant: str, everything: Any) -> tuple[Any, dict[str, Any]]:
+    """The ensemble of its members' runs of this seed, built (and its members chosen) by ``training.fit``, as the train stage builds it."""
+    from mnist_pipeline.evaluation import score_validation_sets
     from mnist_pipeline.models import registry
-    from mnist_pipeline.models.types.ensemble import Member
+    from mnist_pipeline.training import fit
 
-    members = []
+    members, scores = {}, {}
     for member in params.members:
         member_params = everything.model(member)
         member_seed = seed if getattr(member_params, "seed", None) is not None else None  # GaussianNB has none
         model, facts = trained(member, member_params, paths, member_seed, variant)
+        adapter = registry.adapter_of(member_params)
         config = {
             "name": member, "type": member_params.type, "framework": registry.of(member_params).framework,
             "input": registry.input_representation(member_params), "fit_seconds": facts["fit_seconds"],
-            "parameter_counts": registry.adapter_of(member_params).parameter_counts(model),
+            "parameter_counts": adapter.parameter_counts(model), "temperature": facts.get("temperature", 1.0),
         }
-        members.append(Member(member, config, model))
+        members[member] = (config, model)
+        if params.selection is not None:
+            valsets, validation = score_validation_sets(adapter, model, config["input"], paths, everything.evaluate, config["temperature"])
+            scores["labels"], scores[member] = valsets.labels, validation.proba
+    pixels, labels = load_split(paths, "train", "pixels")
+    result = fit(
+        name, params, pixels, labels, validation=validation_for(paths, "pixels", "labels"), members=members, member_scores=scores, verbose=0,
+    )
     facts = {
-        "fit_seconds": round(sum(member.config["fit_seconds"] for member in members), 2),
+        "fit_seconds": round(result.fit_seconds, 2),
         "epochs": 0,
+        "temperature": result.temperature,
         "machine": machine_facts(),
         "versions": library_versions(),
         "environment": VARIANTS[variant],
     }
-    return registry.of(params).build(params, name, members), facts
+    return result.model, facts
 
 
 def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None, variant: str, everything: Any = None) -> dict[str, Any]:
-    """Train (or load) one (seed, variant) and score it on every test set, as evaluate@<name> does."""
-    from mnist_pipeline.evaluation import score_all_sets
+    """Train (or load) one (seed, variant) and score it on every test set and validation set, as evaluate@<name> does."""
+    from mnist_pipeline.evaluation import score_all_sets, score_validation_sets
     from mnist_pipeline.models import registry
 
     model, facts = trained(name, params, paths, seed, variant, everything)
-    _, scores = score_all_sets(registry.adapter_of(params), model, registry.input_representation(params), paths, settings)
-    summary = scores.summary()
+    adapter, representation, temperature = registry.adapter_of(params), registry.input_representation(params), facts.get("temperature", 1.0)
+    _, scores = score_all_sets(adapter, model, representation, paths, settings, temperature)
+    _, validation = score_validation_sets(adapter, model, representation, paths, settings, temperature)
+    summary, checked = scores.summary(), validation.summary()
     return {
         "model": name,
         "type": params.type,
@@ -186,7 +239,11 @@ def run_once(name: str, params: Any, paths: Any, settings: Any, seed: int | None
         "seed": seed,
         "variant": variant,
         **{metric: summary[metric] for metric in ROW_METRICS},
+        **{f"validation_{metric}": checked[metric] for metric in VALIDATION_ROW_METRICS},
+        "temperature": temperature,
+        "fit_digits": fit_digits(params, paths),
         "testsets": scores.testsets_digest,
+        "valsets": validation.valsets_digest,
         "fit_seconds": facts["fit_seconds"],
         "epochs": facts["epochs"],
         "machine": facts["machine"],
@@ -255,10 +312,13 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
     for name in names:
         model = params.model(name)
         model_hash = params_hash(model, without_seed=True)
-        # A run counts once it was scored on today's test sets; its trained model is reused otherwise.
+        digits = fit_digits(model, params.paths)
+        # A run counts once it was scored on today's test sets, fitted on today's training digits;
+        # its trained model is reused otherwise.
         done = {
             (row["seed"], row.get("variant", "default")) for row in read_runs(runs_path)
             if row["model"] == name and row["params_hash"] == model_hash and row.get("testsets") == digest
+            and recorded_fit_digits(row, model) == digits
         }
 
         def run(seed: int | None, variant: str) -> None:
@@ -283,7 +343,10 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
 def write_summary(params: Any, runs_path: Path, out_path: Path) -> dict[str, Any]:
     hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
     default_seeds = {name: getattr(model, "seed", None) for name, model in params.scored.items()}
-    models = noise.summarize(read_runs(runs_path), hashes, default_seeds)
+    # Only runs fitted on the digits each model fits on now: a model whose training data changed is not the one measured.
+    digits = {name: fit_digits(model, params.paths) for name, model in params.scored.items()}
+    rows = [row for row in read_runs(runs_path) if row["model"] in digits and recorded_fit_digits(row, params.model(row["model"])) == digits[row["model"]]]
+    models = noise.summarize(rows, hashes, default_seeds)
     fit_total = sum(sum(entry["fit_seconds"]) for entry in models.values())
     missing = sorted(set(hashes) - set(models))
     payload = {

@@ -1,9 +1,13 @@
-"""DVC stage `evaluate@<name>`: score one trained model on every test set.
+"""DVC stage `evaluate@<name>`: score one trained model on the validation sets and every test set.
 
-The MNIST test digits, each of their corruptions, the UCI digits, and the test digits sliced by
-writer population and writer (``mnist_pipeline.data.testsets``). Writes ``metrics/<name>.json``
-(DVC metrics, numbers only, no timings) and ``predictions/<name>.csv`` (one row per MNIST test
-digit, drawn by DVC as a confusion plot), then logs the evaluation to MLflow as a child run of the
+The validation sets (the validation digits and the validation corruptions, ``data.valsets``):
+what every choice reads. The test sets: the MNIST test digits, each of their corruptions, the UCI
+digits, and the test digits sliced by writer population and writer (``data.testsets``). Every
+prediction is calibrated by the model's temperature. Writes ``metrics/<name>.json`` (DVC metrics,
+numbers only, no timings; the validation results apart, under ``validation``),
+``predictions/<name>.csv`` (one row per MNIST test digit, drawn by DVC as a confusion plot) and
+``predictions/<name>.validation.npz`` (the calibrated probabilities on every validation set, which
+the ensemble chooses its members from), then logs the evaluation to MLflow as a child run of the
 training run recorded in ``models/<name>/mlflow_run.json``: every set as a dataset, its metrics
 linked to the logged model and that dataset (for the Models tab), per-digit precision and recall,
 the confusion matrix, the writer slices and a gallery of the most confident mistakes
@@ -16,11 +20,13 @@ import logging
 import os
 import sys
 
-from mnist_pipeline.atomic import atomic_open, write_json
+import numpy as np
+
+from mnist_pipeline.atomic import atomic_open, atomic_path, write_json
 from mnist_pipeline.config import load_params
-from mnist_pipeline.evaluation import confusion, dvc_metrics, per_class, predictions_frame, score_all_sets
+from mnist_pipeline.evaluation import confusion, dvc_metrics, per_class, predictions_frame, score_all_sets, score_validation_sets
 from mnist_pipeline.models import adapters, registry
-from mnist_pipeline.models.store import MODEL_SUBDIR, read_config, read_run
+from mnist_pipeline.models.store import MODEL_SUBDIR, read_config, read_run, temperature_of
 from mnist_pipeline.reporting.plots import error_gallery
 from mnist_pipeline.stage import run_model_stage, timer
 from mnist_pipeline.tracking.evaluation import log_evaluation
@@ -41,20 +47,30 @@ def evaluate(name: str) -> None:
     watch.import_modules(f"import {adapter.name}", adapter.heavy_modules)
     with watch.section("scoring"):
         model = adapter.load(model_dir / MODEL_SUBDIR, registry.get(config["type"]))
-        log.info("%s: predicting the test digits, each corruption of them and the UCI digits (%s input)", name, config["input"])
-        sets, scores = score_all_sets(adapter, model, config["input"], paths, settings)
+        temperature = temperature_of(config)
+        log.info("%s: predicting the validation digits and each validation corruption (%s input)", name, config["input"])
+        valsets, validation = score_validation_sets(adapter, model, config["input"], paths, settings, temperature)
+        log.info("%s: predicting the test digits, each corruption of them and the UCI digits", name)
+        sets, scores = score_all_sets(adapter, model, config["input"], paths, settings, temperature)
         pixels, labels = sets.clean, sets.labels
-        predictions = predictions_frame(labels, scores.clean_proba)
+        predictions = predictions_frame(labels, scores.clean_proba, scores.clean_proba_uncalibrated)
     with watch.section("saving"):
-        write_json(paths.metrics_file(name), dvc_metrics(scores, config))
+        write_json(paths.metrics_file(name), dvc_metrics(scores, config, validation))
         with atomic_open(paths.predictions_file(name), "w", encoding="utf-8", newline="") as handle:
             predictions.to_csv(handle, index=False, float_format="%.6f")
-    summary = scores.summary()
+        with atomic_path(paths.validation_predictions_file(name), suffix=".npz") as tmp:
+            np.savez_compressed(tmp, labels=valsets.labels, **{key: proba.astype(np.float32) for key, proba in validation.proba.items()})
+    summary, checked = scores.summary(), validation.summary()
+    log.info(
+        "%s: validation accuracy %.4f, validation corruptions mean %.4f (temperature %.3f: validation ECE %.4f -> %.4f)",
+        name, checked["accuracy"], checked["corruption_mean"], temperature, checked["ece_uncalibrated"], checked["ece"],
+    )
     log.info(
         "%s: test accuracy %.4f (series 4 %.4f, series 0 %.4f), corruptions mean %.4f (worst %.4f), UCI digits %.4f, "
-        "ECE %.4f -> %s, %s",
-        name, summary["accuracy"], summary["series4_accuracy"], summary["series0_accuracy"], summary["corruption_mean"],
-        summary["corruption_worst"], summary["uci_accuracy"], summary["ece"], paths.metrics_file(name), paths.predictions_file(name),
+        "ECE %.4f (uncalibrated %.4f) -> %s, %s",
+        name, summary["accuracy"], summary.get("series4_accuracy", float("nan")), summary.get("series0_accuracy", float("nan")),
+        summary["corruption_mean"], summary["corruption_worst"], summary["uci_accuracy"], summary["ece"], summary["ece_uncalibrated"],
+        paths.metrics_file(name), paths.predictions_file(name),
     )
 
     with watch.section("figures"):
@@ -68,6 +84,7 @@ def evaluate(name: str) -> None:
         logged = log_evaluation(
             name, record, stage, scores, per_class(labels, predicted), confusion(labels, predicted), gallery,
             settings.model_dump(), sets, clean_source=str(paths.processed_dir("test")), sets_source=paths.testsets_dir,
+            validation=validation, valsets=valsets, validation_sources=(str(paths.processed_dir("validation")), paths.valsets_dir),
         )
     log.info("%s: evaluation logged to MLflow run %s", name, logged)
 

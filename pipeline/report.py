@@ -1,9 +1,11 @@
-"""DVC stage `report`: every model's test metrics in one table, a scatter plot, and an MLflow run.
+"""DVC stage `report`, the pipeline's last word: every model's results in tables and figures, and an MLflow run.
 
-Writes ``reports/summary.md`` (with the models x test sets tables: this run's, and the noise
-model's mean ± sd over seeds), ``reports/summary.json``, ``reports/accuracy_vs_params.png``, ``reports/accuracy_vs_fit_time.png`` and
-``reports/robustness.png`` (see ``mnist_pipeline.reporting.report``) and logs them to an MLflow
-run named ``report``.
+Runs after `register`, so it can mark the registry's champion (``reports/registry.json``).
+Writes ``reports/summary.md`` (led by the models x test sets table people ask about first; then
+the validation results, this run's every test set, and the noise model's mean ± sd over seeds),
+``reports/summary.json``, ``reports/accuracy_vs_params.png``, ``reports/accuracy_vs_fit_time.png``,
+``reports/robustness.png`` and ``reports/reliability.png`` (``mnist_pipeline.reporting.report``)
+and logs them to an MLflow run named ``report``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.config import load_params
+from mnist_pipeline.models.store import read_json
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.reporting import noise
 from mnist_pipeline.reporting.report import collect_rows, seeds_table, write_report
@@ -30,7 +33,9 @@ def body() -> None:
         rows = collect_rows(params)
         hashes = {name: params_hash(model, without_seed=True) for name, model in params.scored.items()}
         seeds = seeds_table([row.model for row in rows], hashes, noise.load(Path(params.paths.noise_model)))
-        files = write_report(params.paths, params.report.title, rows, seeds)
+        registry = read_json(params.paths.report_file("registry.json"), "the register stage's record", "run `dvc repro register`")
+        champion = (registry.get("champion") or {}).get("model") if isinstance(registry, dict) else None
+        files = write_report(params.paths, params.report.title, rows, seeds, champion)
     log.info("report: %d models, best %s (%.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))
     watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
     with watch.section("MLflow logging"):

@@ -103,6 +103,14 @@ def make_testsets(root: Path, test_labels: np.ndarray, corruptions: list[str] | 
     assert load_entry("testsets").main() == 0
 
 
+def make_valsets(root: Path, corruptions: list[str] | None = None) -> None:
+    """Run the real ``valsets`` stage in ``root`` (cwd, with params.yaml and the processed validation split)."""
+    if corruptions is not None:
+        edit_params(root, lambda params: params["valsets"].update(corruptions=corruptions))
+    (root / "reports").mkdir(exist_ok=True)
+    assert load_entry("valsets").main() == 0
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: this venv's python first on PATH, quiet TensorFlow."""
     env = dict(os.environ)
@@ -159,8 +167,15 @@ def sync_ensemble_stages(project: Path) -> None:
         if name not in ensembles:
             del stages[name]
             continue
-        others = [dep for dep in stages[name]["deps"] if not (dep.startswith("${paths.models_dir}/") and dep.endswith("/model"))]
-        stages[name]["deps"] = others + [f"${{paths.models_dir}}/{member}/model" for member in ensembles[name]["members"]]
+        def is_member_dep(dep: str) -> bool:
+            return (dep.startswith("${paths.models_dir}/") and dep.endswith("/model")) or (
+                dep.startswith("${paths.predictions_dir}/") and dep.endswith(".validation.npz")
+            )
+
+        members = ensembles[name]["members"]
+        scores = [f"${{paths.predictions_dir}}/{member}.validation.npz" for member in members] if ensembles[name].get("selection") else []
+        others = [dep for dep in stages[name]["deps"] if not is_member_dep(dep)]
+        stages[name]["deps"] = others + [f"${{paths.models_dir}}/{member}/model" for member in members] + scores
     path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
 
 
@@ -257,7 +272,7 @@ def smoke_models(params: dict) -> None:
     keep_models(
         params,
         {"mlp": params["models"]["mlp"] | {"epochs": 3, "batch_size": 32, "validation_split": 0.1}, "gaussian_nb": params["models"]["gaussian_nb"]},
-        {"ensemble": {"type": "ensemble", "members": ["mlp", "gaussian_nb"]}},
+        {"ensemble": {"type": "ensemble", "members": ["mlp", "gaussian_nb"], "selection": {"rounds": 3}}},
     )
     params["gate"]["floors"] = {"mlp": {"accuracy": 0.5}, "gaussian_nb": {"accuracy": 0.5}}
 

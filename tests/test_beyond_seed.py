@@ -199,12 +199,13 @@ def test_a_bad_ensemble_is_named_with_what_is_allowed(edit, message):
 
 def test_an_ensembles_settings_and_seed_are_its_members():
     ensemble = parse_params(RAW).model("ensemble")
-    assert ensemble.seed == 0 and set(ensemble.member_settings) == {"cnn", "cnn_small", "mlp_regularized", "fast"}
+    members = set(ensemble.members)
+    assert ensemble.seed == 0 and set(ensemble.member_settings) == members
     # A member trained otherwise makes the ensemble another configuration ...
     other = parse_params(_with(lambda raw: raw["models"]["fast"].update(epochs=3))).model("ensemble")
     assert params_hash(other, without_seed=True) != params_hash(ensemble, without_seed=True)
     # ... while its members' seeds are its seed: another one is another run of the same configuration.
-    reseeded = parse_params(_with(lambda raw: [raw["models"][m].update(seed=4) for m in ("cnn", "cnn_small", "mlp_regularized", "fast")]))
+    reseeded = parse_params(_with(lambda raw: [raw["models"][m].update(seed=4) for m in members]))
     ensemble_4 = reseeded.model("ensemble")
     assert ensemble_4.seed == 4 and params_hash(ensemble_4, without_seed=True) == params_hash(ensemble, without_seed=True)
     assert params_hash(ensemble_4) != params_hash(ensemble)

@@ -181,7 +181,8 @@ def _number(value) -> bool:
 RANGES = {
     "epochs": lambda v: _whole(v) and 1 <= v <= 1000,
     "batch_size": lambda v: _whole(v) and 1 <= v <= 48_000,
-    "validation_split": lambda v: _number(v) and 0 <= v < 1,
+    # 0, or at least the validation split (preprocess.validation_fraction): else the model would fit on validation digits.
+    "validation_split": lambda v: _number(v) and (v == 0 or 0.1 <= v < 1),
     "dropout": lambda v: _number(v) and 0 <= v < 1,
     "seed": lambda v: _whole(v) and 0 <= v < 2**31,
     "activation": lambda v: isinstance(v, str) and v in {"relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish"},
@@ -195,6 +196,7 @@ RANGES = {
 @example(key="dropout", value=False)
 @example(key="dropout", value=0)  # an int is a valid float
 @example(key="validation_split", value=0.998046875)  # leaves 117 digits for batches of 128
+@example(key="validation_split", value=0.05)  # would fit on the last 3,000 validation digits
 def test_a_model_hyperparameter_is_accepted_only_in_range_and_otherwise_named(key, value):
     raw = copy.deepcopy(RAW)
     raw["models"]["mlp"][key] = value
@@ -205,6 +207,8 @@ def test_a_model_hyperparameter_is_accepted_only_in_range_and_otherwise_named(ke
         assert f"models.mlp.{key}" in message or ("models.mlp: " in message and key in message), message
         # In range on its own, a batch can still outgrow what validation_split leaves to train on.
         assert not RANGES[key](value) or "training examples left after validation_split" in message, (key, value)
+        if key == "validation_split" and _number(value) and 0 < value < 0.1:
+            assert "would fit on validation digits" in message, message
         return
     assert RANGES[key](value), (key, value)
     assert getattr(parsed.models["mlp"], key) == value

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, load_entry, make_testsets, synthetic_digits
+from conftest import REPO_ROOT, load_entry, make_testsets, make_valsets, synthetic_digits
 from mnist_pipeline.data.params import PreprocessParams
 from mnist_pipeline.data.preprocess import represent
 from mnist_pipeline.evaluation import (
@@ -29,7 +29,7 @@ from mnist_pipeline.models.types.sgd import SGDParams
 from mnist_pipeline.reporting.plots import confusion_figure, error_gallery, most_confident_errors
 from mnist_pipeline.training import fit
 
-N_TRAIN, N_TEST = 300, 120
+N_TRAIN, N_VALIDATION, N_TEST = 300, 60, 120
 
 MODEL_PARAMS = {
     "mlp": KerasMLPParams.model_validate(
@@ -55,7 +55,7 @@ def _split(count: int, seed: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, dict[str, np.ndarray]]:
-    return {"train": _split(N_TRAIN, 0), "test": _split(N_TEST, 1)}
+    return {"train": _split(N_TRAIN, 0), "validation": _split(N_VALIDATION, 2), "test": _split(N_TEST, 1)}
 
 
 def _fit(name: str, train: dict[str, np.ndarray]):
@@ -162,8 +162,8 @@ def test_tables_agree_with_each_other():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 10, 200)
     proba = rng.dirichlet(np.ones(10), 200).astype(np.float32)  # float32 rows sum to 1 +- eps
-    frame = predictions_frame(labels, proba)
-    assert list(frame.columns) == ["actual", "predicted", "confidence"] and len(frame) == 200
+    frame = predictions_frame(labels, proba, np.sqrt(proba))
+    assert list(frame.columns) == ["actual", "predicted", "confidence", "confidence_uncalibrated"] and len(frame) == 200
     assert (frame["actual"] == labels).all() and (frame["predicted"] == proba.argmax(axis=1)).all()
     np.testing.assert_allclose(frame["confidence"], proba.max(axis=1), rtol=1e-6)
 
@@ -224,8 +224,10 @@ def workdir(tracking_store, tmp_path, monkeypatch, data):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     save_split(load_params().paths, "test", data["test"])
-    # Two corruptions keep it quick; every set is still scored and logged.
+    save_split(load_params().paths, "validation", data["validation"])
+    # Two corruptions of each kind keep it quick; every set is still scored and logged.
     make_testsets(tmp_path, data["test"]["labels"], corruptions=["fog", "stripe"])
+    make_valsets(tmp_path, corruptions=["contrast", "inverse"])
     yield tmp_path
     # configure_tracking points MLflow (and, through it, the environment) at this folder's store.
     mlflow.set_tracking_uri(None)
@@ -273,13 +275,21 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
 
     metrics = json.loads((workdir / f"metrics/{name}.json").read_text())
     # Numbers only, and no timings: `dvc metrics diff` must not show a change for a retrain that changed nothing.
-    sets = {"ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy", "ece_uci", "series0_accuracy",
-            "series4_accuracy", "series_error_ratio", "worst_writer_accuracy", "corruption"}
-    assert set(metrics) == set(METRIC_KEYS) | sets | {"params_total", "params_trainable", "epochs"}
+    sets = {"ece", "ece_uncalibrated", "corruption_mean", "corruption_worst", "ece_corruption_mean", "ece_corruption_mean_uncalibrated",
+            "uci_accuracy", "ece_uci", "ece_uci_uncalibrated", "series0_accuracy", "series4_accuracy", "series_error_ratio",
+            "worst_writer_accuracy", "corruption"}
+    assert set(metrics) == set(METRIC_KEYS) | sets | {"validation", "temperature", "params_total", "params_trainable", "epochs"}
     assert set(metrics.pop("corruption")) == {"fog", "stripe"}
+    # The validation sets' results, apart: what the choices read.
+    validation = metrics.pop("validation")
+    assert set(validation.pop("corruption")) == {"contrast", "inverse"}
+    assert set(validation) == set(METRIC_KEYS) | {"ece", "ece_uncalibrated", "corruption_mean", "corruption_worst", "ece_corruption_mean"}
+    assert metrics["temperature"] == pytest.approx(fitted[name].temperature)
+    with np.load(workdir / f"predictions/{name}.validation.npz") as saved:
+        assert set(saved.files) == {"labels", "clean", "contrast", "inverse"} and saved["clean"].shape == (N_VALIDATION, 10)
     assert all(isinstance(value, (int, float)) or (value is None and key == "series_error_ratio") for key, value in metrics.items())
     predictions = pd.read_csv(workdir / f"predictions/{name}.csv")
-    assert list(predictions.columns) == ["actual", "predicted", "confidence"] and len(predictions) == N_TEST
+    assert list(predictions.columns) == ["actual", "predicted", "confidence", "confidence_uncalibrated"] and len(predictions) == N_TEST
     assert int((predictions["actual"] != predictions["predicted"]).sum()) == metrics["errors"]
 
     client = MlflowClient()
@@ -295,11 +305,20 @@ def test_evaluate_entry_writes_metrics_and_a_child_run_linked_to_the_logged_mode
     assert child.data.params["optimizer.name"] == "rmsprop" and child.data.params["evaluate.batch_size"] == "1000"
     assert child.data.tags["dvc.stage"] == f"evaluate@{name}" and child.data.tags["model.name"] == name
     artifacts = {Path(item.path).name for item in client.list_artifacts(child.info.run_id, "evaluation")}
-    assert artifacts == {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png", "writer_series.csv", "writers.csv"}
-    # Every test set is a dataset of the evaluation, with its digest; its metrics carry its prefix.
+    assert artifacts == {
+        "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png", "writer_series.csv", "writers.csv", "reliability.png",
+    }
+    # Every set is a dataset of the evaluation, with its digest; its metrics carry its prefix. The
+    # validation sets are in their own context, apart from the test sets.
+    contexts = {item.dataset.name: {tag.value for tag in item.tags} for item in child.inputs.dataset_inputs}
     datasets = {item.dataset.name: item.dataset for item in child.inputs.dataset_inputs}
-    assert set(datasets) == {"mnist-test", "mnist-c-fog", "mnist-c-stripe", "uci-digits"}
-    assert len({dataset.digest for dataset in datasets.values()}) == 4
+    assert set(datasets) == {
+        "mnist-test", "mnist-c-fog", "mnist-c-stripe", "uci-digits", "mnist-validation", "mnist-validation-contrast", "mnist-validation-inverse",
+    }
+    assert len({dataset.digest for dataset in datasets.values()}) == 7
+    assert contexts["mnist-validation-inverse"] == {"validation"} and contexts["mnist-c-fog"] == {"testing"}
+    assert child.data.metrics["val_clean_accuracy"] == pytest.approx(validation["accuracy"])
+    assert child.data.metrics["val_corruption_mean"] == pytest.approx(validation["corruption_mean"])
     assert child.data.metrics["mnistc_fog_accuracy"] == pytest.approx(json.loads((workdir / f"metrics/{name}.json").read_text())["corruption"]["fog"])
     assert child.data.metrics["uci_accuracy"] == pytest.approx(metrics["uci_accuracy"])
     assert child.data.metrics["mnistc_mean_accuracy"] == pytest.approx(metrics["corruption_mean"])

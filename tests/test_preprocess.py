@@ -53,9 +53,26 @@ def test_representations_have_the_shapes_dtypes_and_ranges_models_expect():
 def test_limits_and_dtype_apply_per_split():
     train, test = synthetic_digits(300, 0), synthetic_digits(200, 1)
     out = preprocess(train, test, PreprocessParams(dtype="float64", train_limit=120, test_limit=100))
-    assert out["train"]["flat"].shape == (120, 784) and out["train"]["flat"].dtype == np.float64
+    # The limit cuts the training digits first; the validation split is the last tenth of what is left.
+    assert out["train"]["flat"].shape == (108, 784) and out["train"]["flat"].dtype == np.float64
+    assert out["validation"]["flat"].shape == (12, 784)
     assert out["test"]["labels"].shape == (100,)
-    np.testing.assert_array_equal(out["train"]["labels"], train[1][:120])
+    np.testing.assert_array_equal(out["train"]["labels"], train[1][:108])
+    np.testing.assert_array_equal(out["validation"]["labels"], train[1][108:120])
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2, 1 / 3, 0.5])
+@pytest.mark.parametrize("count", [100, 999, 60_000])
+def test_the_validation_split_is_exactly_what_keras_validation_split_holds_out(count, fraction):
+    """A Keras model with validation_split >= the fraction, fitted on train + validation, never fits a validation digit."""
+    from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+
+    from mnist_pipeline.data.preprocess import validation_start
+
+    digits = np.arange(count)
+    (fitted,), (held_out,) = train_validation_split((digits,), validation_split=fraction)
+    assert validation_start(count, fraction) == len(fitted)
+    np.testing.assert_array_equal(np.asarray(held_out), digits[validation_start(count, fraction):])
 
 
 def test_one_hot_matches_keras_to_categorical_semantics():
@@ -85,5 +102,6 @@ def test_real_mnist_matches_the_seed_notebook_printout():
     assert float(np.mean(first)) == pytest.approx(0.13768007, abs=1e-7)
     assert first.min() == 0.0 and first.max() == 1.0
     np.testing.assert_array_equal(out["train"]["pixels"][0].reshape(28, 28)[4:26, 6:24], SEED_CROP_ROWS_4_26_COLS_6_24)
-    assert out["train"]["image"].shape == (60000, 28, 28, 1)
+    assert out["train"]["image"].shape == (54000, 28, 28, 1)
+    assert out["validation"]["image"].shape == (6000, 28, 28, 1)
     assert out["test"]["onehot"].shape == (10000, 10)

@@ -11,7 +11,16 @@ import yaml
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.reporting.report import ModelRow, collect_rows, contrast_sentence, render_markdown, seeds_table, sort_rows
+from mnist_pipeline.reporting.report import (
+    ModelRow,
+    collect_rows,
+    contrast_sentence,
+    lead_table,
+    render_markdown,
+    seeds_table,
+    sort_rows,
+    unbeaten,
+)
 
 SEED_MODELS = {
     # name: (type, parameters, accuracy, loss, errors)
@@ -25,6 +34,9 @@ SET_METRICS = {
     "corruption_mean": 0.85, "corruption_worst": 0.5, "uci_accuracy": 0.8, "ece": 0.01, "ece_corruption_mean": 0.1,
     "series4_accuracy": 0.97, "series0_accuracy": 0.99, "series_error_ratio": 3.0, "worst_writer_accuracy": 0.75,
 }
+
+
+VALIDATION_METRICS = {"corruption_mean": 0.9, "corruption_worst": 0.4, "ece": 0.004, "ece_uncalibrated": 0.02, "corruption": {"inverse": 0.4}}
 
 
 # A noise model that measured the mlp's configuration (hash "mlp-hash") and another cnn.
@@ -52,7 +64,7 @@ def test_the_seeds_table_shows_mean_and_sd_for_the_measured_configuration_only()
 
 def _row(name, model_type, parameters, accuracy, loss=0.1, errors=None):
     errors = round((1 - accuracy) * 10_000) if errors is None else errors
-    return ModelRow(name, model_type, parameters, accuracy, loss, errors, 1.5, 10, {"accuracy": accuracy}, {"fog": accuracy - 0.1})
+    return ModelRow(name, model_type, parameters, accuracy, loss, errors, 1.5, 10, {"accuracy": accuracy}, {"fog": accuracy - 0.1}, {})
 
 
 def test_rows_sort_by_accuracy_best_first():
@@ -84,16 +96,42 @@ def test_contrast_falls_back_to_model_types_and_needs_both():
     assert contrast_sentence([_row("dense", "keras_mlp", 1000, 0.98), _row("nb", "gaussian_nb", 10, 0.5)]) is None
 
 
-def test_markdown_table_has_one_line_per_model():
+def _section(lines: list[str], start: str, end: str | None) -> list[str]:
+    first = lines.index(start)
+    last = lines.index(end) if end else len(lines)
+    return [line for line in lines[first:last] if line.startswith("|")]
+
+
+def test_markdown_leads_with_the_test_sets_table_then_validation_then_every_model():
     rows = sort_rows([_row("mlp", "keras_mlp", 203_530, 0.98), _row("cnn", "keras_cnn", 130_890, 0.99)])
-    text = render_markdown("Title", rows, contrast_sentence(rows))
+    text = render_markdown("Title", rows, contrast_sentence(rows), champion="mlp")
     lines = text.splitlines()
     assert lines[0] == "# Title"
-    beyond = lines.index("## Beyond the MNIST test set")
-    table = [line for line in lines[:beyond] if line.startswith("|")]
+    lead = _section(lines, lines[0], "## On the validation sets")
+    assert len(lead) == 4 and "corruption mean" in lead[0] and "series error ratio" in lead[0] and "ECE" in lead[0]
+    assert lead[3].startswith("| `mlp` ★")  # the champion, whatever its test accuracy
+    validation = _section(lines, "## On the validation sets", "## Every model")
+    assert len(validation) == 4 and "validation corruptions, mean" in validation[0] and "temperature" in validation[0]
+    table = _section(lines, "## Every model", "## Beyond the MNIST test set")
     assert len(table) == 4 and "test accuracy" in table[0] and "`cnn`" in table[2] and "203,530" in table[3]
-    sets = [line for line in lines[beyond:] if line.startswith("|")]
+    sets = _section(lines, "## Beyond the MNIST test set", None)
     assert len(sets) == 4 and "corruptions, mean" in sets[0] and "`cnn`" in sets[2]
+
+
+def _scored(name: str, **metrics) -> ModelRow:
+    return ModelRow(name, "t", 1, metrics.get("accuracy", 0.9), 0.1, 1, 1.0, 1, metrics, {}, {})
+
+
+def test_unbeaten_models_are_those_no_other_beats_on_every_column():
+    columns = {"accuracy": 0.99, "corruption_mean": 0.9, "corruption_worst": 0.5, "uci_accuracy": 0.9, "series_error_ratio": 3.0, "ece": 0.01}
+    best = _scored("best", **columns)
+    beaten = _scored("beaten", **{key: value - 0.001 if key not in ("series_error_ratio", "ece") else value + 0.001 for key, value in columns.items()})
+    # Better on one column only (a lower ECE): nobody beats it on every column.
+    specialist = _scored("specialist", **{key: value - 0.001 for key, value in columns.items()} | {"ece": 0.001})
+    tied = _scored("tied", **columns)  # equal is not beaten
+    assert unbeaten([best, beaten, specialist, tied]) == ["best", "specialist", "tied"]
+    marked = lead_table([best, beaten], champion="beaten").splitlines()
+    assert marked[2].startswith("| `best` •") and marked[3].startswith("| `beaten` ★ |")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,9 +155,14 @@ def workdir(tracking_store, tmp_path, monkeypatch):
         metrics = {
             "accuracy": accuracy, "loss": loss, "errors": errors, "params_total": parameters, "params_trainable": parameters, "epochs": 10,
             **SET_METRICS, "corruption": {"fog": accuracy - 0.2, "stripe": accuracy - 0.1},
+            "validation": {**VALIDATION_METRICS, "accuracy": accuracy - 0.001}, "temperature": 1.2,
         }
         (tmp_path / "metrics").mkdir(exist_ok=True)
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
+        (tmp_path / "predictions").mkdir(exist_ok=True)
+        (tmp_path / "predictions" / f"{name}.csv").write_text(
+            "actual,predicted,confidence,confidence_uncalibrated\n1,1,0.9,0.99\n2,3,0.6,0.8\n4,4,0.95,0.999\n"
+        )
         config = {
             "name": name, "type": model_type, "framework": "keras", "input": "flat", "params": {},
             "parameter_counts": {"total": parameters, "trainable": parameters, "non_trainable": 0},
@@ -127,10 +170,10 @@ def workdir(tracking_store, tmp_path, monkeypatch):
         }
         (tmp_path / "models" / name / "model").mkdir(parents=True)
         (tmp_path / "models" / name / "model" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/registry.json").write_text(json.dumps({"champion": {"model": "mlp", "name": "mnist", "version": 3}}))
     yield tmp_path
     mlflow.set_tracking_uri(None)
-
-
 
 
 def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
@@ -147,12 +190,16 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     summary = json.loads((workdir / "reports/summary.json").read_text())
     assert [model["model"] for model in summary["models"]] == ["cnn", "mlp"]
     assert summary["best_model"] == "cnn" and summary["best_accuracy"] == 0.9912
+    assert summary["champion"] == "mlp" and summary["unbeaten"] == ["cnn", "mlp"]
     assert summary["models"][1] == {
         "model": "mlp", "type": "keras_mlp", "parameters": 203_530, "accuracy": 0.9801, "loss": 0.07,
-        "errors": 199, "fit_seconds": 12.5, "epochs": 10, "sets": {"accuracy": 0.9801, **SET_METRICS},
+        "errors": 199, "fit_seconds": 12.5, "epochs": 10, "sets": {"accuracy": 0.9801, **SET_METRICS} | {
+            key: None for key in ("ece_uncalibrated", "ece_corruption_mean_uncalibrated")},
         "corruptions": {"fog": pytest.approx(0.7801), "stripe": pytest.approx(0.8801)},
+        "validation": {**VALIDATION_METRICS, "accuracy": pytest.approx(0.9791)}, "temperature": 1.2,
     }
-    for figure in ("accuracy_vs_params.png", "accuracy_vs_fit_time.png", "robustness.png"):
+    assert "| `mlp` ★ • |" in markdown
+    for figure in ("accuracy_vs_params.png", "accuracy_vs_fit_time.png", "robustness.png", "reliability.png"):
         png = workdir / "reports" / figure
         assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
     # The models x test sets table, in percent.
@@ -166,6 +213,7 @@ def test_report_entry_writes_the_three_files_and_an_mlflow_run(workdir):
     logged = {item.path for item in client.list_artifacts(run.info.run_id, "report")}
     assert logged == {
         "report/summary.md", "report/summary.json", "report/accuracy_vs_params.png", "report/accuracy_vs_fit_time.png", "report/robustness.png",
+        "report/reliability.png",
     }
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -48,6 +49,10 @@ def spread(tmp_path, monkeypatch):
     manifest = tmp_path / raw["paths"]["testsets_dir"] / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text('{"params": {"fake": true}, "sha256": {}}')
+    for split, count in (("train", 540), ("validation", 60)):  # how many digits each model fits on is part of a run
+        folder = tmp_path / raw["paths"][f"processed_{split}_dir"]
+        folder.mkdir(parents=True)
+        np.save(folder / "labels.npy", np.zeros(count, dtype=np.uint8))
     monkeypatch.chdir(tmp_path)
     module = load_script()
     monkeypatch.setattr(module, "SEEDS_IF_FAST", 6)  # fewer runs, the same rule
@@ -70,6 +75,7 @@ def spread(tmp_path, monkeypatch):
             (folder / module.FIT_FILE).write_text(json.dumps({"fit_seconds": fit}))
         row = {"model": name, "type": model.type, "params_hash": params_hash(model, without_seed=True), "seed": seed, "variant": variant,
                **{metric: 0.9 for metric in module.ROW_METRICS}, "testsets": manifest_digest(manifest.parent),
+               "fit_digits": module.fit_digits(model, params.paths),
                "fit_seconds": fit, "epochs": 1, "machine": {"cpu": "fake", "cpu_count": 1}, "versions": {}}
         with lock:
             module.append_run(runs_path, row)
@@ -178,3 +184,17 @@ def test_errors_name_the_params_that_differ_the_storage_and_a_missing_campaign(s
     assert "PostgreSQL at 127.0.0.1:9, password hidden" in caplog.text and "secret" not in caplog.text
     assert spread.main(["--summarize-only", "--study", "nope", "--storage", spread.url]) == 2
     assert "has no campaign 'nope'" in caplog.text
+
+
+def test_a_run_fitted_on_other_digits_is_redone_and_left_out_of_the_summary(spread):
+    """A model whose training digits changed (the validation split took 6,000 of them) is not the model measured."""
+    model = spread.load_params().model("sgd")
+    stale = {"model": "sgd", "type": "sgd", "params_hash": params_hash(model, without_seed=True), "seed": 0, "variant": "default",
+             "accuracy": 0.1, "fit_digits": 60_000, "testsets": "whatever", "fit_seconds": 1.0, "machine": {"cpu": "x", "cpu_count": 1}}
+    spread.append_run(spread.runs_path, stale)
+    # A row recorded before the split has no fit_digits: it fitted on all 60,000 training digits.
+    assert spread.recorded_fit_digits({k: v for k, v in stale.items() if k != "fit_digits"}, model) == 60_000
+    assert spread.main(["--models", "sgd"]) == 0
+    assert ("sgd", 0, "default") in spread.calls  # redone
+    noise = json.loads(Path("noise/noise.json").read_text())
+    assert 0.1 not in noise["models"]["sgd"]["seeds"]["accuracy"]["values"]

@@ -160,22 +160,38 @@ def test_the_pyfunc_validates_input_and_describes_its_output(store):
     assert np.asarray(example["inputs"]).shape == (2, 28, 28)
 
 
-def _candidate(store: Path, name: str, accuracy: float, tolerance: float = 0.004, seed_images: int = 0):
+def _candidate(store: Path, name: str, robustness: float, accuracy: float = 0.99, ece: float = 0.004, seed_images: int = 0):
+    """A gate-passing model whose validation results are these: ``robustness`` is its validation-corruption mean."""
     from mnist_pipeline.tracking.registry import Candidate
 
     folder = store / "models" / name
     if not folder.exists():
         train_folder(store, name, var_smoothing=10.0 ** -(seed_images + 3))
-    return Candidate(model=name, model_dir=folder / "model", accuracy=accuracy, params_hash="0" * 16, tolerance=tolerance)
+    validation = {"validation.accuracy": accuracy, "validation.corruption_mean": robustness, "validation.ece": ece}
+    return Candidate(model=name, model_dir=folder / "model", validation=validation, params_hash="0" * 16, card="a test model", accuracy=accuracy)
 
 
-def _register(store: Path, candidates):
+NOISE = 0.004
+
+
+def _register(store: Path, candidates, noise: float | None = NOISE):
     from mnist_pipeline.tracking.registry import RegistryParams, register
     from mnist_pipeline.tracking.store import configure_tracking
 
     experiment_id = configure_tracking()
     images, _ = synthetic_digits(2, seed=0)
-    return register(RegistryParams(), candidates, {"git.commit": "c" * 40}, experiment_id, {}, images)
+    settings = RegistryParams.model_validate({"profile": {
+        "objective": "validation.corruption_mean",
+        "constraints": [
+            {"metric": "validation.accuracy", "within_noise_of": "best", "tolerance": 0.002},
+            {"metric": "validation.corruption_mean", "within_noise_of": "champion", "tolerance": 0.005},
+            {"metric": "validation.ece", "at_most": 0.01},
+        ],
+    }})
+    return register(
+        settings, candidates, {"git.commit": "c" * 40}, experiment_id, {}, images,
+        noise=lambda model, metric: None if noise is None else (noise, f"{model}'s {metric}, measured"),
+    )
 
 
 def test_the_champion_moves_only_on_a_gain_beyond_noise(store):
@@ -190,47 +206,78 @@ def test_the_champion_moves_only_on_a_gain_beyond_noise(store):
     again = _register(store, [_candidate(store, "nb_a", 0.950), _candidate(store, "nb_b", 0.940, seed_images=1)])
     assert again.registered == [] and len(again.unchanged) == 2 and "champion already" in again.decision
 
-    # A new best model within noise: registered, the challenger, but not the champion.
-    close = _register(store, [_candidate(store, "nb_c", 0.953, tolerance=0.004, seed_images=2)])
+    # A more robust model within noise: registered, the challenger, but not the champion.
+    close = _register(store, [_candidate(store, "nb_c", 0.953, seed_images=2)])
     assert close.challenger["model"] == "nb_c" and close.champion["model"] == "nb_a"
-    assert "within the noise tolerance 0.0040" in close.decision
+    assert "within the noise 0.0040" in close.decision
     assert client.get_model_version_by_alias("mnist", "challenger").tags["pipeline_model"] == "nb_c"
 
     # Beyond noise: it becomes the champion, and the version says why.
-    far = _register(store, [_candidate(store, "nb_d", 0.960, tolerance=0.004, seed_images=3)])
+    far = _register(store, [_candidate(store, "nb_d", 0.960, seed_images=3)])
     champion = client.get_model_version_by_alias("mnist", "champion")
     assert far.champion["model"] == "nb_d" == champion.tags["pipeline_model"]
-    assert "beats the champion's 0.9500 by +0.0100, more than the noise tolerance 0.0040" in champion.tags["champion_reason"]
+    assert "0.9600 vs the champion's 0.9500 (+0.0100) gains more than the noise 0.0040" in champion.tags["champion_reason"]
+    assert champion.tags["validation.corruption_mean"] == "0.960000" and champion.tags["profile"] == "meets"
+    assert "a test model" in champion.description and "pass: validation.ece <= 0.01" in champion.description
 
     # Moved by hand (README), the rule compares with the hand-picked champion from then on.
     client.set_registered_model_alias("mnist", "champion", first.champion["version"])
-    assert _register(store, [_candidate(store, "nb_d", 0.960, tolerance=0.004, seed_images=3)]).champion["model"] == "nb_d"
+    assert _register(store, [_candidate(store, "nb_d", 0.960, seed_images=3)]).champion["model"] == "nb_d"
 
 
-def test_new_serving_code_repackages_the_champion_as_a_new_version_it_follows(store, monkeypatch):
-    from mnist_pipeline.tracking import registry
+def test_every_constraint_is_checked_recorded_and_tagged_and_a_failing_model_never_serves(store):
+    from mlflow import MlflowClient
 
     first = _register(store, [_candidate(store, "nb_a", 0.950)])
-    original = registry.content_hash
-    monkeypatch.setattr(registry, "content_hash", lambda weights: "new-code-" + original(weights)[:20])
-    again = _register(store, [_candidate(store, "nb_a", 0.950)])
-    assert [entry["name"] for entry in again.registered] == ["mnist-nb_a", "mnist"]
-    assert again.champion["version"] == first.champion["version"] + 1
-    assert "the champion's own trained model, packaged with the current serving code" in again.decision
+    # More robust, but over-confident (ECE) and less accurate than the best beyond noise: it fails both.
+    outcome = _register(store, [_candidate(store, "nb_a", 0.950), _candidate(store, "nb_b", 0.990, accuracy=0.980, ece=0.02, seed_images=1)])
+    assert outcome.champion["model"] == "nb_a" and outcome.challenger["model"] == "nb_a"
+    judged = outcome.record()["candidates"]["nb_b"]
+    assert judged["meets_profile"] is False and judged["objective"] == 0.99
+    verdicts = {check["constraint"]: check for check in judged["checks"]}
+    accuracy = verdicts["validation.accuracy within noise of the best's"]
+    assert not accuracy["passed"] and accuracy["threshold"] == pytest.approx(0.99 - NOISE)
+    assert "threshold check failed" in accuracy["detail"] and "the best candidate, nb_a" in accuracy["detail"]  # MLflow's own words
+    assert not verdicts["validation.ece <= 0.01"]["passed"]
+    robust = verdicts["validation.corruption_mean within noise of the champion's"]
+    assert robust["passed"] and robust["threshold"] == pytest.approx(0.95 - NOISE)
+    tags = MlflowClient().get_model_version("mnist-nb_b", 1).tags
+    assert tags["profile"] == "fails" and tags["profile.check.3"].startswith("FAIL: validation.ece <= 0.01")
+    assert first.champion["version"] == outcome.champion["version"]
+
+
+def test_a_champion_that_no_longer_meets_the_profile_is_replaced(store):
+    _register(store, [_candidate(store, "nb_a", 0.950)])
+    # Only a hair more robust, but the champion's confidence is now judged against a profile it fails.
+    replaced = _register(store, [_candidate(store, "nb_a", 0.950, ece=0.05), _candidate(store, "nb_b", 0.951, seed_images=1)])
+    assert replaced.champion["model"] == "nb_b" and "no longer meets the profile (validation.ece <= 0.01)" in replaced.decision
+
+
+def test_where_the_noise_model_has_not_measured_a_metric_the_profile_tolerance_applies(store):
+    outcome = _register(store, [_candidate(store, "nb_a", 0.95), _candidate(store, "nb_b", 0.96, accuracy=0.9985, seed_images=1)], noise=None)
+    check = outcome.record()["candidates"]["nb_a"]["checks"][0]
+    assert check["threshold"] == pytest.approx(0.9985 - 0.002) and "registry.profile's tolerance" in check["detail"]
+    assert outcome.champion["model"] == "nb_b"
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    challenger=st.floats(0, 1), champion=st.one_of(st.none(), st.floats(0, 1)), tolerance=st.floats(0, 0.1), same=st.booleans()
+    challenger=st.floats(0, 1), champion=st.one_of(st.none(), st.floats(0, 1)), tolerance=st.floats(0, 0.1), same=st.booleans(),
+    champion_meets=st.booleans(),
 )
-def test_champion_decision_promotes_exactly_on_a_gain_beyond_tolerance(challenger, champion, tolerance, same):
+def test_champion_decision_promotes_exactly_on_a_gain_beyond_tolerance(challenger, champion, tolerance, same, champion_meets):
+    from mnist_pipeline.tracking.champion import Check, Judgement
     from mnist_pipeline.tracking.registry import champion_decision
 
-    promote, reason = champion_decision(challenger, tolerance, champion, same)
+    best = Judgement("c", challenger)
+    current = None if champion is None else Judgement("h", champion, [Check("x", "validation.ece", 0.0, 0.0, champion_meets, "")])
+    promote, reason = champion_decision(best, current, tolerance, True, same)
     if champion is None:
         assert promote
     elif same:
         assert not promote
+    elif not champion_meets:
+        assert promote and "no longer meets" in reason
     else:
         assert promote == (challenger - champion > tolerance)
     assert reason

@@ -7,6 +7,7 @@ Each section's schema lives beside the code that reads it:
 | ``paths`` | ``paths.PathsParams`` |
 | ``data``, ``preprocess`` | ``data.params`` |
 | ``testsets`` | ``data.testsets.TestsetsParams`` |
+| ``valsets`` | ``data.valsets.ValsetsParams`` |
 | ``models.<name>`` | the model type's module, ``models/types/<type>.py`` (``models.registry``) |
 | ``ensembles.<name>`` | ``models.types.ensemble.EnsembleParams`` |
 | ``recipes.<name>`` | as ``models.<name>`` (``mnist_pipeline.recipes``: trained on demand) |
@@ -33,6 +34,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from mnist_pipeline.data.params import DataParams, PreprocessParams
 from mnist_pipeline.data.testsets import TestsetsParams
+from mnist_pipeline.data.valsets import ValsetsParams
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.evaluation import EvaluateParams
 from mnist_pipeline.models import registry
@@ -60,6 +62,7 @@ class Params(Section):
     data: DataParams
     preprocess: PreprocessParams
     testsets: TestsetsParams
+    valsets: ValsetsParams
     models: Annotated[dict[ModelName, Any], Field(min_length=1)]
     ensembles: dict[ModelName, EnsembleParams] = {}
     # Models trained only on demand, as DVC experiments (mnist_pipeline.recipes); no stage reads them.
@@ -81,6 +84,16 @@ class Params(Section):
                     f"ensembles.{name}.members: {unknown} are not trained models; members must be keys of models: {sorted(self.models)}"
                 )
             ensemble.resolve(self.models)
+        fraction = self.preprocess.validation_fraction
+        for section, models in (("models", self.models), ("recipes", self.recipes)):
+            for name, model in models.items():
+                held_out = getattr(model, "validation_split", 0.0)
+                if 0 < held_out < fraction:
+                    raise ValueError(
+                        f"{section}.{name}.validation_split: {held_out} holds out fewer digits than the validation split "
+                        f"(preprocess.validation_fraction {fraction}), so the model would fit on validation digits; "
+                        f"use 0 (no per-epoch curves) or at least {fraction}"
+                    )
         unknown = sorted(set(self.gate.floors) - set(self.scored))
         if unknown:
             raise ValueError(

@@ -1,8 +1,12 @@
-"""Score a trained model on the test digits: pure functions of (model, inputs, labels).
+"""Score a trained model on the validation sets and the test sets: pure functions of (model, inputs, labels).
 
 ``pipeline/evaluate.py`` does the file I/O around them and ``tracking.evaluation`` the MLflow
 logging. Everything works on class probabilities of shape (N, 10), one column per digit, which
-the model's framework adapter produces (``predict_proba``), whatever the framework.
+the model's framework adapter produces (``predict_proba``), whatever the framework, calibrated by
+the model's temperature (``models.calibration``); each set's ECE is reported before and after.
+
+The validation scores (the clean validation digits and the validation corruptions) are what
+choices read; the test scores only report and gate.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mnist_pipeline.constants import DIGITS
 from mnist_pipeline.data.arrays import load_array, load_split
 from mnist_pipeline.data.preprocess import as_representation
 from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.paths import Section
 
 # pandas, sklearn.metrics and the test sets' module (scipy) are imported where used: the params
@@ -25,7 +30,7 @@ from mnist_pipeline.paths import Section
 # (benchmarks/results/import_times.json).
 
 METRIC_KEYS = ("accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro")
-PREDICTION_COLUMNS = ("actual", "predicted", "confidence")
+PREDICTION_COLUMNS = ("actual", "predicted", "confidence", "confidence_uncalibrated")
 
 
 class EvaluateParams(Section):
@@ -91,8 +96,9 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=list(DIGITS))
 
 
-def dvc_metrics(scores: "SetScores", config: dict[str, Any]) -> dict[str, Any]:
-    """What DVC tracks and the gate compares: every set's results plus the model's size and epochs run.
+def dvc_metrics(scores: "SetScores", config: dict[str, Any], validation: "ValidationScores") -> dict[str, Any]:
+    """What DVC tracks and the gate compares: every test set's results, the validation results
+    apart (under ``validation``), the temperature, and the model's size and epochs run.
 
     No timing: this file is what ``dvc metrics diff`` compares, and a fit time moves on every
     retrain. Fit time lives in MLflow and in the report (from the model's ``config.json``).
@@ -101,23 +107,28 @@ def dvc_metrics(scores: "SetScores", config: dict[str, Any]) -> dict[str, Any]:
     return {
         **scores.summary(),
         "corruption": {name: result["accuracy"] for name, result in scores.corruptions.items()},
+        "validation": validation.summary(),
+        "temperature": float(config.get("temperature", 1.0)),
         "params_total": int(counts["total"]),
         "params_trainable": int(counts["trainable"]),
         "epochs": int(config["epochs"]),
     }
 
 
-def predictions_frame(labels: np.ndarray, proba: np.ndarray) -> Any:
-    """One row per test digit (a DataFrame), in test-set order: actual, predicted, confidence of the prediction."""
+def predictions_frame(labels: np.ndarray, proba: np.ndarray, uncalibrated: np.ndarray) -> Any:
+    """One row per test digit (a DataFrame), in test-set order: actual, predicted, the (calibrated)
+    confidence of the prediction, and that confidence before calibration."""
     import pandas as pd
 
     proba = _normalised(proba)
     predicted = predicted_labels(proba)
+    rows = np.arange(proba.shape[0])
     return pd.DataFrame(
         {
             "actual": np.asarray(labels, dtype=np.int64),
             "predicted": predicted.astype(np.int64),
-            "confidence": proba[np.arange(proba.shape[0]), predicted],
+            "confidence": proba[rows, predicted],
+            "confidence_uncalibrated": _normalised(uncalibrated)[rows, predicted],
         }
     )
 
@@ -138,14 +149,58 @@ def _accuracy(labels: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean(predicted_labels(proba) == np.asarray(labels)))
 
 
+def set_scores(labels: np.ndarray, raw: np.ndarray, temperature: float, bins: int) -> tuple[dict[str, float], np.ndarray]:
+    """One set: accuracy, ECE after and before calibration; and the calibrated probabilities."""
+    proba = calibrate(raw, temperature)
+    scores = {
+        "accuracy": _accuracy(labels, proba),
+        "ece": expected_calibration_error(labels, proba, bins),
+        "ece_uncalibrated": expected_calibration_error(labels, raw, bins),
+    }
+    return scores, proba
+
+
+@dataclass(frozen=True)
+class ValidationScores:
+    """One model scored on the validation sets (``data.valsets``): what every choice reads."""
+
+    clean: dict[str, float | int]  # compute_metrics on the clean validation digits, plus both ECEs
+    corruptions: dict[str, dict[str, float]]  # validation corruption -> accuracy, ece, ece_uncalibrated
+    proba: dict[str, np.ndarray]  # calibrated probabilities per set ("clean" first): the ensemble chooses from them
+    valsets_digest: str
+
+    def summary(self) -> dict[str, Any]:
+        accuracy = [scores["accuracy"] for scores in self.corruptions.values()]
+        return {
+            **self.clean,
+            "corruption_mean": float(np.mean(accuracy)),
+            "corruption_worst": float(np.min(accuracy)),
+            "ece_corruption_mean": float(np.mean([scores["ece"] for scores in self.corruptions.values()])),
+            "corruption": {name: scores["accuracy"] for name, scores in self.corruptions.items()},
+        }
+
+
+def score_validation(predict: Callable[[np.ndarray], np.ndarray], valsets: Any, temperature: float, bins: int) -> ValidationScores:
+    """Score ``predict`` (0-255 pixels -> uncalibrated probabilities) at ``temperature`` on every validation set (a ``Valsets``)."""
+    labels = np.asarray(valsets.labels)
+    raw = predict(valsets.clean)
+    clean_scores, clean_proba = set_scores(labels, raw, temperature, bins)
+    clean = {**compute_metrics(labels, clean_proba), "ece": clean_scores["ece"], "ece_uncalibrated": clean_scores["ece_uncalibrated"]}
+    corruptions, probabilities = {}, {"clean": clean_proba}
+    for name, pixels in valsets.corruptions.items():
+        corruptions[name], probabilities[name] = set_scores(labels, predict(pixels), temperature, bins)
+    return ValidationScores(clean, corruptions, probabilities, valsets.digest)
+
+
 @dataclass(frozen=True)
 class SetScores:
     """One model scored on every test set (``data.testsets``)."""
 
-    clean: dict[str, float | int]  # compute_metrics on the MNIST test digits, plus ece
-    clean_proba: np.ndarray
-    corruptions: dict[str, dict[str, float]]  # corruption -> accuracy, ece
-    uci: dict[str, float]  # accuracy, ece
+    clean: dict[str, float | int]  # compute_metrics on the MNIST test digits (calibrated), plus ece and ece_uncalibrated
+    clean_proba: np.ndarray  # calibrated
+    clean_proba_uncalibrated: np.ndarray
+    corruptions: dict[str, dict[str, float]]  # corruption -> accuracy, ece, ece_uncalibrated
+    uci: dict[str, float]  # accuracy, ece, ece_uncalibrated
     series: Any  # DataFrame: one row per NIST series (writer population): digits, errors, accuracy
     writers: Any  # DataFrame: one row per writer with at least min_writer_digits digits, worst first
     testsets_digest: str
@@ -160,8 +215,10 @@ class SetScores:
             "corruption_mean": float(np.mean(accuracy)),
             "corruption_worst": float(np.min(accuracy)),
             "ece_corruption_mean": float(np.mean([scores["ece"] for scores in self.corruptions.values()])),
+            "ece_corruption_mean_uncalibrated": float(np.mean([scores["ece_uncalibrated"] for scores in self.corruptions.values()])),
             "uci_accuracy": self.uci["accuracy"],
             "ece_uci": self.uci["ece"],
+            "ece_uci_uncalibrated": self.uci["ece_uncalibrated"],
             **{f"series{series}_accuracy": float(row.accuracy) for series, row in by_series.items() if series in SERIES},
             # How many times likelier an error is on the harder writers (series 4) than the easier (0).
             "series_error_ratio": rate[4] / rate[0] if rate.get(0) and 4 in rate else None,
@@ -173,20 +230,18 @@ SERIES = (0, 4)  # NIST's two writer populations in the MNIST test set (one digi
 
 
 def score_testsets(
-    predict: Callable[[np.ndarray], np.ndarray], sets: Any, bins: int, min_writer_digits: int
+    predict: Callable[[np.ndarray], np.ndarray], sets: Any, bins: int, min_writer_digits: int, temperature: float = 1.0
 ) -> SetScores:
-    """Score ``predict`` (0-255 pixels (N, 784) -> probabilities (N, 10)) on every set of ``sets`` (a ``Testsets``)."""
+    """Score ``predict`` (0-255 pixels (N, 784) -> uncalibrated probabilities (N, 10)) at ``temperature``
+    on every set of ``sets`` (a ``Testsets``)."""
     import pandas as pd
 
     labels = np.asarray(sets.labels)
-    clean_proba = predict(sets.clean)
-    clean = {**compute_metrics(labels, clean_proba), "ece": expected_calibration_error(labels, clean_proba, bins)}
-    corruptions = {}
-    for name, pixels in sets.corruptions.items():
-        proba = predict(pixels)
-        corruptions[name] = {"accuracy": _accuracy(labels, proba), "ece": expected_calibration_error(labels, proba, bins)}
-    uci_proba = predict(sets.uci)
-    uci = {"accuracy": _accuracy(sets.uci_labels, uci_proba), "ece": expected_calibration_error(sets.uci_labels, uci_proba, bins)}
+    clean_raw = predict(sets.clean)
+    clean_scores, clean_proba = set_scores(labels, clean_raw, temperature, bins)
+    clean = {**compute_metrics(labels, clean_proba), "ece": clean_scores["ece"], "ece_uncalibrated": clean_scores["ece_uncalibrated"]}
+    corruptions = {name: set_scores(labels, predict(pixels), temperature, bins)[0] for name, pixels in sets.corruptions.items()}
+    uci, _ = set_scores(sets.uci_labels, predict(sets.uci), temperature, bins)
 
     frame = pd.DataFrame({
         "series": sets.writers[:, 0], "writer": sets.writers[:, 1], "error": predicted_labels(clean_proba) != labels,
@@ -197,7 +252,7 @@ def score_testsets(
     writers = writers[writers["digits"] >= min_writer_digits].copy()
     writers["accuracy"] = 1.0 - writers["errors"] / writers["digits"]
     writers = writers.sort_values(["accuracy", "digits", "writer"], ascending=[True, False, True], ignore_index=True)
-    return SetScores(clean, clean_proba, corruptions, uci, series, writers, sets.digest)
+    return SetScores(clean, clean_proba, _normalised(clean_raw), corruptions, uci, series, writers, sets.digest)
 
 
 def model_predictor(adapter: Any, model: Any, representation: str, dtype: Any, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -206,12 +261,27 @@ def model_predictor(adapter: Any, model: Any, representation: str, dtype: Any, b
     return lambda pixels: adapter.predict_proba(model, as_representation(pixels, representation, dtype), batch_size)
 
 
-def score_all_sets(adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams) -> tuple[Any, SetScores]:
-    """The sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
+def score_all_sets(
+    adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams, temperature: float = 1.0
+) -> tuple[Any, SetScores]:
+    """The test sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
     from mnist_pipeline.data.testsets import load_testsets
 
     pixels, labels = load_split(paths, "test", "pixels")
     dtype = load_array(paths.processed("test", representation)).dtype
     sets = load_testsets(paths.testsets_dir, pixels, labels)
     predict = model_predictor(adapter, model, representation, dtype, settings.batch_size)
-    return sets, score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits)
+    return sets, score_testsets(predict, sets, settings.calibration_bins, settings.min_writer_digits, temperature)
+
+
+def score_validation_sets(
+    adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams, temperature: float = 1.0
+) -> tuple[Any, ValidationScores]:
+    """The validation sets the pipeline made (a ``Valsets``), and ``model`` scored on them as evaluate@<model> scores it."""
+    from mnist_pipeline.data.valsets import load_valsets
+
+    pixels, labels = load_split(paths, "validation", "pixels")
+    dtype = load_array(paths.processed("validation", representation)).dtype
+    valsets = load_valsets(paths.valsets_dir, pixels, labels)
+    predict = model_predictor(adapter, model, representation, dtype, settings.batch_size)
+    return valsets, score_validation(predict, valsets, temperature, settings.calibration_bins)

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 
+Split = Literal["train", "validation", "test"]
+
+
 class Section(BaseModel):
     """A params.yaml section: an unknown key is an error, and the loaded values are read-only.
 
@@ -22,8 +25,10 @@ class Section(BaseModel):
 class PathsParams(Section):
     raw_dir: str
     processed_train_dir: str
+    processed_validation_dir: str  # the last training digits, which no model fits on (data.preprocess)
     processed_test_dir: str
     testsets_dir: str  # corrupted, other writers' and writer-labelled test digits (data.testsets)
+    valsets_dir: str  # the validation digits under the validation corruptions (data.valsets)
     models_dir: str
     metrics_dir: str
     predictions_dir: str
@@ -34,10 +39,10 @@ class PathsParams(Section):
     def raw(self, filename: str) -> Path:
         return Path(self.raw_dir) / filename
 
-    def processed_dir(self, split: Literal["train", "test"]) -> Path:
-        return Path(self.processed_train_dir if split == "train" else self.processed_test_dir)
+    def processed_dir(self, split: Split) -> Path:
+        return Path({"train": self.processed_train_dir, "validation": self.processed_validation_dir, "test": self.processed_test_dir}[split])
 
-    def processed(self, split: Literal["train", "test"], representation: str) -> Path:
+    def processed(self, split: Split, representation: str) -> Path:
         return self.processed_dir(split) / f"{representation}.npy"
 
     def model_dir(self, model_name: str) -> Path:
@@ -48,6 +53,10 @@ class PathsParams(Section):
 
     def predictions_file(self, model_name: str) -> Path:
         return Path(self.predictions_dir) / f"{model_name}.csv"
+
+    def validation_predictions_file(self, model_name: str) -> Path:
+        """The model's calibrated probabilities on every validation set (the ensemble chooses from them)."""
+        return Path(self.predictions_dir) / f"{model_name}.validation.npz"
 
     def report_file(self, name: str) -> Path:
         return Path(self.reports_dir) / name

@@ -32,6 +32,7 @@ blurred vertically only, and ``randint(-1, 1)`` excludes 1, so swaps only go up 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -82,7 +83,7 @@ _CENTRE = (IMAGE_SIDE - 1) / 2
 _FOG_CHUNK = 16
 
 
-def _blur(x: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
+def blur(x: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
     """scikit-image's ``gaussian`` (edge mode 'nearest', truncate 4) on each image of the stack."""
     rows, cols = (sigma, sigma) if np.isscalar(sigma) else sigma
     return ndimage.gaussian_filter(x, (0, rows, cols), mode="nearest", truncate=4.0)
@@ -121,7 +122,7 @@ def _impulse_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _glass_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = x.shape[0]
     # The original stores the first blur as uint8 (truncating) before shuffling.
-    flat = np.floor(_blur(x, GLASS_SIGMA) * 255).reshape(n, -1)
+    flat = np.floor(blur(x, GLASS_SIGMA) * 255).reshape(n, -1)
     span = range(IMAGE_SIDE - GLASS_MAX_DELTA, GLASS_MAX_DELTA, -1)
     positions = np.array([row * IMAGE_SIDE + col for row in span for col in span])
     images = np.arange(n)
@@ -136,36 +137,38 @@ def _glass_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             here = flat[:, position].copy()
             flat[:, position] = flat[images, partner]
             flat[images, partner] = here
-    return _blur(flat.reshape(x.shape) / 255, GLASS_SIGMA)
+    return blur(flat.reshape(x.shape) / 255, GLASS_SIGMA)
 
 
-_MOTION_TAPS = np.arange(2 * MOTION_RADIUS + 1)
+def motion_blur(x: np.ndarray, angles: np.ndarray, radius: int, sigma: float) -> np.ndarray:
+    """ImageMagick's ``-motion-blur radius×sigma+angle`` of each image, ``angles`` in radians, one per image.
 
-
-def _motion_kernel(offsets: np.ndarray) -> np.ndarray:
-    """ImageMagick's MotionBlurImage kernel: tap i has weight exp(−i²/2σ²) and reads the pixel ``offsets[i]`` away."""
-    weights = np.exp(-(_MOTION_TAPS**2) / (2 * MOTION_SIGMA**2))
-    half = _MOTION_TAPS[-1]
-    # Odd-sided and centred, so ndimage.correlate reads pixel (r + row offset, c + column offset).
-    kernel = np.zeros((1, 2 * half + 1, 2 * half + 1))
-    np.add.at(kernel, (0, half + offsets[:, 0], half + offsets[:, 1]), weights / weights.sum())
-    return kernel
-
-
-def _motion_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    angles = np.deg2rad(rng.uniform(-MOTION_MAX_ANGLE, MOTION_MAX_ANGLE, size=x.shape[0]))
-    # ImageMagick rounds each tap to a whole pixel: (row, column) = ⌈i·(sin, cos) − ½⌉.
-    rows = np.ceil(np.outer(np.sin(angles), _MOTION_TAPS) - 0.5)
-    cols = np.ceil(np.outer(np.cos(angles), _MOTION_TAPS) - 0.5)
+    The kernel is one-sided: tap i (0 … 2·radius) has weight exp(−i²/2σ²) and reads the pixel at
+    ⌈i·(sin, cos)(angle) − ½⌉ (row, column), as ImageMagick rounds each tap to a whole pixel.
+    """
+    taps = np.arange(2 * radius + 1)
+    weights = np.exp(-(taps**2) / (2 * sigma**2))
+    weights /= weights.sum()
+    rows = np.ceil(np.outer(np.sin(angles), taps) - 0.5)
+    cols = np.ceil(np.outer(np.cos(angles), taps) - 0.5)
     offsets = np.stack([rows, cols], axis=-1).astype(np.intp)
     # Rounding makes many angles share a kernel: blur each group of images in one call.
     unique, group = np.unique(offsets, axis=0, return_inverse=True)
     group = group.ravel()
     out = np.empty_like(x)
+    half = taps[-1]
     for index, kernel_offsets in enumerate(unique):
+        # Odd-sided and centred, so ndimage.correlate reads pixel (r + row offset, c + column offset).
+        kernel = np.zeros((1, 2 * half + 1, 2 * half + 1))
+        np.add.at(kernel, (0, half + kernel_offsets[:, 0], half + kernel_offsets[:, 1]), weights)
         members = group == index
-        out[members] = ndimage.correlate(x[members], _motion_kernel(kernel_offsets), mode="nearest")
+        out[members] = ndimage.correlate(x[members], kernel, mode="nearest")
     return out
+
+
+def _motion_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    angles = np.deg2rad(rng.uniform(-MOTION_MAX_ANGLE, MOTION_MAX_ANGLE, size=x.shape[0]))
+    return motion_blur(x, angles, MOTION_RADIUS, MOTION_SIGMA)
 
 
 def _shear(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -247,8 +250,8 @@ def _fog(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    liquid = _blur(rng.normal(SPATTER_MEAN, SPATTER_STD, size=x.shape), SPATTER_SIGMA)
-    mask = _blur((liquid > SPATTER_THRESHOLD).astype(np.float64), SPATTER_MASK_SIGMA)
+    liquid = blur(rng.normal(SPATTER_MEAN, SPATTER_STD, size=x.shape), SPATTER_SIGMA)
+    mask = blur((liquid > SPATTER_THRESHOLD).astype(np.float64), SPATTER_MASK_SIGMA)
     mask[mask < SPATTER_MASK_THRESHOLD] = 0
     return x * (1 - mask) + SPATTER_GREY / 255 * mask
 
@@ -322,11 +325,12 @@ def _canny_edges(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # Each corruption is the private function of the same name; a missing one fails at import.
 _FUNCTIONS = {name: globals()[f"_{name}"] for name in CORRUPTIONS}
+Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-def _check(images: np.ndarray, name: str) -> None:
-    if name not in _FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; expected one of: {', '.join(CORRUPTIONS)}")
+def _check(functions: dict[str, Corruption], images: np.ndarray, name: str) -> None:
+    if name not in functions:
+        raise ValueError(f"unknown corruption {name!r}; expected one of: {', '.join(functions)}")
     if not isinstance(images, np.ndarray):
         raise ValueError(f"expected a NumPy array of shape (N, {IMAGE_SIDE}, {IMAGE_SIDE}), found {type(images).__name__}")
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or images.dtype != np.uint8:
@@ -336,15 +340,21 @@ def _check(images: np.ndarray, name: str) -> None:
         )
 
 
-def corrupt(images: np.ndarray, name: str, seed: int) -> np.ndarray:
-    """``images`` (N, 28, 28) uint8 under corruption ``name``, as a new uint8 array.
+def apply_corruption(functions: dict[str, Corruption], images: np.ndarray, name: str, seed: int, stream: tuple[int, ...] = ()) -> np.ndarray:
+    """``images`` (N, 28, 28) uint8 under ``functions[name]``, as a new uint8 array.
 
-    All randomness comes from one generator seeded with ``[seed, index of name]`` (``seed`` a
-    non-negative integer), so the same arguments give the same bytes on the same machine.
+    All randomness comes from one generator seeded with ``[seed, *stream, index of name]``: the
+    same arguments give the same bytes on the same machine, and each ``stream`` (the test
+    corruptions', the validation corruptions') draws its own numbers.
     """
-    _check(images, name)
+    _check(functions, images, name)
     if images.shape[0] == 0:
         return images.copy()
-    rng = np.random.default_rng([seed, CORRUPTIONS.index(name)])
-    result = _FUNCTIONS[name](images.astype(np.float64) / 255, rng)
+    rng = np.random.default_rng([seed, *stream, list(functions).index(name)])
+    result = functions[name](images.astype(np.float64) / 255, rng)
     return np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
+
+
+def corrupt(images: np.ndarray, name: str, seed: int) -> np.ndarray:
+    """``images`` (N, 28, 28) uint8 under MNIST-C corruption ``name``; randomness from ``[seed, index of name]``."""
+    return apply_corruption(_FUNCTIONS, images, name, seed)

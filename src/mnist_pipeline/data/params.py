@@ -39,6 +39,9 @@ class DataParams(Mirrored):
 
 class PreprocessParams(Section):
     dtype: Literal["float32", "float64"] = "float32"
+    # The last tenth of the training digits (6,000) is the validation split: every choice is made
+    # on it, and no model fits on it. The last, as Keras' validation_split takes them.
+    validation_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.1
     # Shrink the data for smoke runs; null keeps every example.
     train_limit: Annotated[int, Field(ge=100, le=MNIST_TRAIN_SIZE)] | None = None
     test_limit: Annotated[int, Field(ge=100, le=MNIST_TEST_SIZE)] | None = None

@@ -1,7 +1,8 @@
 """Turn decoded MNIST arrays into the representations the seed's models consume.
 
-Pure functions over NumPy arrays; ``pipeline/preprocess.py`` does the file I/O. Each split is
-stored in its own folder as several ``.npy`` arrays (``np.load(..., mmap_mode="r")`` maps them without copying):
+Pure functions over NumPy arrays; ``pipeline/preprocess.py`` does the file I/O. Three splits:
+``train`` (the first 54,000 training digits), ``validation`` (the last 6,000: every choice is made
+on them, and no model fits on them) and ``test``. Each split is stored in its own folder as several ``.npy`` arrays (``np.load(..., mmap_mode="r")`` maps them without copying):
 
 - ``pixels``: (N, 784) uint8, the raw 0-255 pixels the seed's scikit-learn homework uses;
 - ``flat``: (N, 784) float in [0, 1], the MLP's input;
@@ -63,11 +64,23 @@ def as_representation(pixels: np.ndarray, representation: str, dtype: str | np.d
     raise ValueError(f"unknown input representation {representation!r}; expected pixels, flat or image")
 
 
+def validation_start(count: int, fraction: float) -> int:
+    """Where the validation split begins among ``count`` training digits: the last ``fraction`` of
+    them, cut where Keras' ``validation_split`` cuts, so a Keras model holding out at least that
+    fraction holds out every validation digit."""
+    return int(count * (1.0 - fraction))
+
+
 def preprocess(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], params: PreprocessParams
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``{"train": {"flat": ..., ...}, "test": {...}}``."""
+    """``{"train": {"flat": ..., ...}, "validation": {...}, "test": {...}}``."""
+    images, labels = train
+    if params.train_limit is not None:
+        images, labels = images[: params.train_limit], labels[: params.train_limit]
+    start = validation_start(len(labels), params.validation_fraction)
     return {
-        "train": represent(*train, params, params.train_limit),
+        "train": represent(images[:start], labels[:start], params, None),
+        "validation": represent(images[start:], labels[start:], params, None),
         "test": represent(*test, params, params.test_limit),
     }

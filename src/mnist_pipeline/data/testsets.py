@@ -236,29 +236,29 @@ class Testsets:
     digest: str  # of the manifest: names this exact collection of sets
 
 
-def read_manifest(root: Path, required: tuple[str, ...] = ("params", "sha256")) -> dict:
-    """The manifest the ``testsets`` stage wrote to ``root``, with at least the ``required`` keys."""
+def read_manifest(root: Path, required: tuple[str, ...] = ("params", "sha256"), stage: str = "testsets") -> dict:
+    """The manifest the ``stage`` stage (``testsets`` or ``valsets``) wrote to ``root``, with at least the ``required`` keys."""
     manifest = Layout(Path(root)).manifest
     try:
         content = json.loads(manifest.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"{manifest}: not found; run `dvc repro testsets` to make the test sets") from None
+        raise ArtifactError(f"{manifest}: not found; run `dvc repro {stage}` to make the sets") from None
     except ValueError as exc:
-        raise ArtifactError(f"{manifest}: not a test-sets manifest ({exc}); rerun `dvc repro -f testsets`") from None
+        raise ArtifactError(f"{manifest}: not a sets manifest ({exc}); rerun `dvc repro -f {stage}`") from None
     missing = [key for key in required if not isinstance(content, dict) or key not in content]
     if missing:
-        raise ArtifactError(f"{manifest}: not a test-sets manifest (no {missing}); rerun `dvc repro -f testsets`")
+        raise ArtifactError(f"{manifest}: not a sets manifest (no {missing}); rerun `dvc repro -f {stage}`")
     return content
 
 
-def _digest(manifest: dict) -> str:
+def digest_of(manifest: dict) -> str:
     """Names one exact collection of sets: a hash of its params and of every array's SHA-256."""
     identity = {"params": manifest["params"], "sha256": manifest["sha256"]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def manifest_digest(root: Path) -> str:
-    return _digest(read_manifest(root))
+    return digest_of(read_manifest(root))
 
 
 def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets:
@@ -281,5 +281,5 @@ def load_testsets(root: Path, clean: np.ndarray, labels: np.ndarray) -> Testsets
         uci=load_array(layout.uci_pixels),
         uci_labels=load_array(layout.uci_labels),
         writers=writers,
-        digest=_digest(manifest),
+        digest=digest_of(manifest),
     )

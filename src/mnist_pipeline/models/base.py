@@ -27,6 +27,9 @@ class FitResult:
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (or one row in all)
     parameter_counts: dict[str, int] = field(default_factory=dict)
+    temperature: float = 1.0  # fitted on the validation digits after the fit (models.calibration)
+    calibration: dict[str, float] = field(default_factory=dict)  # the validation NLL before and after
+    details: dict[str, Any] = field(default_factory=dict)  # what else the fit decided (an ensemble's selection), saved in config.json
 
     @property
     def has_curves(self) -> bool:

@@ -40,6 +40,10 @@ def training_config(name: str, params: Any, representation: str, result: FitResu
         "parameter_counts": result.parameter_counts,
         "fit_seconds": round(result.fit_seconds, 3),
         "epochs": result.epochs,
+        # Applied to every prediction of this model (models.calibration), fitted on the validation digits.
+        "temperature": result.temperature,
+        "calibration": result.calibration,
+        **result.details,
     }
 
 
@@ -109,6 +113,9 @@ def check_config(config: Any, source: str) -> dict[str, Any]:
     for key, kind in (("fit_seconds", (int, float)), ("epochs", int), ("type", str)):
         if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
             problems.append(f"{key} is missing or has the wrong type (got {config.get(key)!r})")
+    temperature = config.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        problems.append(f"temperature must be a positive number, got {temperature!r}")
     if problems:
         raise ArtifactError(f"{source}: not a model config the train stage writes: " + "; ".join(problems))
     return config
@@ -134,6 +141,11 @@ def read_run(directory: Path, name: str) -> RunRecord:
             f"rerun `dvc repro -f train@{name}`"
         )
     return RunRecord(**fields)
+
+
+def temperature_of(config: dict[str, Any]) -> float:
+    """The temperature a model's predictions are calibrated with; 1 for a folder saved before calibration."""
+    return float(config.get("temperature", 1.0))
 
 
 def load_model_folder(folder: Path, fix: str = "expected a model folder written by the train stage") -> tuple[dict[str, Any], Any, Any]:

@@ -67,6 +67,9 @@ SCHEMA_1_METRICS = ("accuracy", "loss")
 SUMMARISED_METRICS = (
     "accuracy", "loss", "corruption_mean", "corruption_worst", "uci_accuracy", "ece", "ece_corruption_mean",
     "series0_accuracy", "series4_accuracy",
+    # The validation sets' (what the champion rule reads), as seed_spread.py records them.
+    "validation_accuracy", "validation_corruption_mean", "validation_corruption_worst", "validation_loss", "validation_ece",
+    "validation_ece_corruption_mean",
 )
 DEFAULT_VARIANT = "default"
 TABLE_METRICS = ("accuracy", "corruption_mean", "uci_accuracy")  # format_summary's columns, where measured

@@ -167,3 +167,35 @@ def robustness_heatmap(accuracy: pandas.DataFrame, title: str) -> Figure:
     axis.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def reliability_figure(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], title: str, bins: int = 15) -> Figure:
+    """Reliability diagrams: per panel (a model), accuracy against confidence in equal-width bins, one curve
+    per labelled ``(confidence, correct)`` pair (before and after calibration), the diagonal for reference."""
+    plt = pyplot()
+    columns = min(len(panels), 4)
+    rows = int(math.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.3 * rows + 0.4), squeeze=False)
+    for axis in axes.ravel()[len(panels):]:
+        figure.delaxes(axis)
+    for axis, (panel, curves) in zip(axes.ravel(), panels.items()):
+        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        for (label, (confidence, correct)), style in zip(curves.items(), ("--", "-", "-.")):
+            confidence = np.asarray(confidence, dtype=np.float64)
+            which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+            count = np.bincount(which, minlength=bins)
+            hits = np.bincount(which, weights=np.asarray(correct, dtype=np.float64), minlength=bins)
+            sure = np.bincount(which, weights=confidence, minlength=bins)
+            ece = float(np.abs(hits - sure).sum() / max(count.sum(), 1))
+            used = count > 0
+            axis.plot(sure[used] / count[used], hits[used] / count[used], style, marker="o", markersize=3, label=f"{label}: ECE {ece:.3f}")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(panel, fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper left")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -1,16 +1,19 @@
-"""The cross-model report: one table of every model in ``params.scored`` (models and ensembles), best first.
+"""The cross-model report: every model in ``params.scored`` (models and ensembles), on the test sets and apart on the validation sets.
 
-Pure functions build the rows, the sentence and the figure; ``collect_rows``, ``write_report``
-and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py``:
+Pure functions build the rows, the tables, the sentence and the figures; ``collect_rows``,
+``write_report`` and ``log_report`` are the thin I/O around them, called by ``pipeline/report.py``:
 
-- ``reports/summary.md``: a markdown table (model, type, parameters, test accuracy, test loss,
-  errors, fit time, epochs) sorted by test accuracy, with a sentence on the seed's contrast:
-  does the CNN, with fewer parameters, beat the MLP? The sentence is computed from the numbers;
+- ``reports/summary.md``: first, one models x (MNIST test, corruption mean, worst corruption, UCI
+  digits, series error ratio, ECE) table marking the registry's champion and the models no other
+  model beats on every column; then the validation results (what the choices read), the classic
+  table (parameters, test loss, errors, fit time, epochs) with a sentence on the seed's contrast
+  (does the CNN, with fewer parameters, beat the MLP?), every test set, and the noise model;
 - ``reports/summary.json``: the same rows, machine-readable;
-- ``reports/accuracy_vs_params.png``: test accuracy against parameter count (log scale);
-- ``reports/accuracy_vs_fit_time.png``: test accuracy against fit time (log scale).
+- ``reports/accuracy_vs_params.png``, ``reports/accuracy_vs_fit_time.png``: test accuracy against
+  parameter count and fit time (log scale); ``reports/robustness.png``: the heat map of every
+  test set; ``reports/reliability.png``: each model's reliability diagram before and after calibration.
 
-``tracking.report`` logs the three files to MLflow.
+``tracking.report`` logs the files to MLflow.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from mnist_pipeline.data.testsets import MNIST_C_CORRUPTIONS
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.store import read_config, read_json
 from mnist_pipeline.paths import PathsParams, Section
-from mnist_pipeline.reporting.plots import close_figures, pyplot, robustness_heatmap
+from mnist_pipeline.reporting.plots import close_figures, pyplot, reliability_figure, robustness_heatmap
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params
@@ -45,6 +48,24 @@ FIT_TIME_PNG = "accuracy_vs_fit_time.png"
 SEED_CNN, SEED_MLP = "cnn", "mlp"
 REQUIRED_METRICS = ("accuracy", "loss", "errors", "params_total", "corruption_mean", "corruption_worst", "uci_accuracy", "ece")
 ROBUSTNESS_PNG = "robustness.png"
+RELIABILITY_PNG = "reliability.png"
+# The table the report and the README lead with: (column, metric, higher is better, as a percentage?)
+LEAD_COLUMNS = (
+    ("MNIST test", "accuracy", True, True),
+    ("corruption mean", "corruption_mean", True, True),
+    ("worst corruption", "corruption_worst", True, True),
+    ("UCI digits", "uci_accuracy", True, True),
+    ("series error ratio 4/0", "series_error_ratio", False, False),
+    ("ECE", "ece", False, False),
+)
+# The validation sets' columns (metrics/<m>.json: validation), apart from the test sets.
+VALIDATION_COLUMNS = (
+    ("validation", "accuracy", True),
+    ("validation corruptions, mean", "corruption_mean", True),
+    ("worst validation corruption", "corruption_worst", True),
+    ("ECE before", "ece_uncalibrated", False),
+    ("ECE after", "ece", False),
+)
 # The models x test sets table: (column, metric in metrics/<m>.json, as a percentage?)
 SET_COLUMNS = (
     ("MNIST test", "accuracy", True),
@@ -56,7 +77,9 @@ SET_COLUMNS = (
     ("error ratio 4/0", "series_error_ratio", False),
     ("worst writer", "worst_writer_accuracy", True),
     ("ECE", "ece", False),
+    ("ECE before calibration", "ece_uncalibrated", False),
     ("ECE, corruptions", "ece_corruption_mean", False),
+    ("ECE, corruptions, before", "ece_corruption_mean_uncalibrated", False),
 )
 
 
@@ -78,6 +101,8 @@ class ModelRow:
     epochs: int
     sets: dict[str, float | None]  # SET_COLUMNS' metrics
     corruptions: dict[str, float]  # accuracy per corruption
+    validation: dict[str, Any]  # metrics/<m>.json's validation section: what the choices read
+    temperature: float = 1.0
 
 
 def make_row(name: str, model_type: str, metrics: Mapping[str, Any], training: Mapping[str, Any]) -> ModelRow:
@@ -97,6 +122,8 @@ def make_row(name: str, model_type: str, metrics: Mapping[str, Any], training: M
         epochs=int(training["epochs"]),
         sets={metric: metrics.get(metric) for _, metric, _ in SET_COLUMNS},
         corruptions=dict(metrics.get("corruption", {})),
+        validation=dict(metrics.get("validation") or {}),
+        temperature=float(metrics.get("temperature", 1.0)),
     )
 
 
@@ -140,9 +167,65 @@ def _markdown_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render_markdown(title: str, rows: Sequence[ModelRow], contrast: str | None, seeds: str | None = None) -> str:
+def unbeaten(rows: Sequence[ModelRow]) -> list[str]:
+    """The models no other model beats on every column of ``LEAD_COLUMNS`` (a missing value beats nothing)."""
+
+    def beats(a: ModelRow, b: ModelRow) -> bool:
+        for _, metric, higher, _ in LEAD_COLUMNS:
+            mine, theirs = a.sets.get(metric), b.sets.get(metric)
+            if mine is None or theirs is None or not (mine > theirs if higher else mine < theirs):
+                return False
+        return True
+
+    return [row.model for row in rows if not any(beats(other, row) for other in rows if other is not row)]
+
+
+def lead_table(rows: Sequence[ModelRow], champion: str | None) -> str:
+    """Models x the test sets people ask about first, the champion marked ★ and the unbeaten models •."""
+    front = set(unbeaten(rows))
+    header = ["model", *(column for column, _, _, _ in LEAD_COLUMNS)]
+    lines = [_markdown_row(header), "| --- |" + " ---: |" * len(LEAD_COLUMNS)]
+    for row in rows:
+        marks = (" ★" if row.model == champion else "") + (" •" if row.model in front else "")
+        cells = [f"`{row.model}`{marks}"]
+        for _, metric, _, percent in LEAD_COLUMNS:
+            value = row.sets.get(metric)
+            cells.append("-" if value is None else f"{100 * value:.2f}" if percent else f"{value:.3f}")
+        lines.append(_markdown_row(cells))
+    return "\n".join(lines)
+
+
+def validation_table(rows: Sequence[ModelRow]) -> str:
+    """Models x the validation sets (what tuning, temperatures, the ensemble and the champion read), in percent."""
+    header = ["model", *(column for column, _, _ in VALIDATION_COLUMNS), "temperature"]
+    lines = [_markdown_row(header), "| --- |" + " ---: |" * (len(VALIDATION_COLUMNS) + 1)]
+    for row in sorted(rows, key=lambda row: -float(row.validation.get("corruption_mean", 0.0))):
+        cells = [f"`{row.model}`"]
+        for _, metric, percent in VALIDATION_COLUMNS:
+            value = row.validation.get(metric)
+            cells.append("-" if value is None else f"{100 * value:.2f}" if percent else f"{value:.3f}")
+        lines.append(_markdown_row([*cells, f"{row.temperature:.3f}"]))
+    return "\n".join(lines)
+
+
+LEAD_NOTE = (
+    "In percent, on the test sets (reported, never chosen on), the error ratio and ECE (after calibration) as is. "
+    "★ the registry's champion, chosen by `registry.profile` on the validation sets; • no other model beats it on every column."
+)
+
+
+def render_markdown(
+    title: str, rows: Sequence[ModelRow], contrast: str | None, seeds: str | None = None, champion: str | None = None,
+) -> str:
+    lines = [f"# {title}", "", LEAD_NOTE, "", lead_table(rows, champion), ""]
+    lines += [
+        "## On the validation sets", "",
+        "What every choice reads (tuning, temperatures, the ensemble's members, the champion): the last 6,000 training digits, "
+        "clean and under the validation corruptions. In percent; ECE as is.", "", validation_table(rows), "",
+        "## Every model", "",
+    ]
     header = ["model", "type", "parameters", "test accuracy", "test loss", "errors", "fit time (s)", "epochs"]
-    lines = [f"# {title}", "", _markdown_row(header), "| " + " | ".join(["---", "---"] + ["---:"] * 6) + " |"]
+    lines += [_markdown_row(header), "| " + " | ".join(["---", "---"] + ["---:"] * 6) + " |"]
     for row in rows:
         lines.append(
             _markdown_row(
@@ -223,10 +306,12 @@ def robustness_frame(rows: Sequence[ModelRow]) -> Any:
     return frame[["clean", *(name for name in MNIST_C_CORRUPTIONS if name in frame.columns), "UCI digits"]]
 
 
-def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None) -> dict[str, Any]:
+def summary_payload(title: str, rows: Sequence[ModelRow], contrast: str | None, champion: str | None = None) -> dict[str, Any]:
     return {
         "title": title,
         "models": [asdict(row) for row in rows],
+        "champion": champion,
+        "unbeaten": unbeaten(rows),
         "best_model": rows[0].model if rows else None,
         "best_accuracy": rows[0].accuracy if rows else None,
         "contrast": contrast,
@@ -303,11 +388,36 @@ def save_figure(figure: Any, destination: Path) -> None:
         close_figures(figure)
 
 
-def write_report(paths: PathsParams, title: str, rows: Sequence[ModelRow], seeds: str | None = None) -> dict[str, Path]:
+def reliability_curves(paths: PathsParams, rows: Sequence[ModelRow]) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """Each model's (confidence, correct) on the MNIST test digits before and after calibration, from ``predictions/<m>.csv``."""
+    import pandas as pd
+
+    curves = {}
+    for row in rows:
+        path = paths.predictions_file(row.model)
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: not the predictions evaluate@{row.model} writes ({exc}); rerun it") from None
+        correct = (frame["actual"] == frame["predicted"]).to_numpy()
+        curves[f"{row.model} (T = {row.temperature:.2f})"] = {
+            "before": (frame["confidence_uncalibrated"].to_numpy(), correct), "after": (frame["confidence"].to_numpy(), correct),
+        }
+    return curves
+
+
+def write_report(
+    paths: PathsParams, title: str, rows: Sequence[ModelRow], seeds: str | None = None, champion: str | None = None,
+) -> dict[str, Path]:
     contrast = contrast_sentence(rows)
-    files = {name: paths.report_file(name) for name in (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, FIT_TIME_PNG, ROBUSTNESS_PNG)}
-    write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast, seeds))
-    write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast))
+    names = (SUMMARY_MD, SUMMARY_JSON, SCATTER_PNG, FIT_TIME_PNG, ROBUSTNESS_PNG, RELIABILITY_PNG)
+    files = {name: paths.report_file(name) for name in names}
+    write_text(files[SUMMARY_MD], render_markdown(title, rows, contrast, seeds, champion))
+    write_json(files[SUMMARY_JSON], summary_payload(title, rows, contrast, champion))
+    save_figure(
+        reliability_figure(reliability_curves(paths, rows), f"{title}: reliability on the MNIST test digits, before and after calibration"),
+        files[RELIABILITY_PNG],
+    )
     save_figure(accuracy_vs_params_figure(rows, f"{title}: test accuracy vs parameters"), files[SCATTER_PNG])
     save_figure(accuracy_vs_fit_time_figure(rows, f"{title}: test accuracy vs fit time"), files[FIT_TIME_PNG])
     save_figure(robustness_heatmap(robustness_frame(rows), f"{title}: accuracy on every test set"), files[ROBUSTNESS_PNG])

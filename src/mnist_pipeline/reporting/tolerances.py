@@ -270,6 +270,19 @@ def simulate_gates(
     return Simulation(float(any_failed.mean()), rates, {name: factors[(name, "accuracy")].source for name in models})
 
 
+def run_to_run_tolerance(gate: Any, noise: Any, model: str, metric: str) -> tuple[float, str] | None:
+    """How far two independent trainings of ``model`` land apart on ``metric`` by chance, at the
+    gate's false-alarm rate for one comparison (rule 3's formula), and where that came from; None
+    where the noise model has not measured the spread (any metric a run records, gated or not)."""
+    measured = noise.get(model, metric) if noise is not None else None
+    if measured is None or not measured.measured_spread:
+        return None
+    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, 1)
+    value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
+    source = "deterministic: the resolution" if measured.deterministic else f"noise model, {measured.n} seeds, sd {measured.sd:.4f}"
+    return value, source
+
+
 def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
     """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
 

@@ -32,7 +32,8 @@ import pandas as pd
 
 from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.models.store import load_model_folder
+from mnist_pipeline.models.calibration import calibrate
+from mnist_pipeline.models.store import load_model_folder, temperature_of
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class DigitClassifier:
         probabilities = self.adapter_.predict_proba(self.model_, inputs, self.batch_size)
         if probabilities.shape != (inputs.shape[0], NUM_CLASSES):
             raise PipelineError(f"{self.directory}: the model returned shape {probabilities.shape}, expected ({inputs.shape[0]}, {NUM_CLASSES})")
-        return probabilities
+        # Calibrated as evaluation scores it: the temperature fitted on the validation digits.
+        return calibrate(probabilities, temperature_of(self.config_))
 
     def predict(self, values: Any) -> pd.DataFrame:
         return prediction_frame(self.predict_proba(values))

@@ -36,7 +36,7 @@ from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, 
 
 MODEL_ARTIFACT = "model"
 # What a served version does besides its weights: new code here is a new registered version.
-SERVING_CODE = ("serving/classifier.py", "serving/pyfunc.py", "serving/model_code.py")
+SERVING_CODE = ("serving/classifier.py", "serving/pyfunc.py", "serving/model_code.py", "models/calibration.py")
 INPUT_DESCRIPTION = (
     f"digits shaped {ACCEPTED_SHAPES}, white ink on black as in MNIST: integer pixels 0-255 "
     "(e.g. uint8 images) or float pixels in [0, 1]"

@@ -11,8 +11,12 @@ run's metrics. The child holds:
   input with its digest, and that set's metrics under its own prefix (``test_``, ``mnistc_<name>_``,
   ``uci_``; the writer slices as ``writers_``), logged against the logged model and the dataset,
   so MLflow's Models tab shows each model's results set by set (the metric entry names this run);
+- every validation set (the clean validation digits, each validation corruption) as a dataset
+  input in the context ``validation``, its metrics prefixed ``val_`` (``val_clean_``,
+  ``val_<corruption>_``, ``val_corruption_mean``): what the choices read, apart from the test sets;
 - per-digit precision and recall, the confusion matrix, accuracy per writer population and per
-  writer, and the gallery of the most confident mistakes, under ``evaluation/``.
+  writer, the reliability diagram before and after calibration, and the gallery of the most
+  confident mistakes, under ``evaluation/``.
 
 If the store has lost the training run (wiped, or the run deleted), the evaluation run is opened
 at the top level, tagged ``continues_missing_run=<old id>``, with a warning. Only "does not
@@ -30,7 +34,7 @@ import numpy as np
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.store import RunRecord
-from mnist_pipeline.reporting.plots import close_figures, confusion_figure
+from mnist_pipeline.reporting.plots import close_figures, confusion_figure, reliability_figure
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
@@ -115,6 +119,15 @@ def set_metrics(scores: Any) -> list[tuple[str, str, dict[str, float]]]:
 
 
 CLEAN_DATASET, CORRUPTED_DATASET, UCI_DATASET = "mnist-test", "mnist-c", "uci-digits"
+VALIDATION_DATASET = "mnist-validation"
+
+
+def validation_metrics(validation: Any) -> list[tuple[str, str, dict[str, float]]]:
+    """(dataset name, set, metrics) per validation set, prefixed ``val_<set>_``."""
+    sets = [(VALIDATION_DATASET, "clean", {f"val_clean_{key}": float(value) for key, value in validation.clean.items()})]
+    for corruption, result in validation.corruptions.items():
+        sets.append((f"{VALIDATION_DATASET}-{corruption}", corruption, {f"val_{corruption}_{key}": value for key, value in result.items()}))
+    return sets
 
 
 def log_evaluation(
@@ -129,11 +142,15 @@ def log_evaluation(
     sets: Any,
     clean_source: str,
     sets_source: str,
+    validation: Any,
+    valsets: Any,
+    validation_sources: tuple[str, str],
 ) -> str:
-    """Log one evaluation (``scores``, a ``SetScores`` of ``sets``, a ``Testsets``) as a child run of the training run.
+    """Log one evaluation (``scores``, a ``SetScores`` of ``sets``, a ``Testsets``; ``validation``, a
+    ``ValidationScores`` of ``valsets``) as a child run of the training run.
 
-    Every test set is an MLflow dataset input of the run, with its digest, and its metrics are
-    logged against that dataset and the logged model, so the Models tab compares models set by set.
+    Every set is an MLflow dataset input of the run, with its digest, and its metrics are logged
+    against that dataset and the logged model, so the Models tab compares models set by set.
     """
     import mlflow
     import pandas as pd
@@ -164,6 +181,17 @@ def log_evaluation(
             "mnistc_worst_accuracy": summary["corruption_worst"],
             "mnistc_mean_ece": summary["ece_corruption_mean"],
         }, model_id=model_id)
+        validation_pixels = valsets.named()
+        for dataset_name, key, metrics in validation_metrics(validation):
+            source = validation_sources[0] if key == "clean" else validation_sources[1]
+            dataset = numpy_dataset(validation_pixels[key], valsets.labels, source, dataset_name)
+            mlflow.log_input(dataset, context="validation", model=model_input)
+            mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+        validation_summary = validation.summary()
+        mlflow.log_metrics({
+            "val_corruption_mean": validation_summary["corruption_mean"],
+            "val_corruption_worst": validation_summary["corruption_worst"],
+        }, model_id=model_id)
         per_digit_metrics: dict[str, float] = {}
         for row in per_digit.itertuples(index=False):
             per_digit_metrics[f"test_precision_digit_{row.digit}"] = float(row.precision)
@@ -177,5 +205,9 @@ def log_evaluation(
         confusion_png = confusion_figure(cm, f"{name}: test confusion matrix")
         mlflow.log_figure(confusion_png, f"{ARTIFACT_DIR}/confusion_matrix.png")
         mlflow.log_figure(gallery, f"{ARTIFACT_DIR}/misclassified.png")
-        close_figures(confusion_png, gallery)
+        correct = scores.clean_proba.argmax(axis=1) == np.asarray(sets.labels)
+        curves = {"uncalibrated": (scores.clean_proba_uncalibrated.max(axis=1), correct), "calibrated": (scores.clean_proba.max(axis=1), correct)}
+        reliability = reliability_figure({name: curves}, f"{name}: reliability on the MNIST test digits")
+        mlflow.log_figure(reliability, f"{ARTIFACT_DIR}/reliability.png")
+        close_figures(confusion_png, gallery, reliability)
         return run.info.run_id

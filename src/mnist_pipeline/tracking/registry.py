@@ -1,4 +1,4 @@
-"""The MLflow Model Registry: a version per gate-passing model, and a champion that moves only on a real gain.
+"""The MLflow Model Registry: a version per gate-passing model, and a champion chosen by a declared profile on validation data.
 
 Two kinds of registered model:
 
@@ -6,14 +6,19 @@ Two kinds of registered model:
   that one model that passed the gate;
 - ``mnist`` (``registry.registered_model``): the candidates for serving, from any pipeline model.
   Alias ``champion`` is what `make serve` and `mnist-predict` use; alias ``challenger`` is the
-  latest passing candidate (the best model of the latest run).
+  gate-passing model of the latest run that best meets the profile.
 
 A version is known by the hash of its model folder plus the serving code packaged with it, so a
 rerun with the same trained models and code registers nothing, and new serving code repackages
 each model as a new version (the champion then follows its own weights to the new version).
-The champion moves to the challenger only when the challenger's test accuracy beats the champion's by more than the gate's noise tolerance for one comparison of two
-independent runs (``reporting.noise``); the reason, either way, is logged, recorded in the stage's
-JSON and tagged on the version. Moving the alias by hand is a normal MLflow operation (README).
+
+The champion rule (``tracking.champion``): among the gate-passing models, those meeting every
+constraint of ``registry.profile`` (judged on the validation sets only), the best on its
+objective is the challenger. It replaces the champion when the champion no longer meets the
+profile, or when it gains on the objective beyond noise. Every candidate's checks, with values
+and verdicts, go to the stage's JSON, to its version's tags and to its version's description (a
+model card); the reason, either way, is logged and tagged. Moving the alias by hand is a normal
+MLflow operation (README).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.paths import Section
+from mnist_pipeline.tracking.champion import VALIDATION_METRICS, Judgement, ProfileParams, Tolerances, challenger_of, judge
 from mnist_pipeline.tracking.runs import tracked_run
 
 # mlflow and the modules that load it or numpy (serving.pyfunc, tracking.evaluation) are imported
@@ -34,9 +40,10 @@ log = logging.getLogger(__name__)
 
 CONTENT_HASH_TAG = "content_hash"  # the trained folder and the serving code: what the version serves
 MODEL_HASH_TAG = "model_hash"  # the trained folder alone
-ACCURACY_TAG = "test_accuracy"
+ACCURACY_TAG = "test_accuracy"  # reported on the version; the rule never reads it
 MODEL_TAG = "pipeline_model"
 REASON_TAG = "champion_reason"
+PROFILE_TAG = "profile"  # "meets" or "fails", then one tag per check: profile.check.<n>
 
 
 class RegistryParams(Section):
@@ -46,6 +53,9 @@ class RegistryParams(Section):
     registered_model: str = "mnist"
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+    profile: ProfileParams = ProfileParams()
+    # The objective's noise for a challenger whose spread the noise model has not measured.
+    objective_tolerance: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -54,9 +64,10 @@ class Candidate:
 
     model: str
     model_dir: Path  # models/<model>/model
-    accuracy: float
+    validation: dict[str, float]  # champion.validation_metrics of its metrics file: what the rule reads
     params_hash: str
-    tolerance: float  # how much better than the champion it must be to replace it
+    card: str = ""  # the model card: its version's description
+    accuracy: float | None = None  # MNIST test accuracy: tagged and reported, never read by the rule
     training_run_id: str | None = None
     model_id: str | None = None  # the training's logged model (models/<model>/mlflow_run.json)
 
@@ -70,14 +81,18 @@ class Registration:
     champion: dict[str, Any] | None = None
     challenger: dict[str, Any] | None = None
     decision: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[str, Any] = field(default_factory=dict)  # model -> its judgement (objective, every check)
 
     def record(self) -> dict[str, Any]:
         return {
-            "registered": self.registered,
-            "unchanged": self.unchanged,
+            "decision": self.decision,
             "champion": self.champion,
             "challenger": self.challenger,
-            "decision": self.decision,
+            "profile": self.profile,
+            "candidates": self.candidates,
+            "registered": self.registered,
+            "unchanged": self.unchanged,
         }
 
 
@@ -104,20 +119,30 @@ def content_hash(weights: str) -> str:
 
 
 def champion_decision(
-    challenger_accuracy: float, tolerance: float, champion_accuracy: float | None, same_version: bool,
+    challenger: Judgement, champion: Judgement | None, gain_needed: float, higher_is_better: bool, same_version: bool,
     same_weights: bool = False,
 ) -> tuple[bool, str]:
-    """Whether the challenger becomes champion, and why. Pure: the rule, apart from the registry."""
-    if champion_accuracy is None:
+    """Whether the challenger becomes champion, and why. Pure: the rule, apart from the registry.
+
+    ``champion``: the current champion judged by the same profile, from its version's tags (None:
+    there is none). ``gain_needed``: the objective's noise for the challenger.
+    """
+    if champion is None:
         return True, "there was no champion yet"
     if same_version:
-        return False, "the best passing model is the champion already"
+        return False, "the best model meeting the profile is the champion already"
     if same_weights:
         return True, "the champion's own trained model, packaged with the current serving code"
-    gain = challenger_accuracy - champion_accuracy
-    if gain > tolerance:
-        return True, f"accuracy {challenger_accuracy:.4f} beats the champion's {champion_accuracy:.4f} by {gain:+.4f}, more than the noise tolerance {tolerance:.4f}"
-    return False, f"accuracy {challenger_accuracy:.4f} vs the champion's {champion_accuracy:.4f} ({gain:+.4f}) is within the noise tolerance {tolerance:.4f}"
+    if champion.objective is None:
+        return True, f"the champion ({champion.model}) has no validation metrics: it was chosen by an older rule"
+    if not champion.passed:
+        failed = "; ".join(check.constraint for check in champion.checks if not check.passed)
+        return True, f"the champion ({champion.model}) no longer meets the profile ({failed})"
+    gain = (challenger.objective - champion.objective) * (1 if higher_is_better else -1)
+    versus = f"{challenger.objective:.4f} vs the champion's {champion.objective:.4f} ({gain:+.4f})"
+    if gain > gain_needed:
+        return True, f"the objective {versus} gains more than the noise {gain_needed:.4f}"
+    return False, f"the objective {versus} is within the noise {gain_needed:.4f}"
 
 
 def _client() -> Any:
@@ -160,8 +185,24 @@ def _summary(version: Any) -> dict[str, Any]:
         "version": int(version.version),
         "model": tags.get(MODEL_TAG),
         "accuracy": float(tags[ACCURACY_TAG]) if ACCURACY_TAG in tags else None,
+        **{metric: float(tags[metric]) for metric in VALIDATION_METRICS if metric in tags},
         "uri": f"models:/{version.name}/{version.version}",
     }
+
+
+def tagged_validation(version: Any) -> dict[str, float]:
+    """The validation metrics a version was tagged with at registration (none: chosen by an older rule)."""
+    tags = version.tags or {}
+    return {metric: float(tags[metric]) for metric in VALIDATION_METRICS if metric in tags}
+
+
+def judgement_tags(judgement: Judgement) -> dict[str, str]:
+    """One tag per check (verdict, constraint, MLflow's detail) and the overall verdict."""
+    tags = {PROFILE_TAG: "meets" if judgement.passed else "fails"}
+    for number, check in enumerate(judgement.checks, start=1):
+        verdict = "pass" if check.passed else "FAIL"
+        tags[f"{PROFILE_TAG}.check.{number}"] = f"{verdict}: {check.constraint}: {check.detail}"[:4900]
+    return tags
 
 
 def served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, str], example_digits: Any, digest: str) -> tuple[str, str, str]:
@@ -183,27 +224,36 @@ def served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, s
             return logged.model_uri, logged.run_id, model_id
     with tracked_run(run_name=f"{candidate.model}-registration", experiment_id=experiment_id, tags=run_tags):
         info = log_digit_model(candidate.model, candidate.model_dir, example_digits, {MODEL_TAG: candidate.model, CONTENT_HASH_TAG: digest})
-        # So the Models tab shows this model's real result too.
-        mlflow.log_metrics({ACCURACY_TAG: candidate.accuracy}, model_id=info.model_id)
+        # So the Models tab shows this model's real results too.
+        mlflow.log_metrics(
+            {**({ACCURACY_TAG: candidate.accuracy} if candidate.accuracy is not None else {}), **candidate.validation}, model_id=info.model_id,
+        )
     return info.model_uri, info.run_id, info.model_id
 
 
 def register(
     settings: RegistryParams, candidates: list[Candidate], version_tags: dict[str, str], experiment_id: str,
-    run_tags: dict[str, str], example_digits: Any,
+    run_tags: dict[str, str], example_digits: Any, noise: Tolerances,
 ) -> Registration:
-    """Register every candidate not registered yet; then move the aliases as the rule says."""
+    """Register every candidate not registered yet; judge them all by the profile; move the aliases as the rule says.
+
+    ``noise``: a model's run-to-run noise on a validation metric (``tracking.champion.Tolerances``).
+    """
     client = _client()
-    outcome = Registration()
+    profile = settings.profile
+    outcome = Registration(profile=profile.model_dump(mode="json"))
     weights = {candidate.model: model_hash(candidate.model_dir) for candidate in candidates}
 
     def tags_of(candidate: Candidate, digest: str) -> dict[str, str]:
         return {
-            **version_tags, MODEL_TAG: candidate.model, ACCURACY_TAG: f"{candidate.accuracy:.4f}",
-            "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest, MODEL_HASH_TAG: weights[candidate.model],
+            **version_tags, MODEL_TAG: candidate.model, "params_hash": candidate.params_hash, CONTENT_HASH_TAG: digest,
+            MODEL_HASH_TAG: weights[candidate.model],
+            **({ACCURACY_TAG: f"{candidate.accuracy:.4f}"} if candidate.accuracy is not None else {}),
+            **{metric: f"{value:.6f}" for metric, value in candidate.validation.items()},
         }
 
     sources: dict[str, tuple[str, str | None, str]] = {}  # model -> (source, run id, content hash)
+    versions: dict[str, Any] = {}
     for candidate in candidates:
         name = f"{settings.model_prefix}{candidate.model}"
         digest = content_hash(weights[candidate.model])
@@ -213,37 +263,75 @@ def register(
             log.info("%s: unchanged, already %s version %s", candidate.model, name, existing.version)
             outcome.unchanged.append(_summary(existing))
             sources[candidate.model] = (existing.source, existing.run_id, digest)
+            versions[candidate.model] = existing
             continue
         model_uri, run_id, model_id = served_model(candidate, experiment_id, run_tags, example_digits, digest)
         version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags_of(candidate, digest), model_id=model_id)
-        log.info("%s: registered %s version %s (test accuracy %.4f)", candidate.model, name, version.version, candidate.accuracy)
+        log.info("%s: registered %s version %s", candidate.model, name, version.version)
         outcome.registered.append(_summary(version))
         sources[candidate.model] = (model_uri, run_id, digest)
+        versions[candidate.model] = version
 
     if not candidates:
         outcome.decision = "no model passed the gate; nothing registered, aliases unchanged"
         log.warning("%s", outcome.decision)
         return outcome
 
-    best = max(candidates, key=lambda candidate: (candidate.accuracy, candidate.model))
-    source, run_id, digest = sources[best.model]
     serving_name = settings.registered_model
     ensure_registered_model(client, serving_name, "The digit classifier to use: alias champion serves, alias challenger is the latest best candidate.")
+    champion = alias_version(client, serving_name, settings.champion_alias)
+    champion_label = f"{serving_name} version {champion.version} ({(champion.tags or {}).get(MODEL_TAG)})" if champion is not None else ""
+    champion_metrics = tagged_validation(champion) if champion is not None else {}
+    if champion is not None:
+        # The champion's own trained model among the candidates: judged on this run's results, not those it was registered with.
+        for candidate in candidates:
+            if sources[candidate.model][2] == (champion.tags or {}).get(CONTENT_HASH_TAG):
+                champion_metrics = dict(candidate.validation)
+    judgements = judge(profile, {c.model: c.validation for c in candidates}, (champion_label, champion_metrics) if champion else None, noise)
+    outcome.candidates = {model: judgement.record() for model, judgement in judgements.items()}
+    by_model = {candidate.model: candidate for candidate in candidates}
+    for model, judgement in judgements.items():
+        # The checks are relative to this run's candidates, and the sets may have changed: every
+        # version of this content, under its model's name and the serving name, gets this run's.
+        candidate = by_model[model]
+        fresh = {**{metric: f"{value:.6f}" for metric, value in candidate.validation.items()}, **judgement_tags(judgement)}
+        card = model_card(candidate, judgement, profile)
+        for version in (versions[model], find_version(client, serving_name, sources[model][2])):
+            if version is not None:
+                for key, value in fresh.items():
+                    client.set_model_version_tag(version.name, version.version, key, value)
+                client.update_model_version(version.name, version.version, description=card)
+
+    best_model = challenger_of(judgements, profile.objective)
+    if best_model is None:
+        outcome.decision = "no gate-passing model meets the profile (reports/registry.json lists each check); aliases unchanged"
+        log.warning("%s", outcome.decision)
+        return outcome
+    best = by_model[best_model]
+    source, run_id, digest = sources[best.model]
     challenger = find_version(client, serving_name, digest)
     if challenger is None:
         model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
         challenger = client.create_model_version(serving_name, source, run_id=run_id, tags=tags_of(best, digest), model_id=model_id)
         outcome.registered.append(_summary(challenger))
         log.info("%s: registered %s version %s as the challenger", best.model, serving_name, challenger.version)
+        for key, value in judgement_tags(judgements[best.model]).items():
+            client.set_model_version_tag(serving_name, challenger.version, key, value)
+        client.update_model_version(serving_name, challenger.version, description=model_card(best, judgements[best.model], profile))
     client.set_registered_model_alias(serving_name, settings.challenger_alias, challenger.version)
 
-    champion = alias_version(client, serving_name, settings.champion_alias)
-    champion_accuracy = float(champion.tags[ACCURACY_TAG]) if champion is not None and ACCURACY_TAG in champion.tags else None
+    champion_judgement = None
+    if champion is not None:
+        # Judged as the candidates are, beside them ("within noise of the best" compares with this run's best).
+        pool = {**{c.model: c.validation for c in candidates}, champion_label: champion_metrics}
+        champion_judgement = judge(profile, pool, None, noise)[champion_label] if champion_metrics else Judgement(champion_label, None)
     same = champion is not None and champion.version == challenger.version
     same_weights = champion is not None and champion.tags.get(MODEL_HASH_TAG) == weights[best.model]
-    promote, reason = champion_decision(best.accuracy, best.tolerance, champion_accuracy, same, same_weights)
-    if champion is not None and champion_accuracy is None and not same:
-        promote, reason = True, f"the champion (version {champion.version}) has no {ACCURACY_TAG} tag to compare with"
+    found = noise(best.model, profile.objective.replace(".", "_"))
+    gain_needed = found[0] if found else settings.objective_tolerance
+    promote, reason = champion_decision(
+        judgements[best.model], champion_judgement, gain_needed, VALIDATION_METRICS[profile.objective], same, same_weights,
+    )
     label = f"{serving_name} version {challenger.version} ({best.model})"
     if promote:
         client.set_registered_model_alias(serving_name, settings.champion_alias, challenger.version)
@@ -256,3 +344,11 @@ def register(
     outcome.champion = _summary(client.get_model_version(serving_name, champion.version))
     outcome.challenger = _summary(challenger)
     return outcome
+
+
+def model_card(candidate: Candidate, judgement: Judgement, profile: ProfileParams) -> str:
+    """A version's description: what it is, what it was chosen on, how it does on the test sets, and the profile's verdict."""
+    lines = [f"**{candidate.model}**: {candidate.card}".rstrip(), "", f"Profile ({'meets it' if judgement.passed else 'does not meet it'}; "
+             f"objective {profile.objective} = {judgement.objective if judgement.objective is not None else 'n/a'}):"]
+    lines += [f"- {'pass' if check.passed else 'FAIL'}: {check.constraint}: {check.detail}" for check in judgement.checks]
+    return "\n".join(lines)[:4900]

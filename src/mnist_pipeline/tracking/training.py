@@ -68,10 +68,10 @@ def numpy_dataset(inputs: np.ndarray, targets: np.ndarray, source: str, name: st
         return mlflow.data.from_numpy(np.asarray(inputs), targets=np.asarray(targets), source=source, name=name)
 
 
-def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str) -> None:
+def log_dataset(inputs: np.ndarray, targets: np.ndarray, name: str, source: str, context: str = "training") -> None:
     import mlflow
 
-    mlflow.log_input(numpy_dataset(inputs, targets, source, name), context="training")
+    mlflow.log_input(numpy_dataset(inputs, targets, source, name), context=context)
 
 
 def log_fit_summary(name: str, result: Any, summary: str) -> None:
@@ -83,6 +83,8 @@ def log_fit_summary(name: str, result: Any, summary: str) -> None:
             "fit_seconds": result.fit_seconds,
             "seconds_per_epoch": result.fit_seconds / max(result.epochs, 1),
             "epochs_run": float(result.epochs),
+            "temperature": result.temperature,
+            **result.calibration,
         }
     )
     mlflow.log_text(summary, "model_summary.txt")

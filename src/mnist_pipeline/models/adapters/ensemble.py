@@ -1,7 +1,9 @@
 """The ensemble adapter: a model made of trained models, each run by its own framework's adapter.
 
-``fit`` learns nothing: it takes the members the train stage loaded (``models.store``) and
-weighs them as params say. Saving writes each member with its own adapter into ``members/<name>/``
+``fit`` takes the members the train stage loaded (``models.store``) and weighs them as params
+say, or, with ``selection``, chooses members and weights on the validation sets
+(``models.types.ensemble.select_members``, from each candidate's calibrated validation
+probabilities, which the train stage reads from ``evaluate@<m>``'s output). Saving writes each member with its own adapter into ``members/<name>/``
 beside its config, so the folder is whole: evaluating, registering and serving it needs no other
 model folder, and loading is as safe as each member's loading (skops allow-lists, Keras safe mode).
 
@@ -23,8 +25,9 @@ from mnist_pipeline.atomic import write_json
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models import adapters
 from mnist_pipeline.models.base import EpochObserver, FitResult
-from mnist_pipeline.models.store import load_model_folder, read_json
-from mnist_pipeline.models.types.ensemble import EnsembleModel, Member, member_inputs
+from mnist_pipeline.models.calibration import calibrate
+from mnist_pipeline.models.store import load_model_folder, read_json, temperature_of
+from mnist_pipeline.models.types.ensemble import EnsembleModel, Member, member_inputs, select_members
 
 log = logging.getLogger("mnist_pipeline.training")
 
@@ -42,25 +45,42 @@ class EnsembleAdapter:
     def fit(
         self, model_type: Any, name: str, params: Any, inputs: np.ndarray, targets: np.ndarray,
         observers: Sequence[EpochObserver] = (), verbose: int | None = None, members: Mapping[str, Any] | None = None,
+        member_scores: Mapping[str, Any] | None = None,
     ) -> FitResult:
+        """``member_scores``: with ``selection``, ``{"labels": validation labels, candidate: {set: calibrated probabilities}}``."""
         missing = [member for member in params.members if member not in (members or {})]
         if missing:
             raise ArtifactError(f"{name}: members {missing} were not loaded; the train stage loads every model in members")
         started = time.perf_counter()
-        model = model_type.build(params, name, [Member(member, *members[member]) for member in params.members])
+        chosen, weights, details = list(params.members), None, {}
+        if params.selection is not None:
+            if not member_scores:
+                raise ArtifactError(f"{name}: choosing members needs each candidate's validation probabilities (evaluate@<candidate>)")
+            labels = member_scores["labels"]
+            picks, rounds = select_members({c: member_scores[c] for c in params.members}, labels, params.selection.rounds)
+            chosen = [candidate for candidate in params.members if candidate in picks]
+            weights = [picks[candidate] for candidate in chosen]
+            details = {"selection": {"picks": {c: picks[c] for c in chosen}, "rounds": rounds}}
+            log.info(
+                "%s: chose %s on the validation sets (objective %.4f after round %d of %d)", name,
+                ", ".join(f"{c} x{picks[c]}" for c in chosen), max(row["objective"] for row in rounds), sum(picks.values()), len(rounds),
+            )
+        model = model_type.build(params, name, [Member(member, *members[member]) for member in chosen], weights)
         # Scored on the training digits once, for the same one-row history scikit-learn models have.
         accuracy = float(np.mean(self.predict_proba(model, inputs, 1000).argmax(axis=1) == np.asarray(targets)))
         log.info("%s: %s averaged, training accuracy %.4f", name, ", ".join(params.members), accuracy)
         # Its cost is its members' fits: what it takes to have it from nothing.
         fit_seconds = sum(float(member.config["fit_seconds"]) for member in model.members)
         log.info("%s: combined in %.1f s; its members' fits took %.1f s together", name, time.perf_counter() - started, fit_seconds)
-        return FitResult(model, fit_seconds, 0, [{"epoch": 0, "accuracy": accuracy}], self.parameter_counts(model))
+        return FitResult(model, fit_seconds, 0, [{"epoch": 0, "accuracy": accuracy}], self.parameter_counts(model), details=details)
 
     def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         total = np.zeros((np.asarray(inputs).shape[0], 10), dtype=np.float64)
         for member, weight in zip(model.members, model.weights):
             member_adapter = adapters.get(member.config["framework"])
-            total += weight * member_adapter.predict_proba(member.model, member_inputs(inputs, member.representation), batch_size)
+            # Each member's own calibrated probabilities: its temperature, fitted on the validation digits.
+            proba = member_adapter.predict_proba(member.model, member_inputs(inputs, member.representation), batch_size)
+            total += weight * calibrate(proba, temperature_of(member.config))
         return total
 
     def save(self, model: Any, directory: Path) -> Path:

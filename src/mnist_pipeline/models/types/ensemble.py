@@ -1,8 +1,15 @@
-"""``type: ensemble``: a model made of trained models, averaging their probabilities; it learns nothing.
+"""``type: ensemble``: a model made of trained models, averaging their calibrated probabilities.
 
 An ensemble reads raw 0-255 pixels and hands each member the representation it was trained on,
 so it takes what every model takes and can mix Keras and scikit-learn members. Its members are
 models of ``models:`` in params.yaml; the ``ensembles:`` section names them (config.py checks).
+
+With ``selection``, ``members`` are candidates, and the ensemble learns which of them to average,
+and with what weights, on the validation sets only: Caruana et al.'s (2004) greedy forward
+selection with replacement. Each round adds the candidate that most raises the objective (the
+clean validation accuracy plus the mean accuracy over the validation corruptions) of the running
+average of the candidates' calibrated validation probabilities (``evaluate@<m>`` writes them);
+the best round's picks are kept, a candidate's weight being how often it was picked.
 """
 
 from __future__ import annotations
@@ -24,11 +31,19 @@ SCALED_DTYPE = np.float32
 PIXEL_MAX = 255
 
 
+class SelectionParams(Section):
+    """Choose the members and their weights on the validation sets (greedy forward selection with replacement)."""
+
+    rounds: Annotated[int, Field(ge=1, le=100)] = 10  # picks at most; the best round's picks are kept
+
+
 class EnsembleParams(Section):
     type: Literal["ensemble"]
+    # The trained models it averages; with `selection`, the candidates it chooses them from.
     members: Annotated[list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]], Field(min_length=2)]
     # One weight per member, in order; None: equal weights. Normalised to sum to one.
     weights: list[Annotated[float, Field(gt=0.0)]] | None = None
+    selection: SelectionParams | None = None
     _members: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def resolve(self, models: Mapping[str, Any]) -> "EnsembleParams":
@@ -58,6 +73,8 @@ class EnsembleParams(Section):
             raise ValueError(f"members name {repeated} more than once; each member counts once (use weights to favour one)")
         if self.weights is not None and len(self.weights) != len(self.members):
             raise ValueError(f"weights has {len(self.weights)} values for {len(self.members)} members; give one per member")
+        if self.weights is not None and self.selection is not None:
+            raise ValueError("weights and selection exclude each other: selection chooses the weights on the validation sets")
         return self
 
 
@@ -97,11 +114,46 @@ def member_inputs(pixels: np.ndarray, representation: str) -> np.ndarray:
     return as_representation(pixels.reshape(-1, IMAGE_SIDE * IMAGE_SIDE), representation, SCALED_DTYPE)
 
 
-def build_ensemble(params: EnsembleParams, name: str = "ensemble", members: list[Member] | None = None) -> EnsembleModel:
-    """The ensemble of ``members`` (trained models, in the order params names them); none: an empty one."""
+def selection_objective(summed: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+    """Clean validation accuracy plus the mean accuracy over the validation corruptions, of summed probabilities per set."""
+    accuracy = {name: float(np.mean(proba.argmax(axis=1) == labels)) for name, proba in summed.items()}
+    corrupted = [value for name, value in accuracy.items() if name != "clean"]
+    return accuracy["clean"] + (float(np.mean(corrupted)) if corrupted else 0.0)
+
+
+def select_members(
+    scores: Mapping[str, Mapping[str, np.ndarray]], labels: np.ndarray, rounds: int
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Greedy forward selection with replacement over ``scores`` (candidate -> set -> calibrated
+    validation probabilities, ``"clean"`` among the sets). Returns the kept picks (candidate ->
+    times picked) and every round (what it added, the objective after it). Pure and deterministic:
+    ties go to the candidate named first."""
+    names = list(scores)
+    sets = list(scores[names[0]])
+    labels = np.asarray(labels)
+    summed = {name: np.zeros_like(np.asarray(scores[names[0]][name], dtype=np.float64)) for name in sets}
+    picks: dict[str, int] = {}
+    best, kept, history = -np.inf, {}, []
+    for number in range(1, rounds + 1):
+        value, chosen = max(
+            ((selection_objective({s: summed[s] + scores[c][s] for s in sets}, labels), c) for c in names),
+            key=lambda option: (option[0], -names.index(option[1])),
+        )
+        for name in sets:
+            summed[name] = summed[name] + scores[chosen][name]
+        picks[chosen] = picks.get(chosen, 0) + 1
+        history.append({"round": number, "added": chosen, "objective": value})
+        if value > best + 1e-12:
+            best, kept = value, dict(picks)
+    return kept, history
+
+
+def build_ensemble(params: EnsembleParams, name: str = "ensemble", members: list[Member] | None = None, weights: Any = None) -> EnsembleModel:
+    """The ensemble of ``members`` (trained models, in the order params names them) with ``weights``
+    (default: params' own, else equal); none: an empty one."""
     if not members:
         return EnsembleModel([])
-    return EnsembleModel(members, np.asarray(params.weights or [], dtype=np.float64))
+    return EnsembleModel(members, np.asarray(params.weights or [] if weights is None else weights, dtype=np.float64))
 
 
 MODEL_TYPE = ModelType(

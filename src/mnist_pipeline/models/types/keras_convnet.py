@@ -5,6 +5,12 @@ holds both the fast speed-run net (two 'valid' convs with pools, one-cycle Adam,
 and Deotte's best single-network recipe (six 'same' convs with batch norm, strided 5x5 convs for
 pooling, augmentation, an exponentially decaying learning rate). The seed's own ``keras_cnn``
 keeps its schema, so its models' settings, and the noise measured for them, stay as they are.
+
+For robustness (``robust``, chosen on the validation sets only: benchmarks/tune_robust.py), two
+more settings: ``standardize_input`` (each image to zero mean and unit variance before the first
+conv, a LayerNormalization over the image, in training and prediction alike) and ``photometric``
+augmentation during training (ink inverted with some probability, Gaussian pixel noise), beside
+the affine ``augmentation``. None of them is a test corruption's code (docs: models).
 """
 
 from __future__ import annotations
@@ -52,6 +58,13 @@ class ConvNetOptimizerParams(OptimizerParams):
         return self
 
 
+class PhotometricAugmentationParams(Section):
+    """Random changes of the pixels' values, only while training (Keras layers after the affine jitter)."""
+
+    invert_probability: Fraction = 0.0  # each image's ink inverted (1 - x) with this probability
+    noise_sd: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # Gaussian noise on [0, 1] pixels
+
+
 class KerasConvNetParams(KerasModelParams):
     type: Literal["keras_convnet"]
     optimizer: ConvNetOptimizerParams
@@ -61,6 +74,8 @@ class KerasConvNetParams(KerasModelParams):
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     # Training steps per call into the compiled graph: fewer Python round trips for small nets.
     steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 1
+    photometric: PhotometricAugmentationParams | None = None
+    standardize_input: bool = False  # each image to zero mean, unit variance (LayerNormalization over it)
 
     @model_validator(mode="after")
     def _fits_28x28(self) -> "KerasConvNetParams":
@@ -84,6 +99,14 @@ def build_convnet(params: KerasConvNetParams, name: str = "convnet") -> Any:
     from keras import layers
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]
+    if params.photometric is not None:
+        # After the affine jitter, so an inverted image's border (the jitter's zero fill) inverts with it.
+        if params.photometric.invert_probability:
+            stack.append(layers.RandomInvert(factor=(params.photometric.invert_probability,) * 2, value_range=(0, 1), seed=params.seed + 3))
+        if params.photometric.noise_sd:
+            stack.append(layers.GaussianNoise(params.photometric.noise_sd, seed=params.seed + 4))
+    if params.standardize_input:
+        stack.append(layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, name="standardize_input"))
     for index, block in enumerate(params.conv_layers):
         size = (block.kernel_size, block.kernel_size)
         stack.append(layers.Conv2D(block.filters, size, strides=block.strides, padding=block.padding, activation=params.activation))
