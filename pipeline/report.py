@@ -19,7 +19,8 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.models.store import read_json
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.reporting import noise
-from mnist_pipeline.reporting.report import collect_rows, seeds_table, write_report
+from mnist_pipeline.reporting.report import collect_rows, write_report
+from mnist_pipeline.reporting.tables import seeds_table
 from mnist_pipeline.tracking.report import log_report
 from mnist_pipeline.stage import run_stage, timer
 

@@ -11,16 +11,8 @@ import yaml
 from conftest import REPO_ROOT, keep_models, load_entry
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import ArtifactError
-from mnist_pipeline.reporting.report import (
-    ModelRow,
-    collect_rows,
-    contrast_sentence,
-    lead_table,
-    render_markdown,
-    seeds_table,
-    sort_rows,
-    unbeaten,
-)
+from mnist_pipeline.reporting.report import collect_rows, contrast_sentence, render_markdown, sort_rows
+from mnist_pipeline.reporting.tables import ModelRow, lead_table, seeds_table, unbeaten
 
 SEED_MODELS = {
     # name: (type, parameters, accuracy, loss, errors)

@@ -21,11 +21,13 @@ from pydantic import Field
 from mnist_pipeline.constants import DIGITS
 from mnist_pipeline.data.arrays import load_array, load_split
 from mnist_pipeline.data.preprocess import as_representation
+from mnist_pipeline.data.testsets import load_testsets
+from mnist_pipeline.data.valsets import load_valsets
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.paths import Section
 
-# pandas, sklearn.metrics and the test sets' module (scipy) are imported where used: the params
+# pandas and sklearn.metrics are imported where used: the params
 # loader imports this module's EvaluateParams, so every stage would load them otherwise
 # (benchmarks/results/import_times.json).
 
@@ -265,8 +267,6 @@ def score_all_sets(
     adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams, temperature: float = 1.0
 ) -> tuple[Any, SetScores]:
     """The test sets the pipeline made (a ``Testsets``), and ``model`` scored on them as evaluate@<model> scores it."""
-    from mnist_pipeline.data.testsets import load_testsets
-
     pixels, labels = load_split(paths, "test", "pixels")
     dtype = load_array(paths.processed("test", representation)).dtype
     sets = load_testsets(paths.testsets_dir, pixels, labels)
@@ -278,8 +278,6 @@ def score_validation_sets(
     adapter: Any, model: Any, representation: str, paths: Any, settings: EvaluateParams, temperature: float = 1.0
 ) -> tuple[Any, ValidationScores]:
     """The validation sets the pipeline made (a ``Valsets``), and ``model`` scored on them as evaluate@<model> scores it."""
-    from mnist_pipeline.data.valsets import load_valsets
-
     pixels, labels = load_split(paths, "validation", "pixels")
     dtype = load_array(paths.processed("validation", representation)).dtype
     valsets = load_valsets(paths.valsets_dir, pixels, labels)

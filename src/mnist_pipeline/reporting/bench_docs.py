@@ -54,13 +54,21 @@ def best_recipe(results: Path) -> str:
         return "Not trained to the end here yet: `python benchmarks/best_recipe.py` records each seed in `benchmarks/results/best.json`.\n"
     runs = _read(results, "best")["runs"]
     frame = pd.DataFrame(
-        [[run["seed"], run["epochs"], f"{100 * run['accuracy']:.2f}", f"{100 * run['corruption_mean']:.2f}", f"{100 * run['uci_accuracy']:.2f}",
-          f"{run['fit_seconds'] / 60:.0f}", f"{run['machine']['cpu']} ({run['machine']['cpu_count']} cores)", run["finished_utc"][:10]] for run in runs],
-        columns=["seed", "epochs", "MNIST test, %", "corruptions, mean %", "UCI digits, %", "fit, min", "machine", "date"],
+        [[run["seed"], run["epochs"], f"{run.get('fit_digits', 60_000):,}", f"{100 * run['accuracy']:.2f}", f"{100 * run['corruption_mean']:.2f}",
+          f"{100 * run['uci_accuracy']:.2f}", f"{run['fit_seconds'] / 60:.0f}", f"{run['machine']['cpu']} ({run['machine']['cpu_count']} cores)",
+          run["finished_utc"][:10]] for run in runs],
+        columns=["seed", "epochs", "fitted on", "MNIST test, %", "corruptions, mean %", "UCI digits, %", "fit, min", "machine", "date"],
     )
     accuracies = [run["accuracy"] for run in runs]
     summary = f"Mean over {len(runs)} seed(s): {100 * sum(accuracies) / len(accuracies):.2f}% (the goal: at least 99.6% over at least 3 seeds)."
-    return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + summary + "\n"
+    lines = [frame.to_markdown(index=False, disable_numparse=True), "", summary]
+    per_corruption = [run for run in runs if "corruption" in run]
+    if per_corruption:
+        run = per_corruption[-1]
+        worst = sorted(run["corruption"].items(), key=lambda item: item[1])[:5]
+        lines += ["", f"Seed {run['seed']}'s five worst test corruptions: "
+                  + ", ".join(f"{name.replace('_', ' ')} {100 * value:.0f}%" for name, value in worst) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def bench_testsets(results: Path) -> str:
@@ -191,3 +199,40 @@ def ci_time(results: Path) -> str:
     frame = pd.DataFrame(rows, columns=["step (as `.ci/run` stamps it)", "took"])
     return (f"On a clean clone of commit `{ci['commit']}` ({_where(ci)}), `.ci/run` took **{took(ci['total_s'])}**; "
             "the steps that took a second or more:\n\n" + frame.to_markdown(index=False, colalign=["left", "right"], disable_numparse=True) + "\n")
+
+
+def robust_tuning(results: Path) -> str:
+    """The candidates `robust` was chosen from, on the validation sets (``benchmarks/tune_robust.py``): what the choice read."""
+    tuning = _read(results, "robust_tuning")
+    budget = tuning["seed_cnn"]["fit_seconds_median"]
+    rows = [
+        [name + (" (kept)" if name == tuning["kept"] else ""), f"{100 * entry['validation_accuracy_mean']:.2f}",
+         f"{100 * entry['validation_corruption_mean']:.2f}", f"{100 * entry['objective']:.2f}",
+         f"{entry['fit_seconds_median']:.0f} ({entry['fit_seconds_median'] / budget:.2f}x)"]
+        for name, entry in tuning["candidates"].items()
+    ]
+    frame = pd.DataFrame(rows, columns=[
+        "candidate (each adds to the one above)", "validation, %", "validation corruptions, mean %", "objective", "fit, s (x seed CNN's)",
+    ])
+    return (frame.to_markdown(index=False, colalign=["left", "right", "right", "right", "right"], disable_numparse=True) + "\n\n"
+            f"Means over seeds {tuning['seeds']}; the objective is the validation accuracy plus the validation-corruption mean. "
+            f"Kept: {tuning['rule']}; the seed CNN's fit, measured in the same run, took {budget:.0f} s "
+            f"({_where(tuning)}; `benchmarks/tune_robust.py`).\n")
+
+
+def robust_tuning_by_corruption(results: Path) -> str:
+    """What each candidate scored on every test corruption, reported after the choice (never read by it)."""
+    tuning = _read(results, "robust_tuning")
+    candidates = tuning["candidates"]
+    corruptions = list(next(iter(candidates.values()))["runs"][0]["test"]["corruption"])
+    rows = []
+    for name, entry in candidates.items():
+        runs = [run["test"] for run in entry["runs"]]
+
+        def average(values: list[float]) -> str:
+            return f"{100 * sum(values) / len(values):.0f}"
+
+        rows.append([name, average([run["accuracy"] for run in runs]), average([run["corruption_mean"] for run in runs]),
+                     *(average([run["corruption"][c] for run in runs]) for c in corruptions), average([run["uci_accuracy"] for run in runs])])
+    frame = pd.DataFrame(rows, columns=["candidate", "MNIST test", "mean", *(c.replace("_", " ") for c in corruptions), "UCI"])
+    return frame.to_markdown(index=False, colalign=["left"] + ["right"] * (len(corruptions) + 3), disable_numparse=True) + "\n"

@@ -10,6 +10,12 @@ never typed by hand:
   is drawn as ``docs/assets/pipeline.svg`` for the documentation site, which must work offline;
 - ``noise``: the noise model (``noise/noise.json``): per model and gated metric, mean ± sd over
   seeds and the same-seed sd over numeric variants (``reporting.noise.format_summary``);
+- ``lead-table``: the committed run's models x (MNIST test, corruption mean, worst corruption, UCI
+  digits, series error ratio, ECE), the champion and the unbeaten models marked (``reports/summary.json``);
+- ``validation-table``: the committed run's models on the validation sets (``reports/summary.json``);
+- ``champion-profile``: the committed run's champion decision and each candidate's checks (``reports/registry.json``);
+- ``robust-tuning``, ``robust-tuning-by-corruption``: the candidates `robust` was chosen from on the
+  validation sets, and what each scored on every test corruption afterwards (``benchmarks/results/robust_tuning.json``);
 - ``seeds-by-set``: models x the gated test sets, mean ± sd over seeds (``reporting.report.seeds_table``);
 - ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``);
 - ``bench-goals``: every benchmark's figures beside their goals, and ``stage-time``: where the
@@ -24,7 +30,6 @@ never typed by hand:
 - ``best-recipe``: the best recipe's runs, seed by seed (``benchmarks/results/best.json``, by
   ``benchmarks/best_recipe.py``; until it has one, a line saying so);
 - ``gate-simulation``: the gate's simulated false alarms and power (``reporting.tolerances.simulate_gates``, seeded);
-- ``champion-tolerance``: how far a challenger must beat the champion, for the CNN (``noise/noise.json``);
 - ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
 - ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
 - ``sgd-scaled``: StandardScaler + SGD's fit time and accuracy in the committed run (``reports/summary.json``).
@@ -50,10 +55,19 @@ import pandas as pd
 from mnist_pipeline.config import load_params
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.reporting import noise
-from mnist_pipeline.reporting.bench_docs import bench_goals, bench_testsets, best_recipe, ci_time, fast_tuning, stage_time
+from mnist_pipeline.reporting.bench_docs import (
+    bench_goals,
+    bench_testsets,
+    best_recipe,
+    ci_time,
+    fast_tuning,
+    robust_tuning,
+    robust_tuning_by_corruption,
+    stage_time,
+)
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
-from mnist_pipeline.reporting.report import ModelRow, seeds_table, sets_table
-from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_MODELS, SIMULATED_RATE, comparison_tolerance, simulate_gates
+from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
+from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_MODELS, SIMULATED_RATE, simulate_gates
 from mnist_pipeline.stage import configure_logging
 
 # scipy.stats is imported where used: only the block that needs it loads it
@@ -94,15 +108,27 @@ class Sources:
         return {name: params_hash(model, without_seed=True) for name, model in self.params.scored.items()}
 
     @cached_property
+    def summary(self) -> dict:
+        return json.loads((self.root / self.params.paths.report_file("summary.json")).read_text(encoding="utf-8"))
+
+    @cached_property
     def rows(self) -> list[ModelRow]:
-        summary = json.loads((self.root / self.params.paths.report_file("summary.json")).read_text(encoding="utf-8"))
-        return [ModelRow(**row) for row in summary["models"]]
+        return [ModelRow(**row) for row in self.summary["models"]]
+
+    @cached_property
+    def registry(self) -> dict:
+        return json.loads((self.root / self.params.paths.report_file("registry.json")).read_text(encoding="utf-8"))
 
 
 GENERATORS: dict[str, Callable[[Sources], str]] = {
     "pipeline": lambda s: pipeline_mermaid(dvc_dag(s.root)),
     "noise": lambda s: noise.format_summary(
         {name: s.noise_payload["models"][name] for name in s.models if name in s.noise_payload["models"]}),
+    "lead-table": lambda s: LEAD_NOTE + "\n\n" + lead_table(s.rows, s.summary.get("champion")) + "\n",
+    "validation-table": lambda s: validation_table(s.rows) + "\n",
+    "champion-profile": lambda s: champion_profile(s.registry),
+    "robust-tuning": lambda s: robust_tuning(s.results),
+    "robust-tuning-by-corruption": lambda s: robust_tuning_by_corruption(s.results),
     "seeds-by-set": lambda s: seeds_table(s.models, s.hashes, s.measured) or "(not measured yet)\n",
     "this-run-by-set": lambda s: sets_table(s.rows) + "\n",
     "bench-goals": lambda s: bench_goals(s.results),
@@ -112,7 +138,6 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "fast-tuning": lambda s: fast_tuning(s.results),
     "best-recipe": lambda s: best_recipe(s.results),
     "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
-    "champion-tolerance": lambda s: champion_tolerance(s.params, s.measured),
     "gate-simulation": lambda s: gate_simulation(),
     "numerics-spread": lambda s: numerics_spread(s.measured),
     "seed-zero": lambda s: seed_zero(s.measured),
@@ -139,11 +164,26 @@ def block_names(text: str) -> list[str]:
     return [match.group("name") for match in BLOCK.finditer(text)]
 
 
-def champion_tolerance(params, measured: noise.NoiseModel) -> str:
-    """The registry's rule in numbers: how far a challenger must beat the champion's accuracy by."""
-    value = comparison_tolerance(params.gate, measured, "cnn")
-    return (f"Under the committed noise model (`noise/noise.json`, {_machine(measured)}) that tolerance is {value:.4f} "
-            f"for the CNN (`cnn`), at `gate.false_alarm_rate` {params.gate.false_alarm_rate:.0%}.\n")
+def champion_profile(registry: dict) -> str:
+    """The committed run's champion decision, and each candidate's verdict on every constraint of the profile."""
+    profile = registry.get("profile") or {}
+    rows = []
+    for model, judged in (registry.get("candidates") or {}).items():
+        checks = ["pass" if check["passed"] else "**fail**" for check in judged["checks"]]
+        objective = judged["objective"]
+        rows.append([f"`{model}`", *checks, "-" if objective is None else f"{100 * objective:.2f}", "yes" if judged["meets_profile"] else "no"])
+    constraints = [_constraint_label(constraint) for constraint in profile.get("constraints", [])]
+    frame = pd.DataFrame(rows, columns=["candidate", *constraints, f"objective: {profile.get('objective')}, %", "meets the profile"])
+    return (f"The committed run's decision (`reports/registry.json`): {registry.get('decision')}.\n\n"
+            + frame.to_markdown(index=False, disable_numparse=True) + "\n")
+
+
+def _constraint_label(constraint: dict) -> str:
+    if constraint.get("at_least") is not None:
+        return f"{constraint['metric']} ≥ {constraint['at_least']:g}"
+    if constraint.get("at_most") is not None:
+        return f"{constraint['metric']} ≤ {constraint['at_most']:g}"
+    return f"{constraint['metric']} within noise of the {constraint['within_noise_of']}'s"
 
 
 def gate_simulation() -> str:
@@ -250,7 +290,10 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
         "An ensemble's is its members' together; a recipe's is projected from its time per epoch.",
     ]
     for name, ensemble in params.ensembles.items():
-        for metric, label in (("accuracy", "MNIST test"), ("corruption_mean", "corruption mean")):
+        for metric, label in (
+            ("validation_corruption_mean", "validation-corruption mean (what it chose on)"), ("accuracy", "MNIST test"),
+            ("corruption_mean", "corruption mean"),
+        ):
             own = spread(name, metric)
             members = [(member, found) for member in ensemble.members if (found := spread(member, metric))]
             if own is None or not members:
@@ -265,7 +308,7 @@ def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], 
             if lines[-1].startswith("Fit times"):  # Python-Markdown (the docs site) starts a list only after a blank line
                 lines.append("")
             lines.append(
-                f"- `{name}` against its best member on the {label}, `{best}`: {gap:+.2f} points "
+                f"- `{name}` against its best candidate on the {label}, `{best}`: {gap:+.2f} points "
                 f"({100 * own.mean:.2f} against {100 * found.mean:.2f}; Welch's t-test over seeds, p = {test.pvalue:.2g}: {verdict})."
             )
     return "\n".join(lines) + "\n"

@@ -281,14 +281,3 @@ def run_to_run_tolerance(gate: Any, noise: Any, model: str, metric: str) -> tupl
     value = noise_model.tolerance(measured, alpha, gate.resolution, against=noise_model.AGAINST_RUN)
     source = "deterministic: the resolution" if measured.deterministic else f"noise model, {measured.n} seeds, sd {measured.sd:.4f}"
     return value, source
-
-
-def comparison_tolerance(gate: Any, noise: Any, model: str, metric: str = "accuracy") -> float:
-    """How far apart two independent runs of ``model`` land by chance, at the gate's false-alarm rate.
-
-    The gate's own rule for one model in question (the challenger against the champion, so the
-    whole rate goes to it) against another run: a model without a noise measurement gets
-    ``gate.rules.<metric>.tolerance``, a deterministic one the resolution.
-    """
-    # No params hash: against another run it only words a note, never the value.
-    return derive_tolerances(gate, noise, {model: ""}, models_in_question=1)[(model, metric)].value

@@ -6,6 +6,8 @@ Photos and scans are made MNIST-style first (``data/images.py``: grayscale, inve
 light, cropped to the ink, longer side scaled to 20 px, centred by centre of mass in 28x28).
 A file that can't be read, or holds no ink, gets its own error line; the others are still
 classified, and the exit status is 1 when any input failed (2 when nothing could run at all).
+Each probability is calibrated: the model's temperature, fitted on the validation digits, makes
+"0.95" right about 95% of the time on digits like MNIST's (docs: validation).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def render(rows: list[dict[str, Any]], output_format: str) -> str:
                              "" if row["probability"] is None else f"{row['probability']:.6f}", row.get("error", "")])
         return buffer.getvalue().rstrip("\n")
     width = max([len("path"), *(len(row["path"]) for row in rows)])
-    lines = [f"{'path':<{width}}  digit  probability"]
+    lines = [f"{'path':<{width}}  digit  probability (calibrated)"]
     for row in rows:
         if row["digit"] is None:
             lines.append(f"{row['path']:<{width}}  error: {row['error'].removeprefix(row['path'] + ': ')}")

@@ -33,6 +33,9 @@ from pydantic import Field, model_validator
 
 from mnist_pipeline.paths import Section
 
+# mlflow is imported where used (MLflow's own threshold check): config imports this module's schema,
+# and every stage loads config (benchmarks/results/import_times.json).
+
 # The validation metrics a profile may name, and whether higher is better.
 VALIDATION_METRICS = {
     "validation.accuracy": True,
@@ -112,16 +115,18 @@ class Judgement:
 
 def _mlflow_verdict(metric: str, value: float, threshold: float) -> tuple[bool, str]:
     """MLflow's own check of ``value`` against an absolute ``threshold`` in the metric's direction."""
+    import mlflow
     from mlflow.models import EvaluationResult, MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException, validate_evaluation_results
+
+    failed = mlflow.models.evaluation.validation.ModelValidationFailedException  # loaded with mlflow.models
 
     rule = MetricThreshold(threshold=float(threshold), greater_is_better=VALIDATION_METRICS[metric])
     quiet = logging.getLogger("mlflow.models.evaluation.validation")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # it logs every check at INFO: the register stage logs the outcome itself
     try:
-        validate_evaluation_results({metric: rule}, EvaluationResult({metric: float(value)}, {}, run_id=""))
-    except ModelValidationFailedException as exc:
+        mlflow.validate_evaluation_results({metric: rule}, EvaluationResult({metric: float(value)}, {}, run_id=""))
+    except failed as exc:
         return False, exc.message
     finally:
         quiet.setLevel(level)

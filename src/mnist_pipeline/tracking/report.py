@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mnist_pipeline.reporting.report import ModelRow
+from mnist_pipeline.reporting.tables import ModelRow
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
