@@ -78,6 +78,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "threads-4": _FOUR_THREADS,
     "onednn-off-threads-4": _ONEDNN_OFF | _FOUR_THREADS,
 }
+# The variants a campaign runs the default seed under: all of them, or only "default" (--no-variants).
+PLANNED_VARIANTS = list(VARIANTS)
 # What each run records: every metric the gate may judge, so the noise model covers them all.
 ROW_METRICS = (
     "accuracy", "loss", "ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy",
@@ -297,7 +299,7 @@ def planned_runs(model: Any, variants_only: bool, seeds_override: int | None, de
         yield None, "default"  # deterministic: one run says it all
         return
     # The default seed under every numeric variant first: the same-seed spread the gate needs most.
-    for variant in VARIANTS:
+    for variant in PLANNED_VARIANTS:
         yield model.seed, variant
     if not variants_only:
         yield from ((seed, "default") for seed in seeds_to_measure(model, default_fit(), seeds_override) if seed != model.seed)
@@ -522,11 +524,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild noise.json from the runs file")
     parser.add_argument("--variants-only", action="store_true", help="only the default seed under every numeric variant")
     parser.add_argument("--train-only", action="store_true", help="train and keep the models, score nothing (score later)")
+    parser.add_argument("--no-variants", action="store_true", help="the default seed under the default numerics only: no same-seed spread")
     parser.add_argument("--study", nargs="?", const=CAMPAIGN_STUDY, metavar="NAME", help=f"share the campaign NAME (default {CAMPAIGN_STUDY}) with other workers")
     parser.add_argument("--storage", metavar="URL", help="the study's database (default: $MNIST_SWEEP_STORAGE, "
                         "else sqlite:///mlruns/optuna.db); a URL with a password belongs in MNIST_SWEEP_STORAGE")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SEED", "VARIANT"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
+    if args.no_variants:
+        PLANNED_VARIANTS[:] = ["default"]
     if args.study and args.train_only:
         parser.error("--train-only does not combine with --study")
     if args.storage and not args.study:

@@ -198,3 +198,8 @@ def test_a_run_fitted_on_other_digits_is_redone_and_left_out_of_the_summary(spre
     assert ("sgd", 0, "default") in spread.calls  # redone
     noise = json.loads(Path("noise/noise.json").read_text())
     assert 0.1 not in noise["models"]["sgd"]["seeds"]["accuracy"]["values"]
+
+
+def test_no_variants_measures_the_seeds_under_the_default_numerics_only(spread):
+    assert spread.main(["--models", "sgd", "--no-variants"]) == 0
+    assert spread.calls == [("sgd", seed, "default") for seed in range(6)]
