@@ -324,7 +324,8 @@ def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int 
         }
 
         def run(seed: int | None, variant: str) -> None:
-            if (seed, variant) in done or (train_only and (model_folder(name, model, seed, variant) / FIT_FILE).exists()):
+            # Training only keeps models (an ensemble's members, say): a run scored earlier may have kept none here.
+            if (model_folder(name, model, seed, variant) / FIT_FILE).exists() if train_only else (seed, variant) in done:
                 return
             started = time.perf_counter()
             row = run_in_child(name, seed, variant, runs_path, train_only)

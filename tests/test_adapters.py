@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, keep_models, load_entry, make_testsets, synthetic_digits
+from conftest import REPO_ROOT, keep_models, load_entry, make_testsets, make_valsets, synthetic_digits
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models import adapters, registry
 from mnist_pipeline.models.base import FitResult, InputScale, input_for_scale
@@ -131,9 +131,11 @@ def test_a_test_only_framework_trains_and_evaluates_through_the_pipeline(centroi
     root, load_params, save_split, represent, PreprocessParams = workdir
     paths = load_params().paths  # the params validate: the new type joined the models union
     save_split(paths, "train", represent(*synthetic_digits(300, 0), PreprocessParams(), None))
+    save_split(paths, "validation", represent(*synthetic_digits(60, 2), PreprocessParams(), None))
     test = represent(*synthetic_digits(120, 1), PreprocessParams(), None)
     save_split(paths, "test", test)
     make_testsets(root, test["labels"], corruptions=["stripe"])
+    make_valsets(root, corruptions=["inverse"])
 
     # Each stage resolves its model's adapter once and hands it on (issue 17: it was looked up 6
     # times in one fit, and once per test set in evaluate).

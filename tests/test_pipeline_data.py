@@ -14,7 +14,7 @@ def test_download_and_preprocess_through_dvc_then_noop_then_selective_rerun(proj
     dvc(project, "repro", "preprocess", env=env)
 
     train_flat = np.load(project / "data/processed/train/flat.npy", mmap_mode="r")
-    assert train_flat.shape == (300, 784) and train_flat.dtype == np.float32
+    assert train_flat.shape == (270, 784) and train_flat.dtype == np.float32  # the last 30 of 300 are the validation split
     assert np.load(project / "data/processed/test/image.npy").shape == (120, 28, 28, 1)
     assert sorted(p.name for p in (project / "data/raw").iterdir()) == sorted(
         ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
@@ -30,7 +30,8 @@ def test_download_and_preprocess_through_dvc_then_noop_then_selective_rerun(proj
     assert set(status) == {"preprocess"}, status
     rerun = dvc(project, "repro", "preprocess", env=env)
     assert "Running stage 'preprocess'" in rerun.stdout and "Running stage 'download'" not in rerun.stdout
-    assert np.load(project / "data/processed/train/labels.npy").shape == (200,)
+    assert np.load(project / "data/processed/train/labels.npy").shape == (180,)  # and 20 validation digits
+    assert np.load(project / "data/processed/validation/labels.npy").shape == (20,)
 
 
 def test_bad_params_fail_before_any_work_and_name_the_key(project, synthetic_mirror):

@@ -19,7 +19,7 @@ from mnist_pipeline.data.corruptions import CORRUPTIONS
 
 def test_full_pipeline_smoke_run(smoke_project):
     project, env, first = smoke_project
-    stages = ("download", "preprocess", "testsets", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "ensemble", "report", "gate", "register")
+    stages = ("download", "preprocess", "testsets", "valsets", "train@mlp", "train@gaussian_nb", "evaluate@mlp", "evaluate@gaussian_nb", "ensemble", "report", "gate", "register")
     for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout, stage
 
@@ -35,12 +35,14 @@ def test_full_pipeline_smoke_run(smoke_project):
         assert 0 <= mlp_metrics[key] <= 1, key
     summary = json.loads((project / "reports/summary.json").read_text())
     assert {row["model"] for row in summary["models"]} == {"mlp", "gaussian_nb", "ensemble"}
-    # The ensemble is scored like every model, and costs what its members' fits cost.
+    # The ensemble is scored like every model; it costs what its candidates' fits cost, and counts its chosen members' parameters.
     ensemble_metrics = json.loads((project / "metrics/ensemble.json").read_text())
     assert set(ensemble_metrics["corruption"]) == set(CORRUPTIONS) and 0 <= ensemble_metrics["accuracy"] <= 1
     configs = {name: json.loads((project / "models" / name / "model/config.json").read_text()) for name in ("mlp", "gaussian_nb", "ensemble")}
     assert configs["ensemble"]["fit_seconds"] == round(configs["mlp"]["fit_seconds"] + configs["gaussian_nb"]["fit_seconds"], 3)
-    assert configs["ensemble"]["parameter_counts"]["total"] == configs["mlp"]["parameter_counts"]["total"] + configs["gaussian_nb"]["parameter_counts"]["total"]
+    chosen = configs["ensemble"]["selection"]["picks"]
+    assert set(chosen) <= {"mlp", "gaussian_nb"} and chosen
+    assert configs["ensemble"]["parameter_counts"]["total"] == sum(configs[member]["parameter_counts"]["total"] for member in chosen)
     assert summary["best_model"] == max(summary["models"], key=lambda row: (row["accuracy"], -row["loss"]))["model"]
     assert "| `mlp` | keras_mlp | 203,530 |" in (project / "reports/summary.md").read_text()
     assert (project / "reports/accuracy_vs_params.png").read_bytes()[:4] == b"\x89PNG"

@@ -89,24 +89,28 @@ def test_code_changes_rerun_only_what_they_shape(smoke_project):
 # what the train stage records, and interrupted trainings
 
 
-def test_only_keras_stages_import_tensorflow(smoke_module_records):
+def test_only_keras_stages_import_tensorflow(smoke_run, smoke_module_records):
+    project, _, _ = smoke_run
     stages = {}
     for record in smoke_module_records:
         argv = record["argv"]
         if argv and argv[0].startswith("pipeline/"):
             stages[" ".join(argv[:2]) if len(argv) > 1 else argv[0]] = record["tensorflow"]
-    # The smoke ensemble has a Keras member (mlp): it runs it, so it imports TensorFlow.
-    keras_models, other_models = {"mlp", "ensemble"}, {"gaussian_nb"}
+    # The ensemble's train stage loads every candidate, the Keras one (mlp) too; its evaluation runs
+    # only the members it chose, so it imports TensorFlow only if it chose mlp.
+    chosen = json.loads((project / "models/ensemble/model/config.json").read_text())["selection"]["picks"]
     assert stages == {
         "pipeline/download.py": False,
         "pipeline/preprocess.py": False,
         "pipeline/testsets.py": False,
+        "pipeline/valsets.py": False,
         "pipeline/report.py": False,
         "pipeline/gate.py": False,
         # It packages the trained folders as pyfuncs without loading them.
         "pipeline/register.py": False,
-        **{f"pipeline/{stage}.py {model}": True for stage in ("train", "evaluate") for model in keras_models},
-        **{f"pipeline/{stage}.py {model}": False for stage in ("train", "evaluate") for model in other_models},
+        "pipeline/train.py mlp": True, "pipeline/evaluate.py mlp": True,
+        "pipeline/train.py gaussian_nb": False, "pipeline/evaluate.py gaussian_nb": False,
+        "pipeline/train.py ensemble": True, "pipeline/evaluate.py ensemble": "mlp" in chosen,
     }
 
 
@@ -127,7 +131,7 @@ def test_train_stage_logs_everything_to_one_run_per_model(smoke_run):
     # Hyperparameters, flattened, and the data they saw.
     assert mlp.data.params["optimizer.name"] == "rmsprop"
     assert mlp.data.params["epochs"] == "3" and mlp.data.params["hidden_units"] == "[256]"
-    assert mlp.data.params["data.train_examples"] == "300" and mlp.data.params["data.input"] == "flat"
+    assert mlp.data.params["data.train_examples"] == "270" and mlp.data.params["data.input"] == "flat"  # 30 are the validation split
     # Parameter counts as params and metrics.
     assert mlp.data.params["params_total"] == "203530"
     assert mlp.data.metrics["params_trainable"] == 203530.0
@@ -157,8 +161,10 @@ def test_train_stage_logs_everything_to_one_run_per_model(smoke_run):
     # Per-epoch metrics are the run's, not the model's: its metrics are the test results evaluate linked.
     model_metrics = by_run[mlp.info.run_id].metrics
     assert model_metrics and {metric.key for metric in model_metrics} >= {"test_accuracy", "test_loss"}
-    assert all(metric.key.startswith(("test_", "writers_", "mnistc_", "uci_")) for metric in model_metrics)
+    assert all(metric.key.startswith(("test_", "writers_", "mnistc_", "uci_", "val_")) for metric in model_metrics)
     assert {metric.dataset_name for metric in model_metrics if metric.key.startswith("test_")} == {"mnist-test"}
+    # ... and, apart, its validation results, each on its validation set.
+    assert {metric.dataset_name for metric in model_metrics if metric.key.startswith("val_clean_")} == {"mnist-validation"}
     assert {metric.dataset_name for metric in model_metrics if metric.key.startswith("uci_")} == {"uci-digits"}
     # Who owns the run, so a later training can close it if its process dies without doing so.
     import os
@@ -254,9 +260,13 @@ def test_the_pipeline_registers_passing_models_and_a_champion_that_serves_raw_di
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("mnist", "champion")
     assert client.get_model_version_by_alias("mnist", "challenger").version == champion.version
-    best = max(("mlp", "gaussian_nb", "ensemble"), key=lambda m: (json.loads((project / f"metrics/{m}.json").read_text())["accuracy"], m))
+    # The champion is the candidate that best meets the profile, on validation metrics.
+    meeting = {model: judged["objective"] for model, judged in registration["candidates"].items() if judged["meets_profile"]}
+    best = registration["challenger"]["model"]
+    assert meeting[best] == max(meeting.values())
     accuracy = json.loads((project / f"metrics/{best}.json").read_text())["accuracy"]
     assert champion.tags["pipeline_model"] == best and float(champion.tags["test_accuracy"]) == round(accuracy, 4)
+    assert champion.tags["profile"] == "meets" and float(champion.tags["validation.corruption_mean"]) == pytest.approx(meeting[best], abs=1e-6)
     assert champion.tags["champion_reason"] == "there was no champion yet"
     for name in ("mnist-mlp", "mnist-gaussian_nb"):
         (version,) = client.search_model_versions(f"name = '{name}'")

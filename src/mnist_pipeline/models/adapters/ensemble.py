@@ -68,10 +68,10 @@ class EnsembleAdapter:
         model = model_type.build(params, name, [Member(member, *members[member]) for member in chosen], weights)
         # Scored on the training digits once, for the same one-row history scikit-learn models have.
         accuracy = float(np.mean(self.predict_proba(model, inputs, 1000).argmax(axis=1) == np.asarray(targets)))
-        log.info("%s: %s averaged, training accuracy %.4f", name, ", ".join(params.members), accuracy)
-        # Its cost is its members' fits: what it takes to have it from nothing.
-        fit_seconds = sum(float(member.config["fit_seconds"]) for member in model.members)
-        log.info("%s: combined in %.1f s; its members' fits took %.1f s together", name, time.perf_counter() - started, fit_seconds)
+        log.info("%s: %s averaged, training accuracy %.4f", name, ", ".join(member.name for member in model.members), accuracy)
+        # Its cost is every candidate's fit: what it takes to have it from nothing (it chooses among them all).
+        fit_seconds = sum(float(members[member][0]["fit_seconds"]) for member in params.members)
+        log.info("%s: combined in %.1f s; its candidates' fits took %.1f s together", name, time.perf_counter() - started, fit_seconds)
         return FitResult(model, fit_seconds, 0, [{"epoch": 0, "accuracy": accuracy}], self.parameter_counts(model), details=details)
 
     def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
