@@ -104,6 +104,22 @@ def choose(candidates: dict[str, dict]) -> str:
     return max(affordable, key=lambda name: affordable[name]["objective"])
 
 
+def save(args: argparse.Namespace, cnn: list[float], results: dict[str, dict], kept: str | None = None, shipped: bool | None = None) -> None:
+    """The results so far; ``kept`` is None until every candidate is measured."""
+    write_json(args.output, {
+        "benchmark": "robust tuning on the validation sets",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "validation": "the last 6,000 training digits, clean and under the validation corruptions; the choice never reads the test sets",
+        "rule": "the highest validation accuracy + validation-corruption mean whose median fit is within the seed CNN's fits around it",
+        "seeds": args.seeds,
+        "seed_cnn": {"fit_seconds": cnn, "fit_seconds_median": median(cnn)},
+        "candidates": results,
+        "kept": kept,
+        "params_yaml_is_kept": shipped,
+        "machine": machine_facts(),
+    })
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
@@ -113,7 +129,8 @@ def main() -> int:
     earlier = json.loads(args.output.read_text()) if args.output.exists() and not args.again else {}
     if earlier.get("machine") != machine_facts() or earlier.get("seeds") != args.seeds:
         earlier = {}
-    measured = {json.dumps(entry["change"], sort_keys=True): entry for entry in earlier.get("candidates", {}).values()}
+    # An entry without its own budget predates the CNN fits around each candidate: measured again.
+    measured = {json.dumps(entry["change"], sort_keys=True): entry for entry in earlier.get("candidates", {}).values() if "budget_seconds" in entry}
     cnn = [run(SEED_CNN, {}, args.seeds[0])["fit_seconds"]]  # the CNN's fits, one before each candidate and one after the last
     results, change = {}, {}
     for name, step in CANDIDATES.items():
@@ -137,6 +154,7 @@ def main() -> int:
             f"{100 * entry['validation_corruption_mean']:.2f}%, fit {entry['fit_seconds_median']:.1f} s "
             f"(the seed CNN's around it: {', '.join(f'{value:.1f}' for value in cnn[-2:])} s)", flush=True,
         )
+        save(args, cnn, results)  # an interrupted run resumes from here
     kept = choose(results)
     check = ("import json, sys; from mnist_pipeline.config import load_params; base = load_params().models['robust']; "
              "print(type(base).model_validate(base.model_dump(mode='json') | json.loads(sys.argv[1])) == base)")
@@ -144,18 +162,7 @@ def main() -> int:
         [sys.executable, "-c", check, json.dumps(results[kept]["change"])], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     ).stdout.strip() == "True"
     print(f"kept: {kept}; params.yaml's models.robust {'is' if shipped else 'is NOT'} that candidate", flush=True)
-    write_json(args.output, {
-        "benchmark": "robust tuning on the validation sets",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "validation": "the last 6,000 training digits, clean and under the validation corruptions; the choice never reads the test sets",
-        "rule": "the highest validation accuracy + validation-corruption mean whose median fit is within the seed CNN's fits around it",
-        "seeds": args.seeds,
-        "seed_cnn": {"fit_seconds": cnn, "fit_seconds_median": median(cnn)},
-        "candidates": results,
-        "kept": kept,
-        "params_yaml_is_kept": shipped,
-        "machine": machine_facts(),
-    })
+    save(args, cnn, results, kept, shipped)
     print(f"wrote {args.output}")
     return 0
 
