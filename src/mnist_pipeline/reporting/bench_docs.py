@@ -201,6 +201,11 @@ def ci_time(results: Path) -> str:
             "the steps that took a second or more:\n\n" + frame.to_markdown(index=False, colalign=["left", "right"], disable_numparse=True) + "\n")
 
 
+def _in_chain_order(tuning: dict) -> list[tuple[str, dict]]:
+    """The candidates as the chain added them, each to the one before."""
+    return [(name, tuning["candidates"][name]) for name in tuning["order"]]
+
+
 def robust_tuning(results: Path) -> str:
     """The candidates `robust` was chosen from, on the validation sets (``benchmarks/tune_robust.py``): what the choice read."""
     tuning = _read(results, "robust_tuning")
@@ -208,7 +213,7 @@ def robust_tuning(results: Path) -> str:
         [name + (" (kept)" if name == tuning["kept"] else ""), f"{100 * entry['validation_accuracy_mean']:.2f}",
          f"{100 * entry['validation_corruption_mean']:.2f}", f"{100 * entry['objective']:.2f}",
          f"{entry['fit_seconds_median']:.0f} ({entry['fit_seconds_median'] / entry['budget_seconds']:.2f}x)"]
-        for name, entry in tuning["candidates"].items()
+        for name, entry in _in_chain_order(tuning)
     ]
     frame = pd.DataFrame(rows, columns=[
         "candidate (each adds to the one above)", "validation, %", "validation corruptions, mean %", "objective",
@@ -226,13 +231,13 @@ def robust_tuning_by_corruption(results: Path) -> str:
     candidates = tuning["candidates"]
     corruptions = list(next(iter(candidates.values()))["runs"][0]["test"]["corruption"])
     rows = []
-    for name, entry in candidates.items():
+    for name, entry in _in_chain_order(tuning):
         runs = [run["test"] for run in entry["runs"]]
 
-        def average(values: list[float]) -> str:
-            return f"{100 * sum(values) / len(values):.0f}"
+        def average(values: list[float], decimals: int = 0) -> str:
+            return f"{100 * sum(values) / len(values):.{decimals}f}"
 
-        rows.append([name, average([run["accuracy"] for run in runs]), average([run["corruption_mean"] for run in runs]),
+        rows.append([name, average([run["accuracy"] for run in runs], decimals=2), average([run["corruption_mean"] for run in runs]),
                      *(average([run["corruption"][c] for run in runs]) for c in corruptions), average([run["uci_accuracy"] for run in runs])])
     frame = pd.DataFrame(rows, columns=["candidate", "MNIST test", "mean", *(c.replace("_", " ") for c in corruptions), "UCI"])
     return frame.to_markdown(index=False, colalign=["left"] + ["right"] * (len(corruptions) + 3), disable_numparse=True) + "\n"
