@@ -55,14 +55,19 @@ def judge(baseline_ref: str | None, enforce: bool, summary_file: Path | None) ->
     for tolerance in outcome.tolerances.values():
         if tolerance.note:
             log.warning("%s", tolerance.note)
-    markdown = format_markdown(outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate)
+    if outcome.baseline_problem:
+        log.warning("%s", outcome.baseline_problem)
+    markdown = format_markdown(
+        outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate, outcome.changed_data, outcome.baseline_problem,
+    )
     if not enforce:
         write_text(params.paths.report_file(GATE_TABLE), markdown)
-        write_json(params.paths.report_file(VERDICT_FILE), verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit))
+        record = verdict_record(outcome.rows, outcome.baseline_ref, outcome.commit, outcome.changed_data)
+        write_json(params.paths.report_file(VERDICT_FILE), record)
     if summary_file is not None:
         _append_summary(summary_file, markdown)
     if not outcome.passed and not enforce:
-        log.warning("verdict recorded in %s: %s", params.paths.report_file(VERDICT_FILE), failure_message(outcome.rows))
+        log.warning("verdict recorded in %s: %s", params.paths.report_file(VERDICT_FILE), failure_message(outcome.rows, outcome.changed_data))
     return outcome
 
 
@@ -70,7 +75,7 @@ def conclude(outcome: GateOutcome, enforce: bool) -> int:
     """The last line of the log (after the stage's timing): the verdict, naming what failed."""
     if not outcome.passed:
         if enforce:
-            log.error("%s", failure_message(outcome.rows))
+            log.error("%s", failure_message(outcome.rows, outcome.changed_data))
             return EXIT_FAILED
         return 0
     new = sorted({row.model for row in outcome.rows if row.verdict == "NEW"})

@@ -297,7 +297,7 @@ def test_the_verdict_record_names_each_failing_model():
     rows = check(_current(mlp__accuracy=0.90), {"mlp": BASELINE["mlp"], "cnn": None}, GATE, MODELS)
     record = verdict_record(rows, "HEAD", "0123456789abcdef")
     assert record == {
-        "passed": False, "failed": "mlp", "baseline": "HEAD (0123456789ab)",
+        "passed": False, "failed": "mlp", "baseline": "HEAD (0123456789ab)", "data_differs": "",
         "verdict": {"mlp": "fail: regression", "cnn": "new"},
     }
     assert verdict_record(check(_current(), BASELINE, GATE, MODELS), "main", "f" * 40)["passed"] is True
@@ -638,3 +638,49 @@ def test_a_missing_or_broken_noise_model_is_an_error(repo, caplog):
     with caplog.at_level(logging.ERROR):
         assert load_entry("gate").main([]) == 2
     assert "noise/noise.json: noise model not found" in caplog.text
+
+
+def test_a_run_on_other_data_is_not_comparable_and_says_which_setting_changed(repo, caplog):
+    """`dvc exp run -S preprocess.train_limit=2000`: a quick look, not a regression of every model."""
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["preprocess"]["train_limit"] = 2000
+    raw["data"]["mirrors"] = ["http://127.0.0.1:9/"]  # where the bytes come from is not what they are
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _write_metrics(repo, {"mlp": 0.81, "cnn": 0.83})
+    assert load_entry("gate").main([]) == 0
+    verdict = json.loads((repo / "reports/gate.json").read_text())
+    assert verdict["passed"] is False and verdict["failed"] == ""
+    assert verdict["data_differs"] == "preprocess.train_limit: null -> 2000"
+    assert verdict["verdict"] == {"mlp": "not comparable", "cnn": "not comparable"}
+    table = (repo / "reports/gate.md").read_text()
+    assert "**Metric gate: not comparable**" in table and "`preprocess.train_limit: null -> 2000`" in table
+    assert "REGRESSION" not in table and "FAILED" not in table
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert load_entry("gate").main(["--enforce"]) == 1  # CI can't pass on a check it could not make
+    assert caplog.records[-1].getMessage().startswith("gate NOT COMPARABLE: the data differs from the baseline's (preprocess.train_limit")
+
+
+def test_a_baseline_whose_params_this_schema_cannot_read_is_named_in_the_table(repo):
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["models"]["cnn"]["no_such_key"] = 1
+    raw["preprocess"]["no_such_key"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _commit(repo, "a baseline from another schema")
+    raw["models"]["cnn"].pop("no_such_key")
+    raw["preprocess"].pop("no_such_key")
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert load_entry("gate").main([]) == 0
+    table = (repo / "reports/gate.md").read_text()
+    assert "this schema cannot read the params of cnn" in table and "cannot read its data sections" in table
+    assert "judged as another configuration, against the baseline run" in table and "**Metric gate passed**" in table
+
+
+@given(st.dictionaries(st.sampled_from(["a.b", "a.c", "d"]), st.one_of(st.none(), st.integers(), st.text(max_size=3)), max_size=3),
+       st.dictionaries(st.sampled_from(["a.b", "a.c", "d"]), st.one_of(st.none(), st.integers(), st.text(max_size=3)), max_size=3))
+def test_data_changes_lists_exactly_the_keys_that_differ(baseline, current):
+    from mnist_pipeline.reporting.metrics_files import data_changes
+
+    changes = data_changes(baseline, current)
+    assert [change.split(":")[0] for change in changes] == sorted(k for k in baseline.keys() | current.keys() if baseline.get(k) != current.get(k))
+    assert data_changes(None, current) == [] and data_changes(current, dict(current)) == []

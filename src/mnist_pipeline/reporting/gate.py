@@ -32,13 +32,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.reporting import noise as noise_model
-from mnist_pipeline.reporting.metrics_files import baseline_metrics, baseline_model_hashes, current_metrics, verify_ref
+from mnist_pipeline.reporting.metrics_files import (
+    DATA_SECTIONS,
+    baseline_metrics,
+    baseline_params,
+    current_metrics,
+    data_changes,
+    data_identity,
+    verify_ref,
+)
 from mnist_pipeline.reporting.tolerances import GateParams, ParamsHashes, Tolerance, derive_tolerances, models_in_question
 
 if TYPE_CHECKING:
@@ -47,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OK, REGRESSION, BELOW_FLOOR, MISSING, NEW = "ok", "REGRESSION", "BELOW FLOOR", "MISSING", "NEW"
+NOT_COMPARABLE = "NOT COMPARABLE"  # the data differs from the baseline's: no verdict either way
 PASSING = frozenset({OK, NEW})
 COLUMNS = ("model", "metric", "baseline", "expected", "now", "delta", "tolerance", "floor", "verdict")
 
@@ -229,17 +238,26 @@ def format_table(rows: Iterable[Row]) -> str:
 
 def format_markdown(
     rows: Iterable[Row], baseline_ref: str, tolerances: Mapping[tuple[str, str], Tolerance] | None = None,
-    false_alarm_rate: float | None = None,
+    false_alarm_rate: float | None = None, changed_data: Iterable[str] = (), baseline_problem: str = "",
 ) -> str:
     """The same table for GitHub's job summary and reports/gate.md, with a one-line verdict on top."""
-    rows = list(rows)
+    rows, changed_data = list(rows), list(changed_data)
     failed = failures(rows)
-    headline = (
-        f"**Metric gate passed** against `{baseline_ref}` ({len(rows)} checks)."
-        if not failed
-        else f"**Metric gate FAILED** against `{baseline_ref}`: {len(failed)} of {len(rows)} checks."
-    )
+    if changed_data:
+        headline = (
+            f"**Metric gate: not comparable** with `{baseline_ref}`: the data differs from the baseline's, so no "
+            "model is judged (the numbers below are for reading, not a verdict). Changed: "
+            + "; ".join(f"`{change}`" for change in changed_data) + "."
+        )
+        failed = []
+    elif not failed:
+        headline = f"**Metric gate passed** against `{baseline_ref}` ({len(rows)} checks)."
+    else:
+        headline = f"**Metric gate FAILED** against `{baseline_ref}`: {len(failed)} of {len(rows)} checks."
     lines = ["## Metric gate", "", headline, ""]
+    if baseline_problem:
+        lines += [f"The baseline's params could not all be read ({baseline_problem}): where they are not known, "
+                  "a run is judged as another configuration, against the baseline run.", ""]
     if false_alarm_rate is not None:
         lines += [
             "*expected*: the reference. A rerun of the baseline run's configuration and seed is judged against that "
@@ -275,7 +293,11 @@ def recorded_passes(record: Any, models: Iterable[str], source: str) -> tuple[li
     return passed, {name: verdicts.get(name) for name in models if name not in passed}
 
 
-def failure_message(rows: Iterable[Row]) -> str:
+def failure_message(rows: Iterable[Row], changed_data: Iterable[str] = ()) -> str:
+    changed_data = list(changed_data)
+    if changed_data:
+        return ("gate NOT COMPARABLE: the data differs from the baseline's (" + "; ".join(changed_data)
+                + "), so no model was judged; compare with a baseline made on the same data")
     return "gate FAILED: " + "; ".join(row.reason for row in failures(rows))
 
 
@@ -283,20 +305,23 @@ VERDICT_FILE = "gate.json"  # under paths.reports_dir: the gate stage writes it,
 RECORDED_PASS, RECORDED_NEW = "pass", "new"
 
 
-def verdict_record(rows: Iterable[Row], baseline_ref: str, commit: str) -> dict[str, Any]:
+def verdict_record(rows: Iterable[Row], baseline_ref: str, commit: str, changed_data: Iterable[str] = ()) -> dict[str, Any]:
     """What the gate stage records as a DVC metric: ``dvc exp show`` shows it per experiment."""
-    rows = list(rows)
+    rows, changed_data = list(rows), list(changed_data)
     per_model: dict[str, str] = {}
     for row in rows:
-        if not row.passed:
+        if changed_data:
+            per_model[row.model] = "not comparable"
+        elif not row.passed:
             per_model[row.model] = f"fail: {row.verdict.lower()}"
         else:
             per_model.setdefault(row.model, RECORDED_NEW if row.verdict == NEW else RECORDED_PASS)
-    failed = sorted({row.model for row in failures(rows)})
+    failed = [] if changed_data else sorted({row.model for row in failures(rows)})
     return {
-        "passed": not failed,
+        "passed": not failed and not changed_data,
         "failed": ", ".join(failed),
         "baseline": f"{baseline_ref} ({commit[:12]})",
+        "data_differs": "; ".join(changed_data),
         "verdict": per_model,
     }
 
@@ -311,10 +336,12 @@ class GateOutcome:
     baseline_ref: str
     commit: str
     tolerances: dict[tuple[str, str], Tolerance] = field(default_factory=dict)
+    changed_data: list[str] = field(default_factory=list)  # non-empty: not comparable, nothing judged
+    baseline_problem: str = ""  # what of the baseline's params could not be read
 
     @property
     def passed(self) -> bool:
-        return not failures(self.rows)
+        return not self.changed_data and not failures(self.rows)
 
 
 def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Path = Path("params.yaml")) -> GateOutcome:
@@ -330,6 +357,10 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
         current[name], reasons[name] = current_metrics(paths.metrics_file(name))
         baseline[name] = baseline_metrics(commit, paths.metrics_file(name))
     in_question = len(models_in_question(current, baseline))
-    tolerances = derive_tolerances(gate, noise, current_hashes, baseline_model_hashes(commit, params_path), in_question)
+    base = baseline_params(commit, params_path, params)
+    tolerances = derive_tolerances(gate, noise, current_hashes, base.model_hashes, in_question)
     rows = check(current, baseline, gate, names, tolerances, reasons)
-    return GateOutcome(rows, ref, commit, tolerances)
+    changed = data_changes(base.data, data_identity({section: getattr(params, section) for section in DATA_SECTIONS}))
+    if changed:
+        rows = [replace(row, verdict=NOT_COMPARABLE, reason=f"{row.model} {row.metric}: not comparable") for row in rows]
+    return GateOutcome(rows, ref, commit, tolerances, changed, base.problem)

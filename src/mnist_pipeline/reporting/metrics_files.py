@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -17,6 +18,11 @@ from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models import registry
 from mnist_pipeline.reporting.tolerances import ParamsHashes
 from mnist_pipeline.yaml_file import parse_yaml
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from mnist_pipeline.config import Params
 
 
 def parse_metrics(text: str) -> dict[str, Any]:
@@ -84,27 +90,70 @@ def baseline_metrics(commit: str, path: Path) -> dict[str, Any] | None:
         ) from None
 
 
-def baseline_model_hashes(commit: str, params_path: Path) -> dict[str, ParamsHashes]:
-    """Each model's params hashes (seed aside, and with it) as ``params_path`` stood at ``commit``; {} if unreadable.
+class BaselineParams(NamedTuple):
+    """What the gate reads from the baseline commit's params file; ``problem`` says what it could not read."""
 
-    Used only to tell whether the baseline ran the configuration the noise model measured, and
-    with which seed, so a params file the current schema can't read simply means "not known".
+    model_hashes: dict[str, ParamsHashes]
+    data: dict[str, Any] | None  # ``data_identity`` of the baseline's params; None when unreadable
+    problem: str = ""
+
+
+def baseline_params(commit: str, params_path: Path, current: "Params") -> BaselineParams:
+    """Each model's params hashes (seed aside, and with it) and the data's identity, as ``params_path`` stood at ``commit``.
+
+    Used to tell whether the baseline ran the configuration the noise model measured, with which
+    seed, and on which data. What the current schema can't read is "not known", and ``problem``
+    says so (the gate's table shows it, with the rule that applies instead).
     """
+    where = f"{params_path} at {commit[:12]}"
     shown = _git("show", f"{commit}:./{params_path.as_posix()}")
     if shown.returncode != 0:
-        return {}
+        return BaselineParams({}, None, f"{where}: git cannot read it ({shown.stderr.strip()})")
     try:
         raw = parse_yaml(shown.stdout, f"{commit}:{params_path}") or {}
         entries = {**(raw.get("models") or {}), **(raw.get("ensembles") or {})}
-    except (ConfigError, AttributeError, TypeError):
-        return {}
-    parsed = {}
+    except (ConfigError, AttributeError, TypeError) as exc:
+        return BaselineParams({}, None, f"{where}: not a params mapping ({exc})")
+    parsed, unread = {}, []
     for name, entry in entries.items():
         try:
             parsed[name] = registry.get(entry["type"]).params.model_validate(entry)
         except (ValidationError, ConfigError, KeyError, TypeError):
-            continue
+            unread.append(name)
     for model in parsed.values():
         if hasattr(model, "resolve"):  # an ensemble: its hash includes its members' params
             model.resolve(parsed)
-    return {name: ParamsHashes.of(model) for name, model in parsed.items()}
+    problems = [f"{where}: this schema cannot read the params of {', '.join(unread)}"] if unread else []
+    try:
+        data = data_identity({section: type(getattr(current, section)).model_validate(raw.get(section)) for section in DATA_SECTIONS})
+    except (ValidationError, TypeError) as exc:
+        data = None
+        problems.append(f"{where}: this schema cannot read its data sections ({str(exc).splitlines()[0]})")
+    return BaselineParams({name: ParamsHashes.of(model) for name, model in parsed.items()}, data, "; ".join(problems))
+
+
+# What makes the data a model is scored on: the pinned files, preprocessing, the test and validation
+# sets. Where the bytes are fetched from (mirrors, retries, timeouts) does not change them.
+DATA_SECTIONS = ("data", "preprocess", "testsets", "valsets")
+TRANSPORT_KEYS = frozenset({"mirrors", "retries", "timeout_s"})
+
+
+def data_identity(sections: "Mapping[str, BaseModel]") -> dict[str, Any]:
+    """Dotted key -> value of every setting in ``sections`` that changes the data, transport aside."""
+
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {key: inner for name, item in value.items() if name not in TRANSPORT_KEYS for key, inner in flat(item, f"{prefix}.{name}").items()}
+
+    return {key: value for section, params in sections.items() for key, value in flat(params.model_dump(mode="json"), section).items()}
+
+
+def data_changes(baseline: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """``key: baseline -> now`` for each data setting that differs; [] when the same or the baseline's is unknown."""
+    if baseline is None:
+        return []
+    return [
+        f"{key}: {json.dumps(baseline.get(key))} -> {json.dumps(current.get(key))}"
+        for key in sorted(baseline.keys() | current.keys()) if baseline.get(key) != current.get(key)
+    ]
