@@ -97,7 +97,7 @@ def make_optimizer(params: OptimizerParams) -> Any:
 
 
 def compile_classifier(model: Any, optimizer: OptimizerParams, label_smoothing: float = 0.0, steps_per_execution: int = 1) -> Any:
-    import keras
+    from mnist_pipeline.models.quiet_keras import keras
 
     # The plain string keeps the seed's models' compiled config as it always was.
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing else "categorical_crossentropy"
@@ -125,7 +125,7 @@ def schedule_callbacks(params: Any) -> list[Any]:
     schedule = getattr(params, "schedule", None)
     if schedule is None:
         return []
-    import keras
+    from mnist_pipeline.models.quiet_keras import keras
 
     peak = params.optimizer.learning_rate
 

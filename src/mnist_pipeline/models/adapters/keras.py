@@ -29,14 +29,14 @@ class KerasAdapter:
     name = "keras"
     model_filename = "model.keras"
     targets = "onehot"  # categorical cross-entropy
-    heavy_modules = ("keras",)
+    heavy_modules = ("mnist_pipeline.models.quiet_keras",)  # keras, without TensorFlow's start-up notices
     pip_packages = ("keras", "tensorflow")
 
     def fit(
         self, model_type: Any, name: str, params: Any, inputs: np.ndarray, targets: np.ndarray,
         observers: Sequence[EpochObserver] = (), verbose: int | None = None,
     ) -> FitResult:
-        import keras
+        from mnist_pipeline.models.quiet_keras import keras
 
         keras.utils.set_random_seed(params.seed)
         model = model_type.build(params, name)
@@ -90,7 +90,7 @@ class KerasAdapter:
         return path
 
     def load(self, directory: Path, model_type: Any = None) -> Any:
-        import keras
+        from mnist_pipeline.models.quiet_keras import keras
 
         path = directory / self.model_filename
         if not path.exists():

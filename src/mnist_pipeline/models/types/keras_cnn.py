@@ -52,7 +52,7 @@ class KerasCNNParams(KerasModelParams):
 
 def build_cnn(params: KerasCNNParams, name: str = "cnn") -> Any:
     """The seed's Conv2D/MaxPooling stack ('valid' padding), flattened into a Dense classifier."""
-    import keras
+    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]

@@ -95,7 +95,7 @@ class KerasConvNetParams(KerasModelParams):
 
 
 def build_convnet(params: KerasConvNetParams, name: str = "convnet") -> Any:
-    import keras
+    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]

@@ -25,7 +25,7 @@ class KerasMLPParams(KerasModelParams):
 
 def build_mlp(params: KerasMLPParams, name: str = "mlp") -> Any:
     """Dense(256, relu) -> Dense(10, softmax) in the seed; deeper stacks and dropout by params."""
-    import keras
+    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE * IMAGE_SIDE,))]
