@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mnist_pipeline.config import Params, load_params, parse_params
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.models import registry
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.models.types.keras_cnn import KerasCNNParams
 from mnist_pipeline.tracking.training import flatten
@@ -150,6 +151,10 @@ json_values = st.recursive(
 SECTION_FIELDS = {name: set(field.annotation.model_fields) for name, field in Params.model_fields.items() if name not in ("models", "ensembles", "recipes")}
 
 
+# What `models:` may hold: every registered type but those made of other models (ensembles:).
+TRAINED_TYPES = {name for name, model_type in registry.types().items() if model_type.framework != "ensemble"}
+
+
 @settings(max_examples=150, deadline=None)
 @given(section=st.sampled_from(["paths", "data", "preprocess", "models", "evaluate", "report", "gate"]), value=json_values)
 def test_any_replacement_section_is_rejected_unless_it_is_a_valid_section(section, value):
@@ -164,7 +169,7 @@ def test_any_replacement_section_is_rejected_unless_it_is_a_valid_section(sectio
     # at least one model, each a known type), and the loaded section holds those values.
     assert isinstance(value, dict), (section, value)
     if section == "models":
-        assert value and all(isinstance(entry, dict) and entry.get("type") in {"keras_mlp", "keras_cnn", "keras_convnet", "gaussian_nb", "sgd"} for entry in value.values())
+        assert value and all(isinstance(entry, dict) and entry.get("type") in TRAINED_TYPES for entry in value.values())
     else:
         assert set(value) <= SECTION_FIELDS[section], (section, value)
         assert all(getattr(getattr(parsed, section), key) == given for key, given in value.items())
