@@ -61,7 +61,9 @@ def test_the_registered_champion_classifies_raw_uint8_digits_at_its_test_accurac
 def test_mnist_predict_reads_photo_like_digits_as_the_champion_reads_mnist(test_digits, champion_record, tmp_path):
     """Test digits re-rendered as people have them: ink on paper, RGB, big canvases, off-centre, JPEG."""
     pixels, labels = test_digits
-    assert champion_record["model"] == "fast", champion_record  # the best of the committed run (docs: models)
+    # The champion is the profile's choice on the validation sets (docs: validation), whichever model that is.
+    registry = json.loads((REPO_ROOT / "reports" / "registry.json").read_text())
+    assert all(check["passed"] for check in registry["candidates"][champion_record["model"]]["checks"]), champion_record
     chosen = np.random.default_rng(0).choice(len(labels), size=250, replace=False)
     written = write_photos(pixels[chosen], tmp_path / "photos", seed=0)
     result = subprocess.run(
