@@ -79,7 +79,8 @@ class SklearnAdapter:
             model.fit(np.asarray(inputs), np.asarray(targets))
         fit_seconds = time.perf_counter() - started
         estimator = model.steps[-1][1] if hasattr(model, "steps") else model
-        epochs = int(getattr(estimator, "n_iter_", 1))
+        # n_iter_ is a count for SGD, an array (one per class or problem) for LogisticRegression and MLPs' kin.
+        epochs = int(np.max(getattr(estimator, "n_iter_", 1)))
         # scikit-learn exposes no per-epoch curve; one row with the final training accuracy keeps
         # history.csv (and its DVC plot) uniform across models.
         train_accuracy = float(np.mean(model.predict(inputs) == np.asarray(targets)))
