@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -684,3 +685,27 @@ def test_data_changes_lists_exactly_the_keys_that_differ(baseline, current):
     changes = data_changes(baseline, current)
     assert [change.split(":")[0] for change in changes] == sorted(k for k in baseline.keys() | current.keys() if baseline.get(k) != current.get(k))
     assert data_changes(None, current) == [] and data_changes(current, dict(current)) == []
+
+
+def test_the_detectable_drop_is_the_tolerance_plus_the_power_quantile_of_the_compared_difference():
+    from scipy.stats import norm
+
+    from mnist_pipeline.reporting.tolerances import detectable_drop
+
+    noise = _noise(mlp=(20, 0.002), cnn=(10, 0.0))
+    tolerances = derive_tolerances(GATE, noise, {"mlp": "h", "cnn": "h"}, {"mlp": "h", "cnn": "h"})
+    against_mean = tolerances[("mlp", "accuracy")]
+    assert against_mean.kind == ANOTHER_SEED and against_mean.expected == 0.98
+    # A fresh seed against the mean of 20: the difference's sd is 0.002 * sqrt(1 + 1/20).
+    expected = against_mean.value + norm.ppf(0.8) * 0.002 * (1 + 1 / 20) ** 0.5
+    assert detectable_drop(against_mean, noise, "mlp", "accuracy") == pytest.approx(expected)
+    assert detectable_drop(against_mean, noise, "mlp", "accuracy", power=0.95) > expected
+    # Simulated: a drop of that size fails 80% of fresh runs (the mean's own error included).
+    rng = np.random.default_rng(0)
+    mean = 0.98 + rng.normal(0, 0.002 / 20**0.5, 200_000)
+    run = 0.98 - expected + rng.normal(0, 0.002, 200_000)
+    assert np.mean(run < mean - against_mean.value) == pytest.approx(0.8, abs=0.01)
+    deterministic = tolerances[("cnn", "accuracy")]
+    assert detectable_drop(deterministic, noise, "cnn", "accuracy") == deterministic.value == GATE.resolution
+    unmeasured = derive_tolerances(GATE, noise, {"other": "h"})[("other", "accuracy")]
+    assert unmeasured.kind == UNMEASURED and detectable_drop(unmeasured, noise, "other", "accuracy") is None

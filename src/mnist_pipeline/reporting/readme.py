@@ -29,6 +29,7 @@ never typed by hand:
   ensemble against its best member (``noise/noise.json``);
 - ``best-recipe``: the best recipe's runs, seed by seed (``benchmarks/results/best.json``, by
   ``benchmarks/best_recipe.py``; until it has one, a line saying so);
+- ``gate-power``: each gated (model, metric)'s tolerance and the drop it catches 80% of the time (``noise/noise.json``);
 - ``gate-simulation``: the gate's simulated false alarms and power (``reporting.tolerances.simulate_gates``, seeded);
 - ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
 - ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
@@ -67,7 +68,15 @@ from mnist_pipeline.reporting.bench_docs import (
 )
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
 from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
-from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_MODELS, SIMULATED_RATE, simulate_gates
+from mnist_pipeline.reporting.tolerances import (
+    SIMULATED_GATES,
+    SIMULATED_MODELS,
+    SIMULATED_RATE,
+    ParamsHashes,
+    derive_tolerances,
+    detectable_drop,
+    simulate_gates,
+)
 from mnist_pipeline.stage import configure_logging
 
 # scipy.stats is imported where used: only the block that needs it loads it
@@ -140,6 +149,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
     "gate-simulation": lambda s: gate_simulation(),
     "numerics-spread": lambda s: numerics_spread(s.measured),
+    "gate-power": lambda s: gate_power(s.params, s.measured),
     "seed-zero": lambda s: seed_zero(s.measured),
     "sgd-scaled": lambda s: sgd_scaled(s.rows),
 }
@@ -205,6 +215,35 @@ def gate_simulation() -> str:
         f"{rate(same_seed_measured=False):.2%} ({rate(same_seed_measured=False, default_seed_measured=False):.1%}). "
         f"It still catches a 1-point drop of one model {caught:.1%} of the time.\n"
     )
+
+
+POWER = 0.8
+# Issue 23's goals for a rerun of the committed cnn, in points: tolerance at most this.
+POWER_GOALS = {("cnn", "accuracy"): 0.5, ("cnn", "corruption_mean"): 2.0}
+
+
+def gate_power(params, measured: noise.NoiseModel) -> str:
+    """Each gated (model, metric) for a rerun of the committed params: its rule, tolerance, false alarms and detectable drop."""
+    hashes = {name: ParamsHashes.of(model) for name, model in params.scored.items()}
+    tolerances = derive_tolerances(params.gate, measured, hashes, hashes)
+    alpha = noise.per_model_alpha(params.gate.false_alarm_rate, len(hashes) * len(params.gate.rules))
+    rows, goals = [], []
+    for (model, metric), found in tolerances.items():
+        drop = detectable_drop(found, measured, model, metric, POWER)
+        rows.append([f"`{model}`", metric, f"{100 * found.value:.2f}", "-" if drop is None else f"{100 * drop:.2f}", found.source])
+        goal = POWER_GOALS.get((model, metric))
+        if goal is not None:
+            goals.append(f"`{model}` {metric}: tolerance {100 * found.value:.2f} points, goal ≤ {goal:g}: "
+                         + ("met" if 100 * found.value <= goal else "**not met**"))
+    frame = pd.DataFrame(rows, columns=["model", "metric", "tolerance, points", f"drop caught {POWER:.0%} of the time, points",
+                                        "rule, and the spread it rests on (sd as a fraction)"])
+    return (f"A rerun of the committed params (what `.ci/run` and a code-only change are), under the committed noise "
+            f"model (`noise/noise.json`, {_machine(measured)}): each check's false-alarm rate is {alpha:.3%} "
+            f"({params.gate.false_alarm_rate:.0%} for the whole gate, shared by {len(rows)} checks). A drop of the last "
+            f"column's size fails the gate {POWER:.0%} of the time (one run; normal approximation); a smaller one "
+            "mostly passes.\n\n" + frame.to_markdown(index=False, disable_numparse=True,
+                                                      colalign=["left", "left", "right", "right", "left"])
+            + "\n\n" + "; ".join(goals) + ".\n")
 
 
 def numerics_spread(measured: noise.NoiseModel) -> str:

@@ -169,6 +169,28 @@ def _over_seeds(
     return Tolerance(value, f"baseline configuration not measured: {spread}, against the baseline run", note, kind=OTHER_CONFIG)
 
 
+def detectable_drop(tolerance: Tolerance, noise: noise_model.NoiseModel, model: str, metric: str, power: float = 0.8) -> float | None:
+    """The drop one run reveals with probability ``power``: the tolerance plus z(power) sds of the compared difference.
+
+    The compared difference is the new run minus its reference: numerics on both sides for the
+    same-seed rule, a fresh seed against the measured mean (or against one run) otherwise. A normal
+    approximation around the t-based tolerance. None where nothing was measured (rule 4).
+    """
+    from scipy.stats import norm
+
+    if tolerance.kind == DETERMINISTIC:
+        return tolerance.value  # every run gives the same result: any drop past the resolution is caught
+    if tolerance.kind == UNMEASURED:
+        return None
+    same = noise.get_same_seed(model, metric)
+    if tolerance.kind == SAME_SEED and tolerance.expected is None and same is not None:
+        spread = same.sd * np.sqrt(2.0)
+    else:
+        measured = noise.get(model, metric)
+        spread = measured.sd * (np.sqrt(1.0 + 1.0 / measured.n) if tolerance.expected is not None else np.sqrt(2.0))
+    return tolerance.value + float(norm.ppf(power)) * float(spread)
+
+
 def models_in_question(
     current: Mapping[str, Mapping[str, Any] | None], baseline: Mapping[str, Mapping[str, Any] | None]
 ) -> list[str]:
