@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import synthetic_digits
 from mnist_pipeline.data.params import PreprocessParams
-from mnist_pipeline.data.preprocess import represent
-from mnist_pipeline.serving.classifier import DigitClassifier, InputError, digit_batch, model_inputs
+from mnist_pipeline.data.preprocess import as_representation, represent
+from mnist_pipeline.serving.classifier import DigitClassifier, InputError, digit_batch
 
 # ---------------------------------------------------------------------------------------------
 # what a client may send
@@ -85,9 +85,28 @@ def test_any_array_is_either_a_valid_batch_or_an_input_error(array):
 @pytest.mark.parametrize("representation", ["pixels", "flat", "image"])
 def test_serving_feeds_a_model_exactly_what_the_pipeline_trained_it_on(representation):
     images, labels = synthetic_digits(20, seed=1)
-    expected = represent(images, labels, PreprocessParams(), limit=None)[representation]
-    served = model_inputs(digit_batch(images), representation)
+    stored = represent(images, labels, PreprocessParams(), limit=None)
+    expected = stored[representation]
+    served = as_representation(digit_batch(images), representation)
     assert served.dtype == expected.dtype and np.array_equal(served, expected)
+    # A client's float pixels in [0, 1], exactly the scaled digits, reach the model as the same numbers.
+    assert np.array_equal(as_representation(digit_batch(stored["flat"].reshape(-1, 28, 28)), representation), expected)
+
+
+@pytest.mark.parametrize("representation", ["pixels", "flat", "image"])
+@pytest.mark.parametrize("client", ["uint8", "float"])
+def test_an_ensembles_member_is_served_exactly_what_it_is_evaluated_on(representation, client):
+    """Evaluation hands the ensemble the stored uint8 pixels; serving hands it a client's digits in its
+    own representation (pixels), and the ensemble hands each member its own: the same arrays."""
+    from mnist_pipeline.models.types.ensemble import member_inputs
+
+    images, labels = synthetic_digits(20, seed=2)
+    stored = represent(images, labels, PreprocessParams(), limit=None)
+    evaluated = member_inputs(stored["pixels"], representation)
+    sent = images if client == "uint8" else stored["flat"].reshape(-1, 28, 28)
+    served = member_inputs(as_representation(digit_batch(sent), "pixels"), representation)
+    assert np.array_equal(served, evaluated) and np.array_equal(evaluated, stored[representation])
+    assert served.dtype == evaluated.dtype or (client == "float" and representation == "pixels")
 
 
 # ---------------------------------------------------------------------------------------------

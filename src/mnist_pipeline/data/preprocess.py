@@ -18,7 +18,11 @@ import numpy as np
 from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
 from mnist_pipeline.data.params import PreprocessParams
 
-PIXEL_MAX = 255.0
+PIXEL_MAX = 255
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+# preprocess.dtype's default: serving and the ensemble's members scale with it too, so a model
+# served or averaged sees exactly the numbers it was evaluated on.
+SCALED_DTYPE = np.float32
 
 
 def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -31,7 +35,7 @@ def represent(images: np.ndarray, labels: np.ndarray, params: PreprocessParams, 
     """All representations of one split, keyed by representation name."""
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    pixels = np.ascontiguousarray(images.reshape(images.shape[0], IMAGE_SIDE * IMAGE_SIDE))
+    pixels = np.ascontiguousarray(images.reshape(images.shape[0], PIXELS))
     flat = as_representation(pixels, "flat", params.dtype)
     return {
         "pixels": pixels,
@@ -42,21 +46,27 @@ def represent(images: np.ndarray, labels: np.ndarray, params: PreprocessParams, 
     }
 
 
-def as_representation(pixels: np.ndarray, representation: str, dtype: str | np.dtype) -> np.ndarray:
-    """Digits as 0-255 pixels (any shape with N first) in one model input representation.
+def as_representation(
+    digits: np.ndarray, representation: str, dtype: str | np.dtype = SCALED_DTYPE, *, floats_are_raw: bool = False,
+) -> np.ndarray:
+    """Digits (N first, any shape of 784 pixels each) in one model input representation.
 
-    The one path from pixels to a model's input: the test sets (corruptions, other writers) go
-    through it as the MNIST test digits do. ``flat`` input (already scaled) passes through.
+    The one path from pixels to a model's input: preprocessing, evaluation on every test set, the
+    ensemble's members and serving all call it. uint8 digits are raw 0-255 pixels; float digits are
+    pixels already scaled to [0, 1] (a client's, or ``flat``), unless ``floats_are_raw`` (the
+    ensemble's own input, which is the ``pixels`` representation of a client's floats).
     """
-    count = pixels.shape[0]
+    count = digits.shape[0]
+    flat = digits.reshape(count, PIXELS)
+    if flat.dtype != np.uint8 and floats_are_raw:
+        flat = (flat / PIXEL_MAX).astype(dtype)
     if representation == "pixels":
-        return np.ascontiguousarray(pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE), dtype=np.uint8)
-    if pixels.dtype == np.uint8:
+        # scikit-learn models learned from raw 0-255 pixels.
+        return np.ascontiguousarray(flat) if flat.dtype == np.uint8 else flat * flat.dtype.type(PIXEL_MAX)
+    if flat.dtype == np.uint8:
         # Divide in the target dtype, as the seed does (astype("float32") / 255), so values match it bit for bit.
-        flat = pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE).astype(dtype)
+        flat = flat.astype(dtype)
         flat /= np.asarray(PIXEL_MAX, dtype=dtype)
-    else:
-        flat = pixels.reshape(count, IMAGE_SIDE * IMAGE_SIDE)
     if representation == "flat":
         return flat
     if representation == "image":

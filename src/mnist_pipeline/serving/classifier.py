@@ -31,19 +31,15 @@ import numpy as np
 import pandas as pd
 
 from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
+from mnist_pipeline.data.preprocess import PIXEL_MAX, PIXELS, SCALED_DTYPE, as_representation
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.models.store import load_model_folder, temperature_of
 
 log = logging.getLogger(__name__)
 
-PIXELS = IMAGE_SIDE * IMAGE_SIDE
-PIXEL_MAX = 255
 ACCEPTED_SHAPES = f"(N, {IMAGE_SIDE}, {IMAGE_SIDE}), (N, {PIXELS}) or (N, {IMAGE_SIDE}, {IMAGE_SIDE}, 1), or N base64 strings"
 OUTPUT_COLUMNS = ("digit", "probability", "probabilities")
-# The pipeline scales with float32 (preprocess.dtype); serving scales the same way, so a served
-# model sees exactly the numbers it was evaluated on.
-SCALED_DTYPE = np.float32
 
 
 class InputError(PipelineError):
@@ -108,21 +104,6 @@ def digit_batch(values: Any) -> np.ndarray:
     return array.astype(SCALED_DTYPE, copy=False)
 
 
-def model_inputs(digits: np.ndarray, representation: str) -> np.ndarray:
-    """The representation a model was trained on (see ``data/preprocess.py``) of a validated batch."""
-    count = digits.shape[0]
-    if representation == "pixels":
-        # scikit-learn models learned from raw 0-255 pixels.
-        flat = digits.reshape(count, PIXELS)
-        return flat if flat.dtype == np.uint8 else flat * SCALED_DTYPE(PIXEL_MAX)
-    scaled = digits if digits.dtype != np.uint8 else digits.astype(SCALED_DTYPE) / SCALED_DTYPE(PIXEL_MAX)
-    if representation == "flat":
-        return scaled.reshape(count, PIXELS)
-    if representation == "image":
-        return scaled.reshape(count, IMAGE_SIDE, IMAGE_SIDE, 1)
-    raise InputError(f"unknown input representation {representation!r}; expected pixels, flat or image")
-
-
 def prediction_frame(probabilities: np.ndarray) -> pd.DataFrame:
     """One row per digit: the predicted digit, its probability, and all ten probabilities."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -153,7 +134,7 @@ class DigitClassifier:
         return self.config_["name"]
 
     def predict_proba(self, values: Any) -> np.ndarray:
-        inputs = model_inputs(digit_batch(values), self.config_["input"])
+        inputs = as_representation(digit_batch(values), self.config_["input"])
         probabilities = self.adapter_.predict_proba(self.model_, inputs, self.batch_size)
         if probabilities.shape != (inputs.shape[0], NUM_CLASSES):
             raise PipelineError(f"{self.directory}: the model returned shape {probabilities.shape}, expected ({inputs.shape[0]}, {NUM_CLASSES})")

@@ -21,15 +21,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, PrivateAttr, computed_field, model_validator
 
-from mnist_pipeline.constants import IMAGE_SIDE
 from mnist_pipeline.data.preprocess import as_representation
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
-
-# Serving scales pixels in float32 too (serving/classifier.py): members see the numbers they were scored on.
-SCALED_DTYPE = np.float32
-PIXEL_MAX = 255
-
 
 class SelectionParams(Section):
     """Choose the members and their weights on the validation sets (greedy forward selection with replacement)."""
@@ -106,12 +100,8 @@ class EnsembleModel:
 
 
 def member_inputs(pixels: np.ndarray, representation: str) -> np.ndarray:
-    """0-255 pixels (uint8, or floats from a client's [0, 1] pixels times 255) in one member's representation."""
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8 and representation != "pixels":
-        # as_representation passes non-integer pixels through as already scaled.
-        pixels = (pixels / PIXEL_MAX).astype(SCALED_DTYPE)
-    return as_representation(pixels.reshape(-1, IMAGE_SIDE * IMAGE_SIDE), representation, SCALED_DTYPE)
+    """The ensemble's own input, 0-255 pixels (uint8, or floats from a client's [0, 1] pixels times 255), in one member's representation."""
+    return as_representation(np.asarray(pixels), representation, floats_are_raw=True)
 
 
 def selection_objective(summed: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
