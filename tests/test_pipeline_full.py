@@ -115,3 +115,49 @@ def test_a_degraded_model_reruns_alone_is_recorded_and_fails_make_run_naming_it(
     result = run_cmd([sys.executable, "pipeline/gate.py", "--enforce"], cwd=project, env=env, check=False)
     assert result.returncode == 1
     assert "mlp accuracy" in result.stderr.splitlines()[-1] and "gate FAILED" in result.stderr.splitlines()[-1]
+
+
+
+LOGISTIC_TYPE = '''"""``type: logistic_regression``: LogisticRegression behind a StandardScaler (added by a test, as docs/using/params.md says)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from mnist_pipeline.models.base import Seed
+from mnist_pipeline.models.registry import ModelType
+from mnist_pipeline.paths import Section
+
+
+class LogisticRegressionParams(Section):
+    type: Literal["logistic_regression"]
+    seed: Seed = 0
+    max_iter: int = 300
+
+
+def build(params: LogisticRegressionParams, name: str) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("scaler", StandardScaler()), ("logistic", LogisticRegression(max_iter=params.max_iter, random_state=params.seed))])
+
+
+MODEL_TYPE = ModelType("logistic_regression", LogisticRegressionParams, "sklearn", build, lambda params: "pixels")
+'''
+
+
+def test_a_new_scikit_learn_type_is_one_module_and_one_params_entry(smoke_project):
+    """Adding a model type as the docs describe: its module and its entry in params.yaml, nothing
+    else. It trains, is scored and counts its parameters (weights trainable, the scaler's statistics not)."""
+    project, env, _ = smoke_project
+    env = dict(env, PYTHONPATH=str(project / "src"))  # the copy's package, new module included
+    (project / "src/mnist_pipeline/models/types/logistic_regression.py").write_text(LOGISTIC_TYPE)
+    edit_params(project, lambda p: p["models"].__setitem__("logreg", {"type": "logistic_regression"}))
+    ran = dvc(project, "repro", "evaluate@logreg", env=env).stdout
+    assert {line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")} == {"train@logreg", "evaluate@logreg"}
+    weights, statistics = 784 * 10 + 10, 2 * 784
+    config = json.loads((project / "models/logreg/model/config.json").read_text())
+    assert config["parameter_counts"] == {"total": weights + statistics, "trainable": weights, "non_trainable": statistics}
+    metrics = json.loads((project / "metrics/logreg.json").read_text())
+    assert metrics["params_total"] == weights + statistics and metrics["accuracy"] > 0.5

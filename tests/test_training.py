@@ -165,3 +165,30 @@ def test_unknown_types_and_frameworks_are_config_errors():
         adapters.get("jax")
     assert set(registry.types()) >= {"keras_mlp", "keras_cnn", "gaussian_nb", "sgd"}
     assert set(adapters.known()) >= {"keras", "sklearn"}
+
+
+def test_a_scikit_learn_type_fails_at_its_fit_when_it_could_not_be_loaded_back_or_counted():
+    """Its train stage, not a later one, says what is wrong: a class its saved model would hold that
+    loading refuses (not declared in trusted_types), or parameters the adapter cannot count (never a silent 0)."""
+    from pydantic import BaseModel
+
+    from mnist_pipeline.models.registry import ModelType
+
+    class ForestParams(BaseModel):
+        type: str = "forest"
+        seed: int = 0
+
+    def build(params, name):
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=3, random_state=params.seed)
+
+    images, labels = synthetic_digits(60, seed=0)
+    inputs = represent(images, labels, PreprocessParams(), None)["pixels"]
+    sklearn_adapter = adapters.get("sklearn")
+    undeclared = ModelType("forest", ForestParams, "sklearn", build, lambda params: "pixels")
+    with pytest.raises(ConfigError, match=r"model type 'forest': its fitted model holds \['sklearn.tree._tree.Tree'\]"):
+        sklearn_adapter.fit(undeclared, "forest", ForestParams(), inputs, labels)
+    declared = ModelType("forest", ForestParams, "sklearn", build, lambda params: "pixels", trusted_types=frozenset({"sklearn.tree._tree.Tree"}))
+    with pytest.raises(ConfigError, match="cannot count the learned parameters of RandomForestClassifier"):
+        sklearn_adapter.fit(declared, "forest", ForestParams(), inputs, labels)

@@ -23,7 +23,7 @@ from scipy.special import softmax
 
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.constants import NUM_CLASSES
-from mnist_pipeline.errors import ArtifactError
+from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models.base import EpochObserver, FitResult
 from mnist_pipeline.timing import heartbeat
 
@@ -85,7 +85,21 @@ class SklearnAdapter:
         # history.csv (and its DVC plot) uniform across models.
         train_accuracy = float(np.mean(model.predict(inputs) == np.asarray(targets)))
         log.info("%s: fitted in %.1f s (%d epochs), training accuracy %.4f", name, fit_seconds, epochs, train_accuracy)
+        self.check_loadable(model, model_type)
         return FitResult(model, fit_seconds, epochs, [{"epoch": epochs - 1, "accuracy": train_accuracy}], self.parameter_counts(model))
+
+    def check_loadable(self, model: Any, model_type: Any) -> None:
+        """Refuse, in the train stage, a model its own type could not load back: every class its skops
+        file would hold must be skops-trusted or declared in the type's ``trusted_types``."""
+        import skops.io
+
+        untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+        missing = sorted(untrusted - trusted_types(model_type))
+        if missing:
+            raise ConfigError(
+                f"model type {model_type.name!r}: its fitted model holds {missing}, which loading refuses unless they are "
+                f"declared; add them to trusted_types in its MODEL_TYPE (its module under models/types/)"
+            )
 
     def predict_proba(self, model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         # Batching bounds the memory of float64 copies scikit-learn makes of memory-mapped inputs.
@@ -128,8 +142,14 @@ class SklearnAdapter:
         for step in steps:
             if isinstance(step, StandardScaler):
                 non_trainable += sum(getattr(step, name).size for name in SCALER_ATTRIBUTES)
-            else:
+            elif any(hasattr(step, name) for name in LEARNED_ATTRIBUTES):
                 trainable += sum(getattr(step, name).size for name in LEARNED_ATTRIBUTES if hasattr(step, name))
+            else:
+                # A tree, a neighbour index...: not weights this count knows; never a silent 0.
+                raise ConfigError(
+                    f"cannot count the learned parameters of {type(step).__name__}: it has none of {list(LEARNED_ATTRIBUTES)}; "
+                    "give its model type an adapter (or extend LEARNED_ATTRIBUTES in models/adapters/sklearn.py) that counts them"
+                )
         return {"total": int(trainable + non_trainable), "trainable": int(trainable), "non_trainable": int(non_trainable)}
 
 
