@@ -28,13 +28,10 @@ from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.gate import VERDICT_FILE, recorded_passes
 from mnist_pipeline.reporting.tolerances import run_to_run_tolerance
 from mnist_pipeline.stage import run_stage, timer
-from mnist_pipeline.tracking.provenance import dvc_experiment_tags, provenance_tags
 from mnist_pipeline.tracking.champion import validation_metrics
+from mnist_pipeline.tracking.provenance import dvc_experiment_tags, provenance_tags
 from mnist_pipeline.tracking.registry import Candidate, register
 from mnist_pipeline.tracking.store import configure_tracking
-
-# mlflow is imported where used, after the stage times importing it (Stopwatch.import_modules;
-# benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.register")
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.models.store import read_json
 from mnist_pipeline.models.base import params_hash
+from mnist_pipeline.models.store import read_json
 from mnist_pipeline.reporting import noise
 from mnist_pipeline.reporting.report import collect_rows, write_report
 from mnist_pipeline.reporting.tables import seeds_table
-from mnist_pipeline.tracking.report import log_report
 from mnist_pipeline.stage import run_stage, timer
+from mnist_pipeline.tracking.report import log_report
 
 log = logging.getLogger("mnist_pipeline.report")
 

@@ -436,7 +436,7 @@ def test_tqdm_bar_on_a_tty(mirrors: Mirrors, tmp_path: Path, monkeypatch: pytest
             bars.append(self)
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    monkeypatch.setattr("mnist_pipeline.data.download.tqdm", RecordingBar)
     dest = tmp_path / "f.gz"
     _fetch(mirrors, [mirrors.url("good")], dest)
     verify_gz(dest, mirrors.pins["train_labels"])

@@ -108,8 +108,13 @@ def test_the_import_contracts_hold():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-IMPORT_TIMES = REPO_ROOT / "benchmarks" / "results" / "import_times.json"
-LAZY_COMMENT = "imported where used"
+# Third-party modules that stay deferred: each takes 0.1 s to seconds to import (TensorFlow,
+# skops and MLflow seconds), and most commands never need them. Everything else is imported at the
+# top of its module.
+HEAVY_MODULES = frozenset({
+    "tensorflow", "keras", "sklearn", "skops", "mlflow", "pandas", "scipy", "skimage", "matplotlib", "optuna", "dvc",
+    "sqlalchemy", "boto3", "botocore", "psycopg", "requests",
+})
 CYCLE_MARKER = "# import cycle"
 
 
@@ -130,14 +135,12 @@ def _imports(tree: ast.Module) -> tuple[list[ast.stmt], list[ast.stmt]]:
     return top, lazy
 
 
-def _lazy_import_violations(sources: dict[str, tuple[str, str]], measured: dict) -> list[str]:
-    """Each function-local import in ``sources`` (label -> (module name, text)) that loads no heavy module
-    its module's top-level imports don't load already, and each module keeping lazy imports without
-    the one comment naming the measured ones."""
-    heavy, times = set(measured["heavy"]), measured["modules"]
+def _lazy_import_violations(sources: dict[str, tuple[str, str]], heavy: frozenset[str] = HEAVY_MODULES) -> list[str]:
+    """Each function-local import in ``sources`` (label -> (module name, text)) that loads none of the
+    ``heavy`` modules its module's top-level imports don't load already (directly, or through a module
+    of the package), unless it carries ``# import cycle``."""
     trees = {label: ast.parse(text) for label, (_, text) in sources.items()}
     package = {module: label for label, (module, _) in sources.items()}
-    found: list[str] = []
     memo: dict[str, set[str]] = {}
 
     def targets(node: ast.stmt, module: str) -> set[str]:
@@ -145,8 +148,8 @@ def _lazy_import_violations(sources: dict[str, tuple[str, str]], measured: dict)
             names = {alias.name for alias in node.names}
         else:
             base = ".".join([*module.split(".")[: -node.level], *filter(None, [node.module])]) if node.level else node.module
-            names = {base} | {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in package | times}
-        # Importing mnist_pipeline.a.b runs mnist_pipeline.a first; a third-party module's measured loads include its parents'.
+            names = {base} | {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in package}
+        # Importing mnist_pipeline.a.b runs mnist_pipeline.a first.
         return names | {".".join(name.split(".")[:end]) for name in names if name in package for end in range(1, name.count(".") + 1)}
 
     def heavy_loaded(name: str) -> set[str]:
@@ -154,39 +157,30 @@ def _lazy_import_violations(sources: dict[str, tuple[str, str]], measured: dict)
             memo[name] = set()  # a cycle, if any, is test_no_module_of_the_package_imports_itself_back's
             if name in package:
                 memo[name] = set().union(*(heavy_loaded(t) for node in _imports(trees[package[name]])[0] for t in targets(node, name)))
-            elif name in times:
-                memo[name] = set(times[name]["loads"]) & heavy
-            elif name.split(".")[0] not in {"mnist_pipeline", "__future__", *sys.stdlib_module_names}:
-                found.append(f"{name} is not in {IMPORT_TIMES.name}: run benchmarks/import_times.py")
+            elif name.split(".")[0] in heavy:
+                memo[name] = {name.split(".")[0]}
         return memo[name]
 
+    found = []
     for label, (module, text) in sources.items():
-        lines, kept = text.splitlines(), []
+        lines = text.splitlines()
         for node in _imports(trees[label])[1]:
             statement = " ".join(lines[node.lineno - 1 : node.end_lineno])
-            if CYCLE_MARKER in statement or set().union(*map(heavy_loaded, targets(node, module))) - heavy_loaded(module):
-                kept.append(node)
-            else:
-                found.append(f"{label}:{node.lineno}: `{ast.unparse(node)}` saves no start-up: import it at the top")
-        definitions = [node.lineno for node in trees[label].body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-        comments = " ".join(line.strip(" #") for line in lines[: min(definitions, default=len(lines)) - 1] if line.lstrip().startswith("#"))
-        roots = {name.split(".")[0] for node in kept for name in targets(node, module) if name in times}
-        missing = sorted(root for root in roots if not re.search(rf"\b{re.escape(root)}\b", comments))
-        if (kept and LAZY_COMMENT not in comments.lower()) or missing:
-            found.append(f"{label}: keeps imports where used; say so once at its top (`# ... {LAZY_COMMENT}: why`), naming {missing or 'them'}")
+            if CYCLE_MARKER not in statement and not set().union(*map(heavy_loaded, targets(node, module))) - heavy_loaded(module):
+                found.append(f"{label}:{node.lineno}: `{ast.unparse(node)}` loads no module of HEAVY_MODULES: import it at the top")
     return found
 
 
-def test_imports_sit_at_the_top_unless_importing_where_used_saves_start_up():
-    """Issue 17: a function-local import must load a module measured heavy (benchmarks/results/import_times.json)
-    that its module's top-level imports don't load already, or carry ``# import cycle``; a module keeping
-    lazy imports says so once, next to its top-level imports, naming the measured ones."""
-    # The check finds a light module imported where used, and a heavy one without the comment.
-    fake = {"heavy": ["heavy"], "modules": {"heavy": {"loads": ["heavy"]}}}
-    assert len(_lazy_import_violations({"m.py": ("m", "def f():\n    import json\n    import heavy\n")}, fake)) == 2
+def test_imports_sit_at_the_top_unless_they_defer_a_heavy_module():
+    """A function-local import must load a module of HEAVY_MODULES that its module's top-level
+    imports don't load already, or carry ``# import cycle``; everything else sits at the top."""
+    # The check finds a light module imported where used, and lets a heavy one through.
+    assert _lazy_import_violations({"m.py": ("m", "def f():\n    import json\n    import heavy\n")}, frozenset({"heavy"})) == [
+        "m.py:2: `import json` loads no module of HEAVY_MODULES: import it at the top"
+    ]
     sources = {}
     for path in sorted((REPO_ROOT / "src" / "mnist_pipeline").rglob("*.py")) + sorted((REPO_ROOT / "pipeline").glob("*.py")):
         parts = path.relative_to(REPO_ROOT).with_suffix("").parts
         sources[str(path.relative_to(REPO_ROOT))] = (".".join(parts[1:] if parts[0] == "src" else parts).removesuffix(".__init__"), path.read_text())
-    found = _lazy_import_violations(sources, json.loads(IMPORT_TIMES.read_text()))
+    found = _lazy_import_violations(sources)
     assert not found, "\n".join(found)

@@ -27,10 +27,6 @@ from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.paths import Section
 
-# pandas and sklearn.metrics are imported where used: the params
-# loader imports this module's EvaluateParams, so every stage would load them otherwise
-# (benchmarks/results/import_times.json).
-
 METRIC_KEYS = ("accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro")
 PREDICTION_COLUMNS = ("actual", "predicted", "confidence", "confidence_uncalibrated")
 
@@ -56,7 +52,11 @@ def predicted_labels(proba: np.ndarray) -> np.ndarray:
 
 def compute_metrics(labels: np.ndarray, proba: np.ndarray) -> dict[str, float | int]:
     """accuracy, loss (log loss), errors (count), precision/recall/F1 macro-averaged over digits."""
-    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        log_loss,
+        precision_recall_fscore_support,
+    )
 
     labels = np.asarray(labels, dtype=np.int64)
     if not np.all(np.isfinite(proba)):

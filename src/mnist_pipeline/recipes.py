@@ -29,7 +29,10 @@ def hydra_value(value: Any) -> str:
         return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(item) for item in value) + "]"
-    return json.dumps(value)  # strings quoted; numbers, true, false and null as they are
+    if isinstance(value, str):
+        # Quoted, with "${" escaped: Hydra would read it as an interpolation.
+        return json.dumps(value).replace("${", "\\${")
+    return json.dumps(value)  # numbers, true, false and null as they are
 
 
 def recipe_override(raw: dict[str, Any], name: str, seed: int | None = None, changes: dict[str, Any] | None = None) -> str:

@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
+
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.timing import Stopwatch
-
-# dvc, psutil and tracking.store (dataclasses) are imported where used: a stage under DVC, a stage's timing report and a
-# failure need them, other commands don't (benchmarks/results/import_times.json).
+from mnist_pipeline.tracking.store import describe_tracking_failure
 
 EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -61,7 +61,6 @@ def user_error(exc: Exception) -> str | None:
     None for anything else, which is a bug and keeps its traceback."""
     if isinstance(exc, PipelineError):
         return str(exc)
-    from mnist_pipeline.tracking.store import describe_tracking_failure
 
     return describe_tracking_failure(exc)
 
@@ -99,7 +98,6 @@ def timer() -> Stopwatch:
 
 def _process_age() -> float:
     """Seconds since this process started: the interpreter's start-up and module imports included."""
-    import psutil
 
     return time.time() - psutil.Process().create_time()
 

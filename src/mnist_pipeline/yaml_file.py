@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_pipeline.errors import ConfigError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
-# ruamel.yaml is imported where used: config imports this module, and commands that read no YAML skip it
-# (benchmarks/results/import_times.json).
+from mnist_pipeline.errors import ConfigError
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -17,8 +17,6 @@ def parse_yaml(text: str, source: str) -> Any:
     as true, where DVC, which hashes params.yaml and applies ``dvc exp run -S``, reads 0.001
     and "yes".
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
 
     try:
         return YAML(typ="safe").load(text)

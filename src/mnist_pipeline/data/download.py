@@ -26,14 +26,12 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+
+from tqdm import tqdm
 
 from mnist_pipeline.atomic import atomic_path
 from mnist_pipeline.data.params import DataParams, PinnedFile
 from mnist_pipeline.errors import DownloadError
-
-# tqdm is imported where used: only a terminal watching the download shows its bar
-# (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.download")
 
@@ -173,7 +171,6 @@ class _Progress:
         self.next_quarter = 1
         self.bar = None
         if sys.stderr.isatty():
-            from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
 

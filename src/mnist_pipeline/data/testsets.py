@@ -36,12 +36,10 @@ from pydantic import Field, field_validator
 from mnist_pipeline.atomic import write_json
 from mnist_pipeline.constants import IMAGE_SIDE, MNIST_TEST_SIZE
 from mnist_pipeline.data.arrays import load_array, save_array
+from mnist_pipeline.data.download import download_file, resolve_mirrors
 from mnist_pipeline.data.params import Mirrored, PinnedFile
 from mnist_pipeline.errors import ArtifactError, DownloadError
 from mnist_pipeline.paths import Section
-
-# sklearn, data.images (scipy) and data.download (urllib.request) are imported where used: only making the sets
-# needs them, not the stages that read them (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +158,6 @@ def parse_writers(gz_path: Path, test_labels: np.ndarray) -> np.ndarray:
 
 def fetch_writers(source: WritersSource, destination: Path, env_mirror: str | None) -> Path:
     """The verified QMNIST labels file at ``destination``, by the download stage's own code path."""
-    from mnist_pipeline.data.download import download_file, resolve_mirrors
 
     mirrors = resolve_mirrors(source.mirrors, env_mirror)
     try:

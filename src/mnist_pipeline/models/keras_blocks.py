@@ -12,8 +12,6 @@ from mnist_pipeline.constants import MNIST_TRAIN_SIZE, NUM_CLASSES
 from mnist_pipeline.models.base import Activation, Fraction, Seed
 from mnist_pipeline.paths import Section
 
-# keras is imported where used: the params loader imports these schemas, and every stage loads it (benchmarks/results/import_times.json).
-
 
 class OptimizerParams(Section):
     name: Literal["rmsprop", "adam", "adamw", "nadam", "sgd"]

@@ -58,9 +58,6 @@ from typing import Any
 
 from mnist_pipeline.errors import ArtifactError
 
-# scipy.stats is imported where used: half a second that the stages only reading the noise model skip
-# (benchmarks/results/import_times.json).
-
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 SCHEMA_1_METRICS = ("accuracy", "loss")

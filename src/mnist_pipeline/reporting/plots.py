@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     import pandas
     from matplotlib.figure import Figure
 
-# matplotlib is imported where used: stages that draw nothing skip it (benchmarks/results/import_times.json).
-
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the headless Agg backend."""

@@ -52,6 +52,7 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from mnist_pipeline.config import load_params
 from mnist_pipeline.models.base import params_hash
@@ -66,8 +67,19 @@ from mnist_pipeline.reporting.bench_docs import (
     robust_tuning_by_corruption,
     stage_time,
 )
-from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
-from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
+from mnist_pipeline.reporting.pipeline_picture import (
+    dvc_dag,
+    pipeline_mermaid,
+    pipeline_svg,
+)
+from mnist_pipeline.reporting.tables import (
+    LEAD_NOTE,
+    ModelRow,
+    lead_table,
+    seeds_table,
+    sets_table,
+    validation_table,
+)
 from mnist_pipeline.reporting.tolerances import (
     SIMULATED_GATES,
     SIMULATED_RATE,
@@ -78,9 +90,6 @@ from mnist_pipeline.reporting.tolerances import (
     simulate_gates,
 )
 from mnist_pipeline.stage import configure_logging
-
-# scipy.stats is imported where used: only the block that needs it loads it
-# (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +294,6 @@ def _machine(measured: noise.NoiseModel) -> str:
 
 def beyond_seed(params, measured, hashes: dict[str, str], rows: list[ModelRow], results: Path) -> str:
     """Accuracy over seeds beside fit time against the seed CNN's; then each ensemble against its best member."""
-    from scipy import stats
 
     bench = json.loads((results / "training.json").read_text(encoding="utf-8"))
     fits = bench["models"]

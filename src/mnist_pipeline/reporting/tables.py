@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# pandas is imported where used: config imports the report module, which imports this one (benchmarks/results/import_times.json).
-
 # The table the report and the README lead with: (column, metric, higher is better, as a percentage?)
 LEAD_COLUMNS = (
     ("MNIST test", "accuracy", True, True),

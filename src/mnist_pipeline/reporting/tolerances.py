@@ -35,8 +35,6 @@ from mnist_pipeline.reporting import noise as noise_model
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-# scipy is imported where used (the detectable drop): the gate stage and the params loader import this module.
-
 # The gate section's schema: the rules and settings the tolerances are derived from.
 MetricName = Literal[
     "accuracy", "loss", "errors", "precision_macro", "recall_macro", "f1_macro",

@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging
-
-# services.settings and services.stack are imported where used: --help skips what they load (dataclasses, botocore;
-# benchmarks/results/import_times.json).
+from mnist_pipeline.services.settings import load_settings
+from mnist_pipeline.stage import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    configure_logging,
+)
 
 log = logging.getLogger("mnist_pipeline.services")
 
@@ -27,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the project root (default: here)")
     args = parser.parse_args(argv)
     configure_logging()
-    from mnist_pipeline.services.settings import load_settings
     from mnist_pipeline.services.stack import check_all, start_all, stop_all
 
     try:

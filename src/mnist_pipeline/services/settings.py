@@ -13,10 +13,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import PipelineError
-
-# dotenv is imported where used: only reading the env file needs it (benchmarks/results/import_times.json).
 
 ENV_FILE = Path("services.env")
 TEMPLATE_FILE = Path("services.env.example")
@@ -62,7 +62,6 @@ def env_file_path(root: Path) -> Path:
 
 def read_env_file(path: Path) -> dict[str, str]:
     """The file's variables, ``${VAR}`` references expanded (as a shell that sources it would)."""
-    from dotenv import dotenv_values
 
     if not path.exists():
         raise ServiceError(f"{path}: no services env file; `make services` creates it from {TEMPLATE_FILE}")

@@ -21,13 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import botocore.exceptions
+from botocore.config import Config
 
-from mnist_pipeline.services.daemon import PROBE_TIMEOUT_S, START_TIMEOUT_S, Daemon, port_open, wait_until
+from mnist_pipeline.services.daemon import (
+    PROBE_TIMEOUT_S,
+    START_TIMEOUT_S,
+    Daemon,
+    port_open,
+    wait_until,
+)
 from mnist_pipeline.services.postgres import PostgreSQL
 from mnist_pipeline.services.settings import ServiceError, Settings
-
-# boto3, botocore.config and requests are imported where used: only the object store's and the tracking server's
-# checks need them (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,6 @@ class ObjectStore:
 
 def s3_client(settings: Settings):  # noqa: ANN201 - a boto3 S3 client
     import boto3
-    from botocore.config import Config
 
     return boto3.client(
         "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],

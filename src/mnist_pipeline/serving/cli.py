@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models.store import CONFIG_FILE, MODEL_SUBDIR
 from mnist_pipeline.tracking.store import resolve_tracking_target
-
-# mlflow, models.store (pydantic), serving.classifier (pandas) and data.images (scipy) are imported where used: a
-# run loads only what its model and inputs need (benchmarks/results/import_times.json).
 
 log = logging.getLogger("mnist_pipeline.predict")
 
@@ -41,7 +39,6 @@ def load_classifier(uri: str) -> Any:
     """Something with ``predict(digits) -> DataFrame``: a registered model, or a local model folder."""
     local = Path(uri)
     if local.is_dir():
-        from mnist_pipeline.models.store import CONFIG_FILE, MODEL_SUBDIR
         from mnist_pipeline.serving.classifier import DigitClassifier
 
         folder = local / MODEL_SUBDIR if (local / MODEL_SUBDIR / CONFIG_FILE).is_file() else local

@@ -20,10 +20,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
-
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -33,7 +32,11 @@ from mlflow.types.schema import Array
 import mnist_pipeline
 from mnist_pipeline.models import adapters
 from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
-from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, InputError
+from mnist_pipeline.serving.classifier import (
+    ACCEPTED_SHAPES,
+    DigitClassifier,
+    InputError,
+)
 
 MODEL_ARTIFACT = "model"
 # What a served version does besides its weights: new code here is a new registered version.

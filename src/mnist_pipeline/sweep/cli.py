@@ -27,14 +27,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.atomic import write_text
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging, interrupt_on_sigterm, user_error
-from mnist_pipeline.tracking.provenance import provenance_tags
-from mnist_pipeline.yaml_file import parse_yaml
+import numpy as np
 
-# mlflow, optuna, numpy and the modules that load them (config, sweep.study, tracking.store, ...) are imported where
-# used: each command loads only what it needs, and --help none of them (benchmarks/results/import_times.json).
+from mnist_pipeline.atomic import write_text
+from mnist_pipeline.data.arrays import load_split
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models import registry
+from mnist_pipeline.stage import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    configure_logging,
+    interrupt_on_sigterm,
+    user_error,
+)
+from mnist_pipeline.sweep import params as sweep_params
+from mnist_pipeline.sweep import storage as sweep_storage
+from mnist_pipeline.sweep.params import check_space
+from mnist_pipeline.sweep.storage import STORAGE_ENV, masked_url, storage_url
+from mnist_pipeline.tracking.provenance import provenance_tags
+from mnist_pipeline.tracking.store import configure_tracking
+from mnist_pipeline.yaml_file import parse_yaml
 
 log = logging.getLogger("mnist_pipeline.sweep")
 
@@ -50,8 +62,6 @@ PARENT_RUN_WAIT_S = 120.0
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The params, the sweep's model params (its space checked against them) and the storage URL."""
     from mnist_pipeline.config import load_params
-    from mnist_pipeline.sweep.params import check_space
-    from mnist_pipeline.sweep.storage import storage_url
 
     params = load_params(args.params)
     model_params = check_space(params.sweep, params.models)
@@ -61,8 +71,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
 def create(args: argparse.Namespace) -> None:
     """Create the study if absent, and its MLflow parent run (its id a study user attr, so every worker finds it)."""
     from mnist_pipeline.sweep import study as sweep_study
-    from mnist_pipeline.sweep import storage as sweep_storage
-    from mnist_pipeline.tracking.store import configure_tracking
 
     params, _, url = _load(args)
     sweep = params.sweep
@@ -103,7 +111,6 @@ def _create_parent_run(experiment_id: str, sweep: Any, url: str) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
-    from mnist_pipeline.sweep.storage import masked_url
 
     client = MlflowClient()
     tags = provenance_tags("mnist-sweep") | {
@@ -129,15 +136,9 @@ def _create_parent_run(experiment_id: str, sweep: Any, url: str) -> str:
 
 def worker(args: argparse.Namespace) -> None:
     """Join the existing study and run ``--trials`` trials (default ``sweep.trials_per_worker``)."""
-    import numpy as np
     import optuna
 
-    from mnist_pipeline.data.arrays import load_split
-    from mnist_pipeline.models import registry
     from mnist_pipeline.sweep import study as sweep_study
-    from mnist_pipeline.sweep import storage as sweep_storage
-    from mnist_pipeline.sweep.params import check_space
-    from mnist_pipeline.tracking.store import configure_tracking
     from mnist_pipeline.training import targets_for
 
     params, model_params, url = _load(args)
@@ -202,8 +203,6 @@ def best(args: argparse.Namespace) -> None:
     """Print the best trial's params (stdout); with ``--apply``, write them into the params file."""
     from mnist_pipeline.config import parse_params
     from mnist_pipeline.sweep import study as sweep_study
-    from mnist_pipeline.sweep import params as sweep_params
-    from mnist_pipeline.sweep import storage as sweep_storage
 
     params, _, url = _load(args)
     sweep = params.sweep
@@ -227,7 +226,6 @@ def _record_best(study: Any, trial: Any) -> None:
     from mlflow.exceptions import MlflowException
 
     from mnist_pipeline.sweep.study import OBJECTIVE, PARENT_RUN_ATTR
-    from mnist_pipeline.tracking.store import configure_tracking
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent is None:
@@ -249,7 +247,6 @@ def _record_best(study: Any, trial: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """``create``, then ``--workers`` local worker processes, then ``best``."""
-    from mnist_pipeline.sweep.storage import STORAGE_ENV, storage_url
 
     create(args)
     # The URL reaches the workers through their environment, not their command line (ps shows that).

@@ -32,13 +32,13 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, FiniteFloat, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from mnist_pipeline.constants import MNIST_TRAIN_SIZE
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.paths import Section
-
-# ruamel.yaml is imported where used: config imports this module, and only writing the best values back needs it
-# (benchmarks/results/import_times.json).
 
 # A dotted path into a model's params: names, or list indices (conv_layers.0.filters).
 ParamKey = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.([a-z_][a-z0-9_]*|[0-9]+))*$")]
@@ -253,7 +253,6 @@ def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
     flow mappings, the quotes and the indentation, so the diff is the swept values only. A swept
     setting the file leaves to its default is added as the last key of its mapping.
     """
-    from ruamel.yaml import YAML
 
     yaml = YAML()
     yaml.Representer = _representer()
@@ -282,7 +281,6 @@ def apply_values(text: str, model: str, values: dict[str, Any]) -> str:
 
 def _indentation(text: str) -> dict[str, int]:
     """The file's own indentation (ruamel.yaml writes its defaults otherwise): mappings', sequences' and the dash's."""
-    from ruamel.yaml.util import load_yaml_guess_indent
 
     _, sequence, dash = load_yaml_guess_indent(text)
     keys = [len(match.group(1)) for match in re.finditer(r"^( +)[^\s#-]", text, flags=re.MULTILINE)]
@@ -292,7 +290,6 @@ def _indentation(text: str) -> dict[str, int]:
 
 def _representer() -> Any:
     """The round-trip representer, but writing ``null`` (not nothing) and floats that YAML 1.1 readers read as floats too."""
-    from ruamel.yaml.representer import RoundTripRepresenter
 
     class Representer(RoundTripRepresenter):
         pass

@@ -17,9 +17,6 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.sweep.params import SweepParams
 from mnist_pipeline.tracking.store import project_root
 
-# optuna and sqlalchemy are imported where used: only opening the study's storage or parsing its URL needs them
-# (benchmarks/results/import_times.json).
-
 log = logging.getLogger("mnist_pipeline.sweep.study")
 
 STORAGE_ENV = "MNIST_SWEEP_STORAGE"

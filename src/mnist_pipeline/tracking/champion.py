@@ -33,9 +33,6 @@ from pydantic import Field, model_validator
 
 from mnist_pipeline.paths import Section
 
-# mlflow is imported where used (MLflow's own threshold check): config imports this module's schema,
-# and every stage loads config (benchmarks/results/import_times.json).
-
 # The validation metrics a profile may name, and whether higher is better.
 VALIDATION_METRICS = {
     "validation.accuracy": True,

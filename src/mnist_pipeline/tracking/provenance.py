@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-# importlib.metadata is imported where used: only the runs' tags need it (benchmarks/results/import_times.json).
 
 
 def _git(*args: str) -> str | None:
@@ -29,7 +28,6 @@ def _cpu_model() -> str:
 
 
 def _version(module: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(module)

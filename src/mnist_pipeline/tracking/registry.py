@@ -30,11 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.paths import Section
-from mnist_pipeline.tracking.champion import VALIDATION_METRICS, Judgement, ProfileParams, Tolerances, challenger_of, judge
+from mnist_pipeline.tracking.champion import (
+    VALIDATION_METRICS,
+    Judgement,
+    ProfileParams,
+    Tolerances,
+    challenger_of,
+    judge,
+)
+from mnist_pipeline.tracking.evaluation import find_logged_model
 from mnist_pipeline.tracking.runs import tracked_run
-
-# mlflow and the modules that load it or numpy (serving.pyfunc, tracking.evaluation) are imported
-# where used: config imports this module, for RegistryParams (benchmarks/results/import_times.json).
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +221,6 @@ def served_model(candidate: Candidate, experiment_id: str, run_tags: dict[str, s
     import mlflow
 
     from mnist_pipeline.serving.pyfunc import log_digit_model
-    from mnist_pipeline.tracking.evaluation import find_logged_model
 
     if (model_id := find_logged_model(candidate.model_id)) is not None:
         logged = mlflow.models.get_model_info(f"models:/{model_id}")

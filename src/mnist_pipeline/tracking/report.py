@@ -11,9 +11,6 @@ from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking
 
-# mlflow is imported where used: the report stage times importing it on its own (Stopwatch.import_modules;
-# benchmarks/results/import_times.json).
-
 RUN_NAME = "report"
 
 

@@ -11,8 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-# mlflow and psutil are imported where used: stages time importing mlflow on their own (Stopwatch.import_modules), and
-# commands that track nothing skip both (benchmarks/results/import_times.json).
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,6 @@ STALE_TAG = "closed_as_stale"
 
 
 def _process_started(pid: int) -> float | None:
-    import psutil
 
     try:
         return psutil.Process(pid).create_time()

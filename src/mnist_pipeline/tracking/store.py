@@ -12,10 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_pipeline.errors import PipelineError
+from filelock import FileLock
 
-# mlflow, requests and filelock are imported where used: stage.py imports this module, so every command would load
-# them otherwise (benchmarks/results/import_times.json).
+from mnist_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,6 @@ def configure_tracking(environ: dict[str, str] | None = None, root: Path | None 
     that set-up and the experiment creation happen exactly once.
     """
     import mlflow
-    from filelock import FileLock
 
     target = resolve_tracking_target(environ, root)
     if is_server(target.tracking_uri):

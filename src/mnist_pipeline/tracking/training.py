@@ -16,9 +16,6 @@ import numpy as np
 from mnist_pipeline.reporting.plots import close_figures, training_curves
 from mnist_pipeline.tracking.runs import uninterrupted
 
-# mlflow is imported where used: the train stage imports it up front, timed apart from its work
-# (pipeline/train.py); the tests of the pure helpers here skip it (benchmarks/results/import_times.json).
-
 log = logging.getLogger(__name__)
 
 

@@ -20,8 +20,6 @@ from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.base import HISTORY_METRICS, EpochObserver, FitResult
 from mnist_pipeline.models.keras_blocks import schedule_callbacks
 
-# keras is imported where used: seconds that loading this adapter's name and files skips (benchmarks/results/import_times.json).
-
 log = logging.getLogger("mnist_pipeline.training")
 
 

@@ -27,8 +27,6 @@ from mnist_pipeline.errors import ArtifactError, ConfigError
 from mnist_pipeline.models.base import EpochObserver, FitResult
 from mnist_pipeline.timing import heartbeat
 
-# sklearn and skops are imported where used: stages that only read a model's config skip them (benchmarks/results/import_times.json).
-
 log = logging.getLogger("mnist_pipeline.training")
 
 # What any fitted estimator holds besides its own class: arrays, dtypes, scalars.

@@ -25,6 +25,7 @@ from mnist_pipeline.data.preprocess import as_representation
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
+
 class SelectionParams(Section):
     """Choose the members and their weights on the validation sets (greedy forward selection with replacement)."""
 

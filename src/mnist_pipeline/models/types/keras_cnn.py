@@ -16,8 +16,6 @@ from mnist_pipeline.models.keras_blocks import (
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
-# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
-
 
 class ConvLayerParams(Section):
     filters: Annotated[int, Field(ge=1, le=4096)]
@@ -52,8 +50,9 @@ class KerasCNNParams(KerasModelParams):
 
 def build_cnn(params: KerasCNNParams, name: str = "cnn") -> Any:
     """The seed's Conv2D/MaxPooling stack ('valid' padding), flattened into a Dense classifier."""
-    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
+
+    from mnist_pipeline.models.quiet_keras import keras
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]
     for conv in params.conv_layers:

@@ -32,8 +32,6 @@ from mnist_pipeline.models.keras_blocks import (
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
-# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
-
 Beta = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -95,8 +93,9 @@ class KerasConvNetParams(KerasModelParams):
 
 
 def build_convnet(params: KerasConvNetParams, name: str = "convnet") -> Any:
-    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
+
+    from mnist_pipeline.models.quiet_keras import keras
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]
     if params.photometric is not None:

@@ -15,8 +15,6 @@ from mnist_pipeline.models.keras_blocks import (
 )
 from mnist_pipeline.models.registry import ModelType
 
-# keras is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
-
 
 class KerasMLPParams(KerasModelParams):
     type: Literal["keras_mlp"]
@@ -25,8 +23,9 @@ class KerasMLPParams(KerasModelParams):
 
 def build_mlp(params: KerasMLPParams, name: str = "mlp") -> Any:
     """Dense(256, relu) -> Dense(10, softmax) in the seed; deeper stacks and dropout by params."""
-    from mnist_pipeline.models.quiet_keras import keras
     from keras import layers
+
+    from mnist_pipeline.models.quiet_keras import keras
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE * IMAGE_SIDE,))]
     augment = augmentation_layers(params.augmentation, params.seed)

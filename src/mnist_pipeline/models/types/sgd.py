@@ -10,8 +10,6 @@ from mnist_pipeline.models.base import InputScale, Seed, input_for_scale
 from mnist_pipeline.models.registry import ModelType
 from mnist_pipeline.paths import Section
 
-# sklearn is imported where used (building the model): the params loader imports this schema (benchmarks/results/import_times.json).
-
 
 class SGDParams(Section):
     type: Literal["sgd"]
