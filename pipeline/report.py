@@ -37,7 +37,7 @@ def body() -> None:
         registry = read_json(params.paths.report_file("registry.json"), "the register stage's record", "run `dvc repro register`")
         champion = (registry.get("champion") or {}).get("model") if isinstance(registry, dict) else None
         files = write_report(params.paths, params.report.title, rows, seeds, champion)
-    log.info("report: %d models, best %s (%.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))
+    log.info("report: %d models (highest MNIST test accuracy, reported only: %s, %.4f) -> %s", len(rows), rows[0].model, rows[0].accuracy, ", ".join(map(str, files.values())))
     watch.import_modules("import mlflow", ("mlflow", "mlflow.store.tracking.sqlalchemy_store"))
     with watch.section("MLflow logging"):
         run_id = log_report(files, rows)
