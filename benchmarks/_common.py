@@ -36,7 +36,6 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MNIST_MIRROR", str(SHARED / "datasets" / "mnist"))
     env.setdefault("QMNIST_MIRROR", str(SHARED / "datasets" / "qmnist"))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra)
     return env
 

@@ -511,7 +511,6 @@ def main() -> int:
     trials = args.sweep_trials or (2 if args.quick else 4)
     if trials < 2 or trials % 2:
         parser.error("--sweep-trials must be an even number ≥ 2 (1 worker x N against 2 workers x N/2)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
           f"{platform.platform()}, Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")

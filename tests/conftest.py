@@ -116,10 +116,9 @@ def make_valsets(root: Path, corruptions: list[str] | None = None) -> None:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process: this venv's python first on PATH, quiet TensorFlow."""
+    """The environment for a child process: this venv's python first on PATH (models/quiet_keras.py quiets TensorFlow)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("QMNIST_MIRROR", None)  # a project made here names its own writer labels in params.yaml
     env.update(extra)

@@ -277,7 +277,6 @@ def run(args: argparse.Namespace) -> None:
 def _configure_logging(command: str) -> None:
     import optuna
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging()
     from mnist_pipeline.sweep.study import worker_name
 
