@@ -24,21 +24,9 @@ import numpy as np
 
 from mnist_pipeline.atomic import atomic_open, atomic_path, write_json
 from mnist_pipeline.config import load_params
-from mnist_pipeline.evaluation import (
-    confusion,
-    dvc_metrics,
-    per_class,
-    predictions_frame,
-    score_all_sets,
-    score_validation_sets,
-)
+from mnist_pipeline.evaluation import confusion, dvc_metrics, per_class, predictions_frame, score_all_sets, score_validation_sets
 from mnist_pipeline.models import adapters, registry
-from mnist_pipeline.models.store import (
-    MODEL_SUBDIR,
-    read_config,
-    read_run,
-    temperature_of,
-)
+from mnist_pipeline.models.store import MODEL_SUBDIR, read_config, read_run, temperature_of
 from mnist_pipeline.reporting.plots import error_gallery
 from mnist_pipeline.stage import run_model_stage, timer
 from mnist_pipeline.tracking.evaluation import log_evaluation

@@ -171,7 +171,6 @@ class _Progress:
         self.next_quarter = 1
         self.bar = None
         if sys.stderr.isatty():
-
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
 
     def update(self, count: int) -> None:

@@ -40,12 +40,7 @@ from scipy import ndimage
 from skimage import color
 
 from mnist_pipeline.constants import IMAGE_SIDE
-from mnist_pipeline.data.corruptions import (
-    Corruption,
-    apply_corruption,
-    blur,
-    motion_blur,
-)
+from mnist_pipeline.data.corruptions import Corruption, apply_corruption, blur, motion_blur
 from mnist_pipeline.data.valsets import VALIDATION_CORRUPTION_NAMES
 
 VALIDATION_STREAM = 1  # the generators' key beside the seed: never the test corruptions' numbers

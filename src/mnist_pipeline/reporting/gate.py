@@ -47,13 +47,7 @@ from mnist_pipeline.reporting.metrics_files import (
     data_identity,
     verify_ref,
 )
-from mnist_pipeline.reporting.tolerances import (
-    GateParams,
-    ParamsHashes,
-    Tolerance,
-    derive_tolerances,
-    models_in_question,
-)
+from mnist_pipeline.reporting.tolerances import GateParams, ParamsHashes, Tolerance, derive_tolerances, models_in_question
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params

@@ -67,28 +67,9 @@ from mnist_pipeline.reporting.bench_docs import (
     robust_tuning_by_corruption,
     stage_time,
 )
-from mnist_pipeline.reporting.pipeline_picture import (
-    dvc_dag,
-    pipeline_mermaid,
-    pipeline_svg,
-)
-from mnist_pipeline.reporting.tables import (
-    LEAD_NOTE,
-    ModelRow,
-    lead_table,
-    seeds_table,
-    sets_table,
-    validation_table,
-)
-from mnist_pipeline.reporting.tolerances import (
-    SIMULATED_GATES,
-    SIMULATED_RATE,
-    ParamsHashes,
-    derive_tolerances,
-    detectable_drop,
-    measured_models,
-    simulate_gates,
-)
+from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
+from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
+from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_RATE, ParamsHashes, derive_tolerances, detectable_drop, measured_models, simulate_gates
 from mnist_pipeline.stage import configure_logging
 
 log = logging.getLogger(__name__)

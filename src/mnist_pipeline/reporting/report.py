@@ -30,22 +30,8 @@ from mnist_pipeline.data.testsets import MNIST_C_CORRUPTIONS
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models.store import read_config, read_json
 from mnist_pipeline.paths import PathsParams, Section
-from mnist_pipeline.reporting.plots import (
-    close_figures,
-    pyplot,
-    reliability_figure,
-    robustness_heatmap,
-)
-from mnist_pipeline.reporting.tables import (
-    LEAD_NOTE,
-    SET_COLUMNS,
-    ModelRow,
-    lead_table,
-    markdown_row,
-    sets_table,
-    unbeaten,
-    validation_table,
-)
+from mnist_pipeline.reporting.plots import close_figures, pyplot, reliability_figure, robustness_heatmap
+from mnist_pipeline.reporting.tables import LEAD_NOTE, SET_COLUMNS, ModelRow, lead_table, markdown_row, sets_table, unbeaten, validation_table
 
 if TYPE_CHECKING:
     from mnist_pipeline.config import Params
@@ -251,7 +237,6 @@ def collect_rows(params: "Params") -> list[ModelRow]:
 
 
 def save_figure(figure: Any, destination: Path) -> None:
-
     try:
         with atomic_path(destination, suffix=destination.suffix) as tmp:
             figure.savefig(tmp, dpi=120)

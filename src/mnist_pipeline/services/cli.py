@@ -14,12 +14,7 @@ from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.services.settings import load_settings
-from mnist_pipeline.stage import (
-    EXIT_CHECK_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_USER_ERROR,
-    configure_logging,
-)
+from mnist_pipeline.stage import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging
 
 log = logging.getLogger("mnist_pipeline.services")
 

@@ -12,12 +12,7 @@ import subprocess
 from glob import glob
 from pathlib import Path
 
-from mnist_pipeline.services.daemon import (
-    PROBE_TIMEOUT_S,
-    START_TIMEOUT_S,
-    port_open,
-    wait_until,
-)
+from mnist_pipeline.services.daemon import PROBE_TIMEOUT_S, START_TIMEOUT_S, port_open, wait_until
 from mnist_pipeline.services.settings import ServiceError, Settings
 
 log = logging.getLogger("mnist_pipeline.services.stack")

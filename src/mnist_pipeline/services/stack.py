@@ -23,13 +23,7 @@ from pathlib import Path
 import botocore.exceptions
 from botocore.config import Config
 
-from mnist_pipeline.services.daemon import (
-    PROBE_TIMEOUT_S,
-    START_TIMEOUT_S,
-    Daemon,
-    port_open,
-    wait_until,
-)
+from mnist_pipeline.services.daemon import PROBE_TIMEOUT_S, START_TIMEOUT_S, Daemon, port_open, wait_until
 from mnist_pipeline.services.postgres import PostgreSQL
 from mnist_pipeline.services.settings import ServiceError, Settings
 

@@ -31,12 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pipeline.constants import IMAGE_SIDE, NUM_CLASSES
-from mnist_pipeline.data.preprocess import (
-    PIXEL_MAX,
-    PIXELS,
-    SCALED_DTYPE,
-    as_representation,
-)
+from mnist_pipeline.data.preprocess import PIXEL_MAX, PIXELS, SCALED_DTYPE, as_representation
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.models.store import load_model_folder, temperature_of

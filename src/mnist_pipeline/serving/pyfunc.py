@@ -32,11 +32,7 @@ from mlflow.types.schema import Array
 import mnist_pipeline
 from mnist_pipeline.models import adapters
 from mnist_pipeline.models.store import CONFIG_FILE, check_config, read_json
-from mnist_pipeline.serving.classifier import (
-    ACCEPTED_SHAPES,
-    DigitClassifier,
-    InputError,
-)
+from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, InputError
 
 MODEL_ARTIFACT = "model"
 # What a served version does besides its weights: new code here is a new registered version.

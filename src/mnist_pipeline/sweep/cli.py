@@ -33,13 +33,7 @@ from mnist_pipeline.atomic import write_text
 from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import registry
-from mnist_pipeline.stage import (
-    EXIT_INTERRUPTED,
-    EXIT_USER_ERROR,
-    configure_logging,
-    interrupt_on_sigterm,
-    user_error,
-)
+from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging, interrupt_on_sigterm, user_error
 from mnist_pipeline.sweep import params as sweep_params
 from mnist_pipeline.sweep import storage as sweep_storage
 from mnist_pipeline.sweep.params import check_space

@@ -35,12 +35,7 @@ import numpy as np
 from mnist_pipeline import training
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.base import EpochObserver
-from mnist_pipeline.sweep.params import (
-    Dimension,
-    PrunerParams,
-    SweepParams,
-    with_values,
-)
+from mnist_pipeline.sweep.params import Dimension, PrunerParams, SweepParams, with_values
 from mnist_pipeline.sweep.storage import StudyStorageError, describe_storage
 from mnist_pipeline.tracking.runs import close_as_killed, process_tags
 

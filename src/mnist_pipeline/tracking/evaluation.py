@@ -34,11 +34,7 @@ import numpy as np
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models.store import RunRecord
-from mnist_pipeline.reporting.plots import (
-    close_figures,
-    confusion_figure,
-    reliability_figure,
-)
+from mnist_pipeline.reporting.plots import close_figures, confusion_figure, reliability_figure
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.runs import tracked_run
 from mnist_pipeline.tracking.store import configure_tracking

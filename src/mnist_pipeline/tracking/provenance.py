@@ -28,7 +28,6 @@ def _cpu_model() -> str:
 
 
 def _version(module: str) -> str | None:
-
     try:
         return version(module)
     except PackageNotFoundError:

@@ -30,14 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.paths import Section
-from mnist_pipeline.tracking.champion import (
-    VALIDATION_METRICS,
-    Judgement,
-    ProfileParams,
-    Tolerances,
-    challenger_of,
-    judge,
-)
+from mnist_pipeline.tracking.champion import VALIDATION_METRICS, Judgement, ProfileParams, Tolerances, challenger_of, judge
 from mnist_pipeline.tracking.evaluation import find_logged_model
 from mnist_pipeline.tracking.runs import tracked_run
 

@@ -81,7 +81,6 @@ STALE_TAG = "closed_as_stale"
 
 
 def _process_started(pid: int) -> float | None:
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):

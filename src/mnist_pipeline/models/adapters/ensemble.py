@@ -27,12 +27,7 @@ from mnist_pipeline.models import adapters
 from mnist_pipeline.models.base import EpochObserver, FitResult
 from mnist_pipeline.models.calibration import calibrate
 from mnist_pipeline.models.store import load_model_folder, read_json, temperature_of
-from mnist_pipeline.models.types.ensemble import (
-    EnsembleModel,
-    Member,
-    member_inputs,
-    select_members,
-)
+from mnist_pipeline.models.types.ensemble import EnsembleModel, Member, member_inputs, select_members
 
 log = logging.getLogger("mnist_pipeline.training")
 
