@@ -352,6 +352,12 @@ def critical_t(alpha: float, runs: int) -> float:
 AGAINST_MEAN, AGAINST_RUN = "mean", "run"
 
 
+def compared_sd(sd: float, runs: int, against: str) -> float:
+    """The sd of a new run minus its reference, for runs of sd ``sd``: the mean of ``runs`` measured
+    runs (``"mean"``), or one other run (``"run"``)."""
+    return sd * (math.sqrt(1.0 + 1.0 / runs) if against == AGAINST_MEAN else math.sqrt(2.0))
+
+
 def tolerance(noise: ModelNoise, alpha: float, resolution: float, against: str = AGAINST_RUN) -> float:
     """The largest drop below the reference that a fresh seed's run shows with probability at most ``alpha``.
 
@@ -364,8 +370,7 @@ def tolerance(noise: ModelNoise, alpha: float, resolution: float, against: str =
         return resolution
     if noise.n < 2:
         raise ValueError(f"{noise.model}: a spread needs at least 2 runs, got {noise.n}")
-    spread = math.sqrt(1.0 + 1.0 / noise.n) if against == AGAINST_MEAN else math.sqrt(2.0)
-    return max(critical_t(alpha, noise.n) * noise.sd * spread, resolution)
+    return max(critical_t(alpha, noise.n) * compared_sd(noise.sd, noise.n, against), resolution)
 
 
 def same_seed_tolerance(noise: SameSeedNoise, alpha: float, resolution: float) -> float:
@@ -374,4 +379,4 @@ def same_seed_tolerance(noise: SameSeedNoise, alpha: float, resolution: float) -
         return resolution
     if noise.n < 2:
         raise ValueError(f"{noise.model}: a same-seed spread needs at least 2 variants, got {noise.n}")
-    return max(critical_t(alpha, noise.n) * noise.sd * math.sqrt(2.0), resolution)
+    return max(critical_t(alpha, noise.n) * compared_sd(noise.sd, noise.n, AGAINST_RUN), resolution)

@@ -184,11 +184,12 @@ def detectable_drop(tolerance: Tolerance, noise: noise_model.NoiseModel, model: 
         return None
     same = noise.get_same_seed(model, metric)
     if tolerance.kind == SAME_SEED and tolerance.expected is None and same is not None:
-        spread = same.sd * np.sqrt(2.0)
+        spread = noise_model.compared_sd(same.sd, same.n, noise_model.AGAINST_RUN)
     else:
         measured = noise.get(model, metric)
-        spread = measured.sd * (np.sqrt(1.0 + 1.0 / measured.n) if tolerance.expected is not None else np.sqrt(2.0))
-    return tolerance.value + float(norm.ppf(power)) * float(spread)
+        against = noise_model.AGAINST_MEAN if tolerance.expected is not None else noise_model.AGAINST_RUN
+        spread = noise_model.compared_sd(measured.sd, measured.n, against)
+    return tolerance.value + float(norm.ppf(power)) * spread
 
 
 def models_in_question(
