@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from mnist_pipeline.config import load_params
 from mnist_pipeline.data.arrays import save_split
+from mnist_pipeline.config import load_params
 from mnist_pipeline.data.idx import check_same_count, read_idx_gz
 from mnist_pipeline.data.preprocess import preprocess
 from mnist_pipeline.stage import run_stage

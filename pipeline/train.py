@@ -30,9 +30,9 @@ from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.models import adapters, registry
 from mnist_pipeline.models.base import params_hash
 from mnist_pipeline.models.store import MODEL_SUBDIR, SUMMARY_FILE, RunRecord, load_model_folder, write_run_record, write_training_outputs
-from mnist_pipeline.serving.pyfunc import log_digit_model
 from mnist_pipeline.stage import check_stage_deps, run_model_stage, timer
 from mnist_pipeline.tracking import training as mlflow_logging
+from mnist_pipeline.serving.pyfunc import log_digit_model
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.registry import CONTENT_HASH_TAG, MODEL_TAG, content_hash, model_hash
 from mnist_pipeline.tracking.runs import close_stale_runs, process_tags, tracked_run

@@ -40,8 +40,8 @@ from mnist_pipeline.evaluation import EvaluateParams
 from mnist_pipeline.models import registry
 from mnist_pipeline.models.types.ensemble import EnsembleParams
 from mnist_pipeline.paths import PathsParams, Section
-from mnist_pipeline.reporting.report import ReportParams
 from mnist_pipeline.reporting.tolerances import GateParams
+from mnist_pipeline.reporting.report import ReportParams
 from mnist_pipeline.sweep.params import SweepParams
 from mnist_pipeline.tracking.registry import RegistryParams
 from mnist_pipeline.yaml_file import parse_yaml

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+
 Split = Literal["train", "validation", "test"]
 
 

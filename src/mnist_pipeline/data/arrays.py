@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.atomic import atomic_path
-from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.paths import PathsParams
+from mnist_pipeline.errors import ArtifactError
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

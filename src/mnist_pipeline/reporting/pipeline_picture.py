@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+
 DAG_NODE = re.compile(r'^\s*(?P<id>\w+)\["(?P<label>[^"]*)"\]\s*$')
 DAG_EDGE = re.compile(r"^\s*(?P<source>\w+)\s*-->\s*(?P<target>\w+)\s*$")
 
