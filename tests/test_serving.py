@@ -6,6 +6,8 @@ Tiny models trained here on synthetic digits; a real MLflow store (SQLite) read 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +346,11 @@ def test_mnist_predict_classifies_files_folders_and_arrays_and_reports_bad_files
     assert "2 of 12 inputs could not be classified" in caplog.text
     assert main([str(tmp_path / "batch.npy"), "--model", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in caplog.text
+
+
+def test_the_pyfunc_gives_predict_the_type_hints_mlflow_asks_for():
+    """MLflow warns when the class is defined (so on every load of a logged model) if predict has none."""
+    code = "import warnings; warnings.simplefilter('always'); import mnist_pipeline.serving.pyfunc"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Add type hints" not in done.stderr, done.stderr
