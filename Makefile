@@ -22,6 +22,8 @@ GATE_ARGS ?=
 # `make serve`: the champion over HTTP on 127.0.0.1 (docs/using/serving.md).
 SERVE_PORT ?= 5001
 SERVE_MODEL ?= models:/mnist@champion
+# SERVE_WORKERS: server processes (empty: one per core).
+SERVE_WORKERS ?=
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 # The team stack (docs/team.md): its ports, URIs and generated credentials, in one file.
@@ -74,9 +76,9 @@ ui: env  ## browse the runs at http://127.0.0.1:5000
 	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root mlruns/artifacts --host 127.0.0.1 --port 5000
 
-serve: env  ## the champion model behind `mlflow models serve` at http://127.0.0.1:$(SERVE_PORT)/invocations
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(UV) run --locked mlflow models serve -m "$(SERVE_MODEL)" \
-		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+serve: env  ## the champion model behind `mlflow models serve` at http://127.0.0.1:$(SERVE_PORT)/invocations, one worker per core
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(UV) run --locked mnist-serve --model "$(SERVE_MODEL)" --port $(SERVE_PORT) \
+		$(if $(SERVE_WORKERS),--workers $(SERVE_WORKERS))
 
 services: env  ## start PostgreSQL, the S3 store and mlflow server on 127.0.0.1 (idempotent; waits until healthy)
 	$(UV) run --locked mnist-services start
@@ -102,8 +104,8 @@ sweep: env  ## an Optuna study over params.yaml `sweep.space`, $(SWEEP_WORKERS) 
 bench-team: env  ## server vs embedded tracking, dvc push/pull vs a plain copy, 2 sweep workers vs 1
 	$(LOAD_SERVICES) $(UV) run --locked python benchmarks/bench_team.py
 
-bench-serving: env  ## serving latency and throughput: HTTP vs in process, start-up time and memory
-	$(UV) run --locked python benchmarks/bench_serving.py
+bench-serving: env  ## the champion in process, behind `make serve` and behind MLServer: latency, throughput, concurrent clients, a 10,000-request soak
+	UV='$(UV)' $(UV) run --locked python benchmarks/bench_serving.py
 
 bench-testsets: env  ## every corruption over the test digits, and the whole testsets stage (goal: within 2 min)
 	$(UV) run --locked python benchmarks/bench_testsets.py

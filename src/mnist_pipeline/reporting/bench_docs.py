@@ -92,6 +92,47 @@ def bench_testsets(results: Path) -> str:
     return "\n".join(lines) + "\n" + frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
 
 
+def serving(results: Path) -> str:
+    """The champion in process and served, side by side in one run (``benchmarks/bench_serving.py``)."""
+    found = _read(results, "serving")
+    goals = found["goals"]
+
+    def versus(text: str, figure: dict[str, Any] | None) -> str:
+        return text if figure is None else f"{text} ({figure['value']:.2f}×{'' if figure['met'] else ', missed'})"
+
+    rows = []
+    # In process first: the reference every ratio is over.
+    for setup, measured in sorted(found["setups"].items(), key=lambda item: (item[0] != "in process", item[0] != "mlflow models serve")):
+        verdicts = goals.get(setup, {})
+        batches = "; ".join(versus(f"{form}: {entry['digits_per_s']:,}/s", verdicts.get("batch_1000_over_in_process", {}).get(form))
+                            for form, entry in measured["batch_1000"].items())
+        clients = [versus(f"{entry['requests_per_s']:,.0f}/s, p99 {entry['latency_ms']['p99']:.0f} ms",
+                          verdicts.get("concurrent_over_in_process", {}).get(str(entry["clients"]))) for entry in measured["concurrent"]]
+        one = versus(f"{measured['one_digit_ms']['p50']:.2f} ms", verdicts.get("one_digit_p50_over_in_process"))
+        extra = f"{measured['memory_mib']:,} MiB, {measured['startup_s']:.0f} s" if "memory_mib" in measured else ""
+        if "workers" in measured:
+            setup = f"`make serve` (MLflow, {measured['workers']} workers)"
+        elif "adaptive_batching" in measured:
+            batching = measured["adaptive_batching"]
+            setup = f"MLServer (batches of up to {batching['max_batch_size']}, {1000 * batching['max_batch_time']:g} ms)"
+        rows.append([setup, one, batches, *clients, extra])
+    counts = [entry["clients"] for entry in found["setups"]["in process"]["concurrent"]]
+    frame = pd.DataFrame(rows, columns=["", "one digit, p50", "1,000-digit batches",
+                                        *(f"{count} client{'s' if count > 1 else ''}, one digit each" for count in counts), "memory, start-up"])
+    soaked, machine = found["soak"], found["machine"]
+    memory = soaked["memory_mib"]
+    outcomes = ", ".join(f"{count:,} answered {outcome}" for outcome, count in sorted(soaked["outcomes"].items()))
+    return (
+        frame.to_markdown(index=False, disable_numparse=True) + "\n\n"
+        f"`{found['classifier']['name']}` ({found['classifier']['type']}); medians; the ratios are over in process, beside "
+        f"the goals of `bench_serving.py`. Soak of `make serve`: {soaked['requests']:,} requests from {soaked['clients']} clients, "
+        f"{soaked['bad_share']:.0%} of them bad ({len(soaked['bad_kinds'])} kinds), in {soaked['seconds']:.0f} s: {outcomes}; "
+        f"{soaked['server_errors']} server errors; resident memory {memory['after_warm_up']:,.0f} MiB after warm-up, "
+        f"{memory['end']:,.0f} MiB at the end ({memory['growth']:+,.0f} MiB). "
+        f"{machine['cpu']}, {machine['cpu_count']} cores, {found['created_utc'][:10]}.\n"
+    )
+
+
 def bench_goals(results: Path) -> str:
     """One row per figure with a goal: the scripts and their goals table of docs/benchmarks.md."""
     data, epochs, serving, team, pipeline, fits = (
@@ -125,14 +166,28 @@ def bench_goals(results: Path) -> str:
         f"{fast['fit_seconds']['median']:.1f} vs {fast['seed_cnn_fit_seconds']['median']:.1f} s: **1/{1 / fast['ratio_to_seed_cnn']:.1f}**",
         ratio, {"machine": fits["machine"], "created_utc": fast["measured_utc"]}, "×")
     name = serving["classifier"]["name"]
-    for encoding, label in (("base64", "base64"), ("json", "JSON rows")):
-        p50, throughput = serving["ratios"][encoding]["p50_http_over_in_process"], serving["ratios"][encoding]["throughput_1000_http_over_in_process"]
-        row("`bench_serving.py`", f"`{name}` over HTTP vs in process, one digit, p50 ({label})",
-            f"{serving['http'][encoding]['single_digit_ms']['p50']:.2f} vs {serving['in_process']['single_digit_ms']['p50']:.2f} ms: "
-            f"**{p50['value']:.2f}×**", p50, serving, "×")
-        row("`bench_serving.py`", f"throughput on 1,000-digit batches, HTTP over in process ({label})",
-            f"{serving['http'][encoding]['batches']['1000']['digits_per_s']:,} vs {serving['in_process']['batches']['1000']['digits_per_s']:,} "
-            f"digits/s: **{throughput['value']:.2f}×**", throughput, serving, "×")
+    for setup, verdicts in serving["goals"].items():
+        if setup == "soak":
+            continue
+        measured, local = serving["setups"][setup], serving["setups"]["in process"]
+        p50 = verdicts["one_digit_p50_over_in_process"]
+        row("`bench_serving.py`", f"`{name}` one digit, p50: {setup} over in process",
+            f"{measured['one_digit_ms']['p50']:.2f} vs {local['one_digit_ms']['p50']:.2f} ms: **{p50['value']:.2f}×**", p50, serving, "×")
+        for form, figure in verdicts["batch_1000_over_in_process"].items():
+            row("`bench_serving.py`", f"1,000-digit batches, {setup} ({form}) over in process",
+                f"{measured['batch_1000'][form]['digits_per_s']:,} vs {local['batch_1000']['numpy']['digits_per_s']:,} digits/s: "
+                f"**{figure['value']:.2f}×**", figure, serving, "×")
+        for clients, figure in verdicts["concurrent_over_in_process"].items():
+            served = next(entry for entry in measured["concurrent"] if str(entry["clients"]) == clients)
+            alone = next(entry for entry in local["concurrent"] if str(entry["clients"]) == clients)
+            row("`bench_serving.py`", f"{clients} concurrent clients, {setup} over in process (as many threads)",
+                f"{served['requests_per_s']:,.0f} vs {alone['requests_per_s']:,.0f} requests/s: **{figure['value']:.2f}×**", figure, serving, "×")
+    soaked = serving["soak"]
+    row("`bench_serving.py`", f"`make serve` soak: {soaked['requests']:,} requests, {soaked['bad_share']:.0%} bad, "
+        f"{soaked['clients']} clients: resident memory growth after warm-up",
+        f"{soaked['memory_mib']['growth']:+,.0f} MiB; {soaked['server_errors']} server errors; "
+        f"{'every answer as expected' if soaked['all_answered_as_expected'] else '**unexpected answers**'}",
+        soaked["memory_mib"], serving, " MiB")
     mlflow, dvc, sweep = team["mlflow"], team["dvc"], team["sweep"]
     stores, whole = mlflow["stores"], mlflow["server_over_embedded"]["whole_run"]
     row("`bench_team.py`", "MLflow logging per run, tracking server vs embedded SQLite",

@@ -65,6 +65,7 @@ from mnist_pipeline.reporting.bench_docs import (
     fast_tuning,
     robust_tuning,
     robust_tuning_by_corruption,
+    serving,
     stage_time,
 )
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
@@ -134,6 +135,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "stage-time": lambda s: stage_time(s.results),
     "ci-time": lambda s: ci_time(s.results),
     "bench-testsets": lambda s: bench_testsets(s.results),
+    "serving": lambda s: serving(s.results),
     "fast-tuning": lambda s: fast_tuning(s.results),
     "best-recipe": lambda s: best_recipe(s.results),
     "beyond-seed": lambda s: beyond_seed(s.params, s.measured, s.hashes, s.rows, s.results),
