@@ -181,6 +181,38 @@ def test_the_pyfunc_validates_input_and_describes_its_output(store):
     assert np.asarray(example["inputs"]).shape == (2, 28, 28)
 
 
+def test_a_logged_model_carries_only_the_code_its_pyfunc_imports_and_runs_on_it_alone(store, tmp_path):
+    """Loaded in a fresh interpreter, the model imports this package from its own copy, where the stages,
+    tracking, reporting, services and sweep are absent: a module the pyfunc needs but SHIPPED_CODE
+    leaves out is an ImportError here, not on a user's machine."""
+    import mlflow
+
+    from mnist_pipeline.serving.pyfunc import log_digit_model
+    from mnist_pipeline.tracking.store import configure_tracking
+
+    folder = train_folder(store, "nb")
+    images, _ = synthetic_digits(12, seed=5)
+    configure_tracking()
+    with mlflow.start_run():
+        info = log_digit_model("nb-shipped", folder / "model", images[:2], {"pipeline_model": "nb"})
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
+    shipped = {path.relative_to(local / "code" / "mnist_pipeline").parts[0] for path in (local / "code" / "mnist_pipeline").rglob("*.py")}
+    assert {"serving", "models", "data"} <= shipped and not shipped & {"tracking", "reporting", "services", "sweep", "stage.py", "training.py"}
+    np.save(tmp_path / "digits.npy", images)
+    script = (
+        "import json, sys, numpy as np, mlflow\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "import mnist_pipeline\n"
+        "print(json.dumps({'package': mnist_pipeline.__file__, 'digits': model.predict(np.load(sys.argv[2]))['digit'].tolist()}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(local), str(tmp_path / "digits.npy")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(answer["package"]).resolve().is_relative_to((local / "code").resolve()), answer["package"]
+    assert answer["digits"] == mlflow.pyfunc.load_model(info.model_uri).predict(images)["digit"].tolist()
+
+
 def _candidate(store: Path, name: str, robustness: float, accuracy: float = 0.99, ece: float = 0.004, seed_images: int = 0):
     """A gate-passing model whose validation results are these: ``robustness`` is its validation-corruption mean."""
     from mnist_pipeline.tracking.registry import Candidate

@@ -1,8 +1,8 @@
 """The MLflow face of ``DigitClassifier``: the pyfunc the register stage logs and the registry serves.
 
 ``mlflow.pyfunc.load_model("models:/mnist@champion")`` and ``mlflow models serve`` both load it.
-It carries its own copy of this package (``code_paths``), so loading it needs the pip
-requirements logged with it and nothing from this repository.
+It carries its own copy of the part of this package it imports (``code_paths``, ``SHIPPED_CODE``),
+so loading it needs the pip requirements logged with it and nothing from this repository.
 
 The signature. MLflow's tensor specs have one dtype and one shape, and this model takes two
 dtypes (integer pixels 0-255, float pixels 0-1) and three shapes. A uint8 spec would make MLflow's
@@ -15,6 +15,8 @@ is real uint8 digits, and the output spec is exact.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import types
 from importlib.metadata import version
 from pathlib import Path
@@ -38,6 +40,9 @@ from mnist_pipeline.serving.classifier import ACCEPTED_SHAPES, DigitClassifier, 
 MODEL_ARTIFACT = "model"
 # What a served version does besides its weights: new code here is a new registered version.
 SERVING_CODE = ("serving/classifier.py", "serving/pyfunc.py", "serving/model_code.py", "models/calibration.py")
+# What the pyfunc imports of this package: a logged model carries these, not the stages, tracking,
+# reporting, services or sweep (tests/test_serving.py loads one where nothing else is importable).
+SHIPPED_CODE = ("__init__.py", "atomic.py", "constants.py", "errors.py", "paths.py", "timing.py", "data", "models", "serving")
 INPUT_DESCRIPTION = (
     f"digits shaped {ACCEPTED_SHAPES}, white ink on black as in MNIST: integer pixels 0-255 "
     "(e.g. uint8 images) or float pixels in [0, 1]"
@@ -76,6 +81,19 @@ def pip_requirements(adapter: Any, *extra: str) -> list[str]:
     return [f"{package}=={version(package)}" for package in ("mlflow", "numpy", *extra, *adapter.pip_packages)]
 
 
+def shipped_package(into: Path) -> Path:
+    """A copy of ``SHIPPED_CODE`` as the package ``mnist_pipeline`` under ``into``: the model's ``code_paths``."""
+    package = Path(mnist_pipeline.__file__).parent
+    target = into / package.name
+    target.mkdir(parents=True)
+    for name in SHIPPED_CODE:
+        if (package / name).is_dir():
+            shutil.copytree(package / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(package / name, target / name)
+    return target
+
+
 def without_serving_check(flavor: Any) -> Any:
     """``flavor`` whose ``save_model`` ignores ``validate_serving_input``, which only ``Model.log`` reads."""
 
@@ -98,20 +116,21 @@ def log_digit_model(
     if adapter is None:
         config = check_config(read_json(model_dir / CONFIG_FILE, "model config", "expected a trained model folder"), str(model_dir))
         adapter = adapters.get(config["framework"])
-    return Model.log(
-        artifact_path=None,
-        name=name,
-        flavor=without_serving_check(mlflow.pyfunc),
-        python_model=str(Path(__file__).with_name("model_code.py")),
-        artifacts={MODEL_ARTIFACT: str(model_dir)},
-        code_paths=[str(Path(mnist_pipeline.__file__).parent)],
-        signature=signature(),
-        input_example=np.asarray(example_digits, dtype=np.uint8),
-        # The package copied in as code needs pandas and pydantic besides the framework.
-        pip_requirements=pip_requirements(adapter, "pandas", "pydantic"),
-        metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
-        step=step,
-        # MLflow would load the model back to predict the example (importing TensorFlow for a
-        # Keras model: seconds); the tests load registered models and predict raw digits instead.
-        validate_serving_input=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="mnist-model-code-") as staging:
+        return Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=without_serving_check(mlflow.pyfunc),
+            python_model=str(Path(__file__).with_name("model_code.py")),
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(shipped_package(Path(staging)))],
+            signature=signature(),
+            input_example=np.asarray(example_digits, dtype=np.uint8),
+            # The package copied in as code needs pandas and pydantic besides the framework.
+            pip_requirements=pip_requirements(adapter, "pandas", "pydantic"),
+            metadata={"mnist_input": INPUT_DESCRIPTION, **metadata},
+            step=step,
+            # MLflow would load the model back to predict the example (importing TensorFlow for a
+            # Keras model: seconds); the tests load registered models and predict raw digits instead.
+            validate_serving_input=False,
+        )
