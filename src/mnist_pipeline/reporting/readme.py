@@ -70,7 +70,16 @@ from mnist_pipeline.reporting.bench_docs import (
 )
 from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
 from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
-from mnist_pipeline.reporting.tolerances import SIMULATED_GATES, SIMULATED_RATE, ParamsHashes, derive_tolerances, detectable_drop, measured_models, simulate_gates
+from mnist_pipeline.reporting.tolerances import (
+    SIMULATED_GATES,
+    SIMULATED_RATE,
+    ParamsHashes,
+    derive_tolerances,
+    detectable_drop,
+    measured_models,
+    per_check_alpha,
+    simulate_gates,
+)
 from mnist_pipeline.stage import configure_logging
 
 log = logging.getLogger(__name__)
@@ -220,7 +229,7 @@ def gate_power(params, measured: noise.NoiseModel) -> str:
     """Each gated (model, metric) for a rerun of the committed params: its rule, tolerance, false alarms and detectable drop."""
     hashes = {name: ParamsHashes.of(model) for name, model in params.scored.items()}
     tolerances = derive_tolerances(params.gate, measured, hashes, hashes)
-    alpha = noise.per_model_alpha(params.gate.false_alarm_rate, len(hashes) * len(params.gate.rules))
+    alpha = per_check_alpha(params.gate, len(hashes))
     rows, goals = [], []
     for (model, metric), found in tolerances.items():
         drop = detectable_drop(found, measured, model, metric, POWER)

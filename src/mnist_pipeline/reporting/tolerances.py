@@ -99,6 +99,11 @@ def _hashes(value: "str | ParamsHashes | None") -> ParamsHashes | None:
     return ParamsHashes(str(value))
 
 
+def per_check_alpha(gate: "GateParams", models: int) -> float:
+    """Each check's false-alarm rate: the gate's, shared by ``models`` models' ruled metrics."""
+    return noise_model.per_model_alpha(gate.false_alarm_rate, max(models, 1) * len(gate.rules))
+
+
 def derive_tolerances(
     gate: "GateParams",
     noise: noise_model.NoiseModel | None,
@@ -119,8 +124,7 @@ def derive_tolerances(
     Default: every gated model.
     """
     baseline_hashes = baseline_hashes or {}
-    in_question = len(model_hashes) if models_in_question is None else max(models_in_question, 1)
-    alpha = noise_model.per_model_alpha(gate.false_alarm_rate, in_question * len(gate.rules))
+    alpha = per_check_alpha(gate, len(model_hashes) if models_in_question is None else models_in_question)
     tolerances: dict[tuple[str, str], Tolerance] = {}
     for model, hashes in model_hashes.items():
         now, base = _hashes(hashes), _hashes(baseline_hashes.get(model))
