@@ -57,8 +57,10 @@ def judge(baseline_ref: str | None, enforce: bool, summary_file: Path | None) ->
             log.warning("%s", tolerance.note)
     if outcome.baseline_problem:
         log.warning("%s", outcome.baseline_problem)
+    if outcome.noise_problem:
+        log.warning("the noise model is stale: %s", outcome.noise_problem)
     markdown = format_markdown(
-        outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate, outcome.changed_data, outcome.baseline_problem,
+        outcome.rows, outcome.baseline_ref, outcome.tolerances, params.gate.false_alarm_rate, outcome.changed_data, outcome.baseline_problem, outcome.noise_problem,
     )
     if not enforce:
         write_text(params.paths.report_file(GATE_TABLE), markdown)

@@ -370,6 +370,8 @@ def test_tables_show_every_row():
     assert "**Metric gate FAILED** against `HEAD`" in markdown and "| `mlp` | accuracy |" in markdown
     assert "**REGRESSION**" in markdown and "- mlp accuracy 0.9745 < baseline 0.9801" in markdown
     assert "passed" in format_markdown(check(_current(), BASELINE, GATE, MODELS), "HEAD")
+    stale = format_markdown(rows, "HEAD", noise_problem="noise.json: mlp measured on other test sets than these (abc)")
+    assert "**The noise model is stale:** noise.json: mlp measured on other test sets" in stale and "stale" not in markdown
 
 
 values = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)

@@ -97,6 +97,36 @@ def test_a_summary_round_trips_through_the_parser():
     assert parsed.get_same_seed("mlp", "uci_accuracy").n == 1  # the variants lack it: too few to judge by
 
 
+def test_the_noise_model_names_models_measured_on_other_test_sets_and_a_file_that_does_not_say():
+    rows = [_row("mlp", seed, 0.97, testsets="now") for seed in range(3)] + [_row("mlp", 3, 0.97)]  # one run before test sets
+    rows += [_row("cnn", seed, 0.99, testsets="before") for seed in range(3)]
+    models = noise.summarize(rows, {"mlp": "h1", "cnn": "h1"})
+    assert models["mlp"]["testsets"] == [None, "now"] and models["cnn"]["testsets"] == ["before"]
+    parsed = noise.parse({"schema": noise.SCHEMA_VERSION, "models": models}, "noise.json")
+    assert noise.stale_for(parsed, "before").startswith("noise.json: mlp measured on other test sets than these (before)")
+    problem = noise.stale_for(parsed, "now")
+    assert "cnn measured on other test sets" in problem and "mlp" not in problem
+    assert noise.stale_for(noise.parse({"schema": noise.SCHEMA_VERSION, "models": {"mlp": models["mlp"]}}, "n"), "now") == ""
+    untold = {"mlp": {key: value for key, value in models["mlp"].items() if key != "testsets"}}
+    assert "does not record the test sets" in noise.stale_for(noise.parse({"schema": noise.SCHEMA_VERSION, "models": untold}, "n"), "now")
+    with pytest.raises(ArtifactError, match=r"models.mlp.testsets: expected a list of digests"):
+        noise.parse({"schema": noise.SCHEMA_VERSION, "models": {"mlp": {**models["mlp"], "testsets": "now"}}}, "n")
+
+
+def test_the_committed_noise_model_was_measured_on_the_test_sets_params_yaml_makes():
+    """The gate warns when it is not (reports/gate.md); here the committed pair must agree. The digest is
+    of the testsets stage's manifest, which the pipeline makes: skipped before it has run."""
+    from pathlib import Path
+
+    from mnist_pipeline.config import load_params
+    from mnist_pipeline.data.testsets import manifest_digest
+
+    params = load_params(Path("params.yaml"))
+    if not (Path(params.paths.testsets_dir) / "manifest.json").exists():
+        pytest.skip("no test sets made here yet (dvc repro testsets)")
+    assert noise.stale_for(noise.load(Path(params.paths.noise_model)), manifest_digest(Path(params.paths.testsets_dir))) == ""
+
+
 def test_the_summary_table_shows_seeds_and_same_seed_spread():
     rows = [_row("mlp", seed, 0.97 + seed / 1000, corruption_mean=0.9) for seed in range(3)]
     rows += [_row("mlp", 0, 0.9704, variant="onednn-off"), _row("nb", None, 0.5558)]

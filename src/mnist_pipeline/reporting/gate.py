@@ -238,7 +238,7 @@ def format_table(rows: Iterable[Row]) -> str:
 
 def format_markdown(
     rows: Iterable[Row], baseline_ref: str, tolerances: Mapping[tuple[str, str], Tolerance] | None = None,
-    false_alarm_rate: float | None = None, changed_data: Iterable[str] = (), baseline_problem: str = "",
+    false_alarm_rate: float | None = None, changed_data: Iterable[str] = (), baseline_problem: str = "", noise_problem: str = "",
 ) -> str:
     """The same table for GitHub's job summary and reports/gate.md, with a one-line verdict on top."""
     rows, changed_data = list(rows), list(changed_data)
@@ -258,6 +258,8 @@ def format_markdown(
     if baseline_problem:
         lines += [f"The baseline's params could not all be read ({baseline_problem}): where they are not known, "
                   "a run is judged as another configuration, against the baseline run.", ""]
+    if noise_problem:
+        lines += [f"**The noise model is stale:** {noise_problem}. Its tolerances are used as measured.", ""]
     if false_alarm_rate is not None:
         lines += [
             "*expected*: the reference. A rerun of the baseline run's configuration and seed is judged against that "
@@ -338,6 +340,7 @@ class GateOutcome:
     tolerances: dict[tuple[str, str], Tolerance] = field(default_factory=dict)
     changed_data: list[str] = field(default_factory=list)  # non-empty: not comparable, nothing judged
     baseline_problem: str = ""  # what of the baseline's params could not be read
+    noise_problem: str = ""  # what of the noise model was not measured on this data
 
     @property
     def passed(self) -> bool:
@@ -363,4 +366,15 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
     changed = data_changes(base.data, data_identity({section: getattr(params, section) for section in DATA_SECTIONS}))
     if changed:
         rows = [replace(row, verdict=NOT_COMPARABLE, reason=f"{row.model} {row.metric}: not comparable") for row in rows]
-    return GateOutcome(rows, ref, commit, tolerances, changed, base.problem)
+    return GateOutcome(rows, ref, commit, tolerances, changed, base.problem, noise_data_problem(noise, Path(paths.testsets_dir)))
+
+
+def noise_data_problem(noise: noise_model.NoiseModel, testsets_dir: Path) -> str:
+    """Whether the noise model was measured on the test sets in ``testsets_dir``: "" if so, else what differs."""
+    from mnist_pipeline.data.testsets import manifest_digest
+
+    try:
+        digest = manifest_digest(testsets_dir)
+    except ArtifactError as exc:
+        return f"the test sets' manifest could not be read, so the noise model's data is unchecked ({exc})"
+    return noise_model.stale_for(noise, digest)

@@ -110,6 +110,8 @@ class NoiseModel:
     machine: dict[str, Any]
     same_seed: dict[str, dict[str, SameSeedNoise]] = field(default_factory=dict)  # model -> metric -> same-seed spread
     schema: int = SCHEMA_VERSION
+    # model -> the test sets' digests its runs were scored on (null: before test sets); absent: not recorded
+    testsets: dict[str, list[str | None]] = field(default_factory=dict)
 
     def get(self, model: str, metric: str) -> ModelNoise | None:
         return self.models.get(model, {}).get(metric)
@@ -194,6 +196,8 @@ def summarize(
             "fit_seconds_median": statistics.median(row["fit_seconds"] for row in runs),
             "fit_seconds": [row["fit_seconds"] for row in runs],  # every run of this configuration, variants included
             "machines": sorted({row["machine"]["cpu"] + f" ({row['machine']['cpu_count']} cores)" for row in runs}),
+            # The test sets the runs were scored on (null: a run from before they existed, clean metrics only).
+            "testsets": sorted({row.get("testsets") for row in runs}, key=lambda digest: (digest is not None, digest or "")),
             "seeds": seeds,
         }
         same = _same_seed(runs, default_seeds[name]) if default_seeds is not None and name in default_seeds else None
@@ -298,6 +302,7 @@ def parse(payload: Any, source: str) -> NoiseModel:
         raise ArtifactError(f"{source}: 'models' must be a mapping of model name to statistics; {FIX}")
     parsed: dict[str, dict[str, ModelNoise]] = {}
     same_seed: dict[str, dict[str, SameSeedNoise]] = {}
+    testsets: dict[str, list[str | None]] = {}
     for name, entry in models.items():
         where = f"{source}: models.{name}"
         if not isinstance(entry, dict):
@@ -306,6 +311,11 @@ def parse(payload: Any, source: str) -> NoiseModel:
         if not isinstance(deterministic, bool):
             raise ArtifactError(f"{where}.deterministic: expected true or false, got {deterministic!r}; {FIX}")
         params = str(entry.get("params_hash", ""))
+        if "testsets" in entry:
+            digests = entry["testsets"]
+            if not isinstance(digests, list) or not all(digest is None or isinstance(digest, str) for digest in digests):
+                raise ArtifactError(f"{where}.testsets: expected a list of digests (or null), got {digests!r}; {FIX}")
+            testsets[name] = digests
         if schema == 1:
             parsed[name] = _parse_schema_1(name, entry, where, deterministic, params)
         else:
@@ -313,7 +323,19 @@ def parse(payload: Any, source: str) -> NoiseModel:
             if same:
                 same_seed[name] = same
     machine = payload.get("machine") if isinstance(payload.get("machine"), dict) else {}
-    return NoiseModel(parsed, source, machine, same_seed, schema)
+    return NoiseModel(parsed, source, machine, same_seed, schema, testsets)
+
+
+def stale_for(noise: NoiseModel, testsets_digest: str) -> str:
+    """What of ``noise`` was not measured on the test sets whose digest is ``testsets_digest``; "" when all was."""
+    if not noise.testsets:
+        return (f"{noise.source} does not record the test sets it was measured on; rebuild it from its runs "
+                "(`python benchmarks/seed_spread.py --summarize-only`)")
+    other = sorted(name for name, digests in noise.testsets.items() if any(digest not in (None, testsets_digest) for digest in digests))
+    if other:
+        return (f"{noise.source}: {', '.join(other)} measured on other test sets than these ({testsets_digest}): their spread "
+                "may not be this data's; remeasure them (`make noise`)")
+    return ""
 
 
 def load(path: Path) -> NoiseModel:
