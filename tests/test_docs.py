@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg
-from mnist_pipeline.reporting.readme import BLOCK, PICTURE, documents
+from pipeline_picture import dvc_dag, pipeline_graph, pipeline_mermaid, pipeline_svg
+from docs_blocks import BLOCK, PICTURE, documents
 
 README_MAX_LINES = 200
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -103,7 +103,7 @@ def dag() -> str:
 def test_the_pipeline_picture_is_what_dvc_dag_says(dag):
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     pictures = [match["body"] for match in BLOCK.finditer(readme) if match["name"] == "pipeline"]
-    regenerate = "run `python -m mnist_pipeline.reporting.readme`"
+    regenerate = "run `python tools/docs_blocks.py`"
     assert pictures == [pipeline_mermaid(dag)], f"the README's pipeline picture disagrees with dvc.yaml: {regenerate}"
     assert (REPO_ROOT / PICTURE).read_text(encoding="utf-8") == pipeline_svg(dag), f"{PICTURE} disagrees with dvc.yaml: {regenerate}"
     counts, _ = pipeline_graph(dag)

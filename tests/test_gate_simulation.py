@@ -15,11 +15,12 @@ import json
 import pytest
 
 from conftest import REPO_ROOT
+from gate_simulation import SIMULATED_GATES as GATES
+from gate_simulation import SIMULATED_RATE as RATE
+from gate_simulation import measured_models, simulate_gates
 from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.gate import check, failures
-from mnist_pipeline.reporting.tolerances import ParamsHashes, derive_tolerances, models_in_question
-from mnist_pipeline.reporting.tolerances import OTHER_CONFIG, SAME_SEED, SIMULATED_GATES as GATES, SIMULATED_RATE as RATE
-from mnist_pipeline.reporting.tolerances import measured_models, simulate_gates
+from mnist_pipeline.reporting.tolerances import OTHER_CONFIG, SAME_SEED, ParamsHashes, derive_tolerances, models_in_question
 
 # Monte Carlo slack: 3 binomial standard deviations of a rate of 1 % over GATES gates (0.0013).
 SLACK = 3 * (RATE * (1 - RATE) / GATES) ** 0.5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+import docs_blocks as readme
 from conftest import REPO_ROOT
-from mnist_pipeline.reporting import readme
-from mnist_pipeline.reporting.readme import BLOCK, GENERATORS, block_names, blocks, documents, render, render_all
+from docs_blocks import BLOCK, GENERATORS, block_names, blocks, documents, render, render_all
 
 
 def test_every_generated_block_is_in_the_documentation_and_agrees_with_its_source():
@@ -14,7 +14,7 @@ def test_every_generated_block_is_in_the_documentation_and_agrees_with_its_sourc
     assert found == set(GENERATORS), "a generated block went missing from README.md and docs/, or has no generator"
     # A missing results file fails here (FileNotFoundError): a block is never left as it was.
     stale = [str(path.relative_to(REPO_ROOT)) for path, (text, updated) in render_all(REPO_ROOT).items() if updated != text]
-    assert not stale, f"generated blocks are stale in {stale}: run `python -m mnist_pipeline.reporting.readme`"
+    assert not stale, f"generated blocks are stale in {stale}: run `python tools/docs_blocks.py`"
 
 
 def test_render_replaces_each_block_body_and_nothing_else():

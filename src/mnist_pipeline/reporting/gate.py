@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_pipeline.data.testsets import manifest_digest
 from mnist_pipeline.errors import ArtifactError
 from mnist_pipeline.reporting import noise as noise_model
 from mnist_pipeline.reporting.metrics_files import (
@@ -371,8 +372,6 @@ def run_gate(params: "Params", baseline_ref: str | None = None, params_path: Pat
 
 def noise_data_problem(noise: noise_model.NoiseModel, testsets_dir: Path) -> str:
     """Whether the noise model was measured on the test sets in ``testsets_dir``: "" if so, else what differs."""
-    from mnist_pipeline.data.testsets import manifest_digest
-
     try:
         digest = manifest_digest(testsets_dir)
     except ArtifactError as exc:

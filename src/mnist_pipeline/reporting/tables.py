@@ -3,7 +3,7 @@ validation results, every test set, and the noise model's spread over seeds.
 
 Pure functions of ``ModelRow`` (one model's results, from its metrics file and its config) and
 the noise model; ``reporting.report`` writes them into ``reports/summary.md`` and
-``reporting.readme`` into the docs.
+``tools/docs_blocks.py`` into the docs.
 """
 
 from __future__ import annotations

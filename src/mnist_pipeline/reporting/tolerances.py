@@ -1,4 +1,4 @@
-"""Which tolerance the gate gives each (model, metric), and a simulation of the gate's false alarms.
+"""Which tolerance the gate gives each (model, metric).
 
 A run is judged by what it is a draw of (the rules and their derivation: ``reporting.noise``):
 
@@ -15,17 +15,16 @@ A run is judged by what it is a draw of (the rules and their derivation: ``repor
 
 A run of the baseline's configuration and seed whose noise model has no same-seed measurement
 (a schema-1 ``noise.json``, or a metric not yet measured under variants) gets rule 2, and its
-``source`` says so. ``derive_tolerances`` is pure; ``simulate_gates`` runs it on simulated
-measurement campaigns and reruns to find the whole gate's false-alarm rate.
+``source`` says so. ``derive_tolerances`` is pure; ``tools/gate_simulation.py`` runs it on
+simulated measurement campaigns and reruns to find the whole gate's false-alarm rate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
-import numpy as np
 from pydantic import Field
 
 from mnist_pipeline.models.base import params_hash
@@ -210,107 +209,6 @@ def models_in_question(
         model for model in current
         if current.get(model) is not None and baseline.get(model) is not None and dict(current[model]) != dict(baseline[model])
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# the gate, simulated
-
-
-@dataclass(frozen=True)
-class SimulatedModel:
-    sigma_seed: float  # sd of the seeds' offsets
-    sigma_num: float  # sd of the numerics noise, fresh for every run
-    seeds: int  # n: seeds measured under the default numerics (2 or more)
-    variants: int  # V: numeric variants of the default seed measured (fewer than 2: none)
-    seed_offset: float = -3.0  # the default seed's own offset, in sigma_seed: shared by every run of it
-    drop: float = 0.0  # a real regression of the new run, in metric units
-
-
-def measured_models(
-    noise: noise_model.NoiseModel, models: Iterable[str], metrics: Iterable[str], stress_sds: float = 3.0,
-) -> dict[str, SimulatedModel]:
-    """Every (model, metric) the noise model measured both ways, as a simulated model named ``model:metric``.
-
-    sigma_num is the same-seed sd over the numeric variants; sigma_seed what the seeds' sd s leaves
-    beside it (s^2 = sigma_seed^2 + sigma_num^2). The default seed sits ``stress_sds`` s below the
-    mean, as mlp's seed 0 sits about 3 s below (where the variants spread as much as the seeds, no
-    seed effect is left to offset). Each (model, metric) is its own check, as in the gate. The
-    campaign the gate's docs report (docs/gate, generated) and tests/test_gate_simulation.py check.
-    """
-    found = {}
-    for name in models:
-        for metric in metrics:
-            seeds, same = noise.get(name, metric), noise.get_same_seed(name, metric)
-            if seeds is None or same is None or seeds.deterministic or seeds.n < 2 or same.n < 2:
-                continue
-            sigma_seed = max(seeds.sd**2 - same.sd**2, 0.0) ** 0.5
-            offset = -stress_sds * seeds.sd / sigma_seed if sigma_seed > 0 else 0.0
-            found[f"{name}:{metric}"] = SimulatedModel(sigma_seed, same.sd, seeds.n, same.n, seed_offset=offset)
-    return found
-
-
-SIMULATED_RATE, SIMULATED_GATES = 0.01, 50_000
-
-
-@dataclass(frozen=True)
-class Simulation:
-    gate_failure_rate: float  # the share of gates where any model failed
-    model_failure_rates: dict[str, float]
-    sources: dict[str, str]  # the rule each model was judged by (the tolerance's source, for a unit sd)
-
-
-def simulate_gates(
-    models: Mapping[str, SimulatedModel], false_alarm_rate: float, gates: int, resolution: float = 0.0,
-    same_seed_measured: bool = True, default_seed_measured: bool = True, seed: int = 0,
-) -> Simulation:
-    """``gates`` CI reruns of the baseline's configuration and default seed, each judged as the gate judges it.
-
-    Per gate and model, under ``y = mu + s_seed + e``: a seed campaign (n seeds under the default
-    numerics; with ``default_seed_measured`` the default seed, offset ``seed_offset * sigma_seed``,
-    is one of them, as in ``make noise``, else all n are other seeds), a same-seed campaign (V
-    variants of the default seed, the first being the seed campaign's default-seed run when it has
-    one), and the baseline run and the new run of the default seed, each with fresh numerics noise
-    (and the new run ``drop`` lower). So the noise model's s and s_num carry their
-    estimation error. Which rule applies and its factor come from ``derive_tolerances`` itself, on
-    a noise model with unit sds (tolerance = factor * estimated sd, at least ``resolution``).
-    ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
-    """
-    gate = GateParams.model_validate(
-        {"rules": {"accuracy": {"higher_is_better": True, "tolerance": 0.0}}, "false_alarm_rate": false_alarm_rate, "resolution": 0.0}
-    )
-    hashes = {name: ParamsHashes(f"{name}-config", f"{name}-run") for name in models}
-    unit = noise_model.NoiseModel(
-        {name: {"accuracy": noise_model.ModelNoise(name, "accuracy", m.seeds, 0.0, 1.0, False, hashes[name].config)} for name, m in models.items()},
-        "simulation", {},
-        {
-            name: {"accuracy": noise_model.SameSeedNoise(name, "accuracy", 0, m.variants, 0.0, 1.0, ("v",) * m.variants, hashes[name].config)}
-            for name, m in models.items() if same_seed_measured and m.variants >= 2
-        },
-    )
-    factors = derive_tolerances(gate, unit, hashes, hashes, models_in_question=len(models))
-    rng = np.random.default_rng(seed)
-    any_failed = np.zeros(gates, dtype=bool)
-    rates: dict[str, float] = {}
-    for name, m in models.items():
-        offset = m.seed_offset * m.sigma_seed
-        seed_offsets = rng.normal(0.0, m.sigma_seed, size=(gates, m.seeds))
-        if default_seed_measured:
-            seed_offsets[:, 0] = offset
-        campaign = seed_offsets + rng.normal(0.0, m.sigma_num, size=(gates, m.seeds))
-        variants = offset + rng.normal(0.0, m.sigma_num, size=(gates, max(m.variants, 2)))
-        if default_seed_measured:
-            variants[:, 0] = campaign[:, 0]
-        baseline = offset + rng.normal(0.0, m.sigma_num, size=gates)
-        now = offset + rng.normal(0.0, m.sigma_num, size=gates) - m.drop
-        rule = factors[(name, "accuracy")]
-        # Rule 1 scales the same-seed sd; every other rule the sd over seeds.
-        sd = (variants if rule.kind == SAME_SEED and rule.expected is None else campaign).std(axis=1, ddof=1)
-        tolerance = np.maximum(rule.value * sd, resolution)
-        reference = baseline if rule.expected is None else campaign.mean(axis=1)
-        failed = now < reference - tolerance
-        rates[name] = float(failed.mean())
-        any_failed |= failed
-    return Simulation(float(any_failed.mean()), rates, {name: factors[(name, "accuracy")].source for name in models})
 
 
 def run_to_run_tolerance(gate: Any, noise: Any, model: str, metric: str) -> tuple[float, str] | None:

@@ -4,7 +4,7 @@ Each block sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in R
 under docs/ (a name may appear in more than one file) and is made from files in the repository,
 never typed by hand:
 
-- ``pipeline``: the pipeline as a Mermaid flowchart (``reporting.pipeline_picture``), made from ``dvc dag
+- ``pipeline``: the pipeline as a Mermaid flowchart (``pipeline_picture.py``), made from ``dvc dag
   --mermaid``: each ``foreach`` stage (``train@<model>``, ``evaluate@<model>``) is one node, and
   an edge that another path already implies is left out (a transitive reduction). The same graph
   is drawn as ``docs/assets/pipeline.svg`` for the documentation site, which must work offline;
@@ -20,7 +20,7 @@ never typed by hand:
 - ``this-run-by-set``: the committed run's models x test sets table (``reports/summary.json``);
 - ``bench-goals``: every benchmark's figures beside their goals, and ``stage-time``: where the
   from-scratch pipeline's time goes, stage by stage, and ``ci-time``: `.ci/run`'s steps on a clean clone
-  (``benchmarks/results/*.json``, ``reporting.bench_docs``);
+  (``benchmarks/results/*.json``, ``bench_docs.py``);
 - ``bench-testsets``: what making the test sets and scoring every model on them cost
   (``benchmarks/results/testsets.json`` and ``evaluation.json``, written by their benchmarks);
 - ``fast-tuning``: the candidates `fast` was chosen from, on the validation split (``benchmarks/results/fast_tuning.json``);
@@ -30,12 +30,12 @@ never typed by hand:
 - ``best-recipe``: the best recipe's runs, seed by seed (``benchmarks/results/best.json``, by
   ``benchmarks/best_recipe.py``; until it has one, a line saying so);
 - ``gate-power``: each gated (model, metric)'s tolerance and the drop it catches 80% of the time (``noise/noise.json``);
-- ``gate-simulation``: the gate's simulated false alarms and power (``reporting.tolerances.simulate_gates``, seeded);
+- ``gate-simulation``: the gate's simulated false alarms and power (``tools/gate_simulation.py``, seeded);
 - ``numerics-spread``: how far the numeric variants move a model's default seed (``noise/noise.json``);
 - ``seed-zero``: how far the MLP's default seed sits from its mean over seeds (``noise/noise.json``);
 - ``sgd-scaled``: StandardScaler + SGD's fit time and accuracy in the committed run (``reports/summary.json``).
 
-``python -m mnist_pipeline.reporting.readme`` rewrites them in every file, and the picture;
+``python tools/docs_blocks.py`` rewrites them in every file, and the picture;
 ``tests/test_readme.py`` and ``tests/test_docs.py`` fail when a file disagrees with its sources. A
 missing source file is an error, never a block left as it was.
 """
@@ -54,10 +54,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from mnist_pipeline.config import load_params
-from mnist_pipeline.models.base import params_hash
-from mnist_pipeline.reporting import noise
-from mnist_pipeline.reporting.bench_docs import (
+from bench_docs import (
     bench_goals,
     bench_testsets,
     best_recipe,
@@ -68,18 +65,14 @@ from mnist_pipeline.reporting.bench_docs import (
     serving,
     stage_time,
 )
-from mnist_pipeline.reporting.pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
+from gate_simulation import SIMULATED_GATES, SIMULATED_RATE, measured_models, simulate_gates
+from pipeline_picture import dvc_dag, pipeline_mermaid, pipeline_svg
+
+from mnist_pipeline.config import load_params
+from mnist_pipeline.models.base import params_hash
+from mnist_pipeline.reporting import noise
 from mnist_pipeline.reporting.tables import LEAD_NOTE, ModelRow, lead_table, seeds_table, sets_table, validation_table
-from mnist_pipeline.reporting.tolerances import (
-    SIMULATED_GATES,
-    SIMULATED_RATE,
-    ParamsHashes,
-    derive_tolerances,
-    detectable_drop,
-    measured_models,
-    per_check_alpha,
-    simulate_gates,
-)
+from mnist_pipeline.reporting.tolerances import ParamsHashes, derive_tolerances, detectable_drop, per_check_alpha
 from mnist_pipeline.stage import configure_logging
 
 log = logging.getLogger(__name__)

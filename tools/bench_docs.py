@@ -1,6 +1,6 @@
 """The benchmarks' figures as the documentation shows them, made from ``benchmarks/results/*.json``.
 
-Each function renders one generated block (``reporting.readme``) from the files the benchmark
+Each function renders one generated block (``docs_blocks.py``) from the files the benchmark
 scripts write: the figure, its goal, whether it is met, and the machine and day it was measured on.
 """
 
