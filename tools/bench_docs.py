@@ -92,6 +92,18 @@ def bench_testsets(results: Path) -> str:
     return "\n".join(lines) + "\n" + frame.to_markdown(index=False, colalign=["left", "right", "right", "right"], disable_numparse=True) + "\n"
 
 
+MAKE_SERVE = "mlflow models serve"  # bench_serving.py's name for the setup `make serve` runs
+
+
+def _served_label(setup: str, measured: dict[str, Any]) -> str:
+    if "workers" in measured:
+        return f"`make serve` (MLflow, {measured['workers']} workers)"
+    if "adaptive_batching" in measured:
+        batching = measured["adaptive_batching"]
+        return f"MLServer (batches of up to {batching['max_batch_size']}, {1000 * batching['max_batch_time']:g} ms)"
+    return setup
+
+
 def serving(results: Path) -> str:
     """The champion in process and served, side by side in one run (``benchmarks/bench_serving.py``)."""
     found = _read(results, "serving")
@@ -102,7 +114,7 @@ def serving(results: Path) -> str:
 
     rows = []
     # In process first: the reference every ratio is over.
-    for setup, measured in sorted(found["setups"].items(), key=lambda item: (item[0] != "in process", item[0] != "mlflow models serve")):
+    for setup, measured in sorted(found["setups"].items(), key=lambda item: (item[0] != "in process", item[0] != MAKE_SERVE)):
         verdicts = goals.get(setup, {})
         batches = "; ".join(versus(f"{form}: {entry['digits_per_s']:,}/s", verdicts.get("batch_1000_over_in_process", {}).get(form))
                             for form, entry in measured["batch_1000"].items())
@@ -110,12 +122,7 @@ def serving(results: Path) -> str:
                           verdicts.get("concurrent_over_in_process", {}).get(str(entry["clients"]))) for entry in measured["concurrent"]]
         one = versus(f"{measured['one_digit_ms']['p50']:.2f} ms", verdicts.get("one_digit_p50_over_in_process"))
         extra = f"{measured['memory_mib']:,} MiB, {measured['startup_s']:.0f} s" if "memory_mib" in measured else ""
-        if "workers" in measured:
-            setup = f"`make serve` (MLflow, {measured['workers']} workers)"
-        elif "adaptive_batching" in measured:
-            batching = measured["adaptive_batching"]
-            setup = f"MLServer (batches of up to {batching['max_batch_size']}, {1000 * batching['max_batch_time']:g} ms)"
-        rows.append([setup, one, batches, *clients, extra])
+        rows.append([_served_label(setup, measured), one, batches, *clients, extra])
     counts = [entry["clients"] for entry in found["setups"]["in process"]["concurrent"]]
     frame = pd.DataFrame(rows, columns=["", "one digit, p50", "1,000-digit batches",
                                         *(f"{count} client{'s' if count > 1 else ''}, one digit each" for count in counts), "memory, start-up"])
@@ -166,21 +173,22 @@ def bench_goals(results: Path) -> str:
         f"{fast['fit_seconds']['median']:.1f} vs {fast['seed_cnn_fit_seconds']['median']:.1f} s: **1/{1 / fast['ratio_to_seed_cnn']:.1f}**",
         ratio, {"machine": fits["machine"], "created_utc": fast["measured_utc"]}, "×")
     name = serving["classifier"]["name"]
-    for setup, verdicts in serving["goals"].items():
+    for setup, verdicts in sorted(serving["goals"].items(), key=lambda item: item[0] != MAKE_SERVE):
         if setup == "soak":
             continue
         measured, local = serving["setups"][setup], serving["setups"]["in process"]
+        label = _served_label(setup, measured)
         p50 = verdicts["one_digit_p50_over_in_process"]
-        row("`bench_serving.py`", f"`{name}` one digit, p50: {setup} over in process",
+        row("`bench_serving.py`", f"`{name}` one digit, p50: {label} over in process",
             f"{measured['one_digit_ms']['p50']:.2f} vs {local['one_digit_ms']['p50']:.2f} ms: **{p50['value']:.2f}×**", p50, serving, "×")
         for form, figure in verdicts["batch_1000_over_in_process"].items():
-            row("`bench_serving.py`", f"1,000-digit batches, {setup} ({form}) over in process",
+            row("`bench_serving.py`", f"1,000-digit batches, {label} ({form}) over in process",
                 f"{measured['batch_1000'][form]['digits_per_s']:,} vs {local['batch_1000']['numpy']['digits_per_s']:,} digits/s: "
                 f"**{figure['value']:.2f}×**", figure, serving, "×")
-        for clients, figure in verdicts["concurrent_over_in_process"].items():
+        for clients, figure in sorted(verdicts["concurrent_over_in_process"].items(), key=lambda item: int(item[0])):
             served = next(entry for entry in measured["concurrent"] if str(entry["clients"]) == clients)
             alone = next(entry for entry in local["concurrent"] if str(entry["clients"]) == clients)
-            row("`bench_serving.py`", f"{clients} concurrent clients, {setup} over in process (as many threads)",
+            row("`bench_serving.py`", f"{clients} concurrent clients, {label} over in process (as many threads)",
                 f"{served['requests_per_s']:,.0f} vs {alone['requests_per_s']:,.0f} requests/s: **{figure['value']:.2f}×**", figure, serving, "×")
     soaked = serving["soak"]
     row("`bench_serving.py`", f"`make serve` soak: {soaked['requests']:,} requests, {soaked['bad_share']:.0%} bad, "
