@@ -63,7 +63,7 @@ def base64_body(digits: np.ndarray) -> bytes:
 
 
 def rows_body(digits: np.ndarray) -> bytes:
-    # One row of 784 integers per digit: MLflow's server parses these 2.4x faster than 28x28 nested lists.
+    # One row of 784 integers per digit: fewer lists for MLflow's server to parse than 28x28 nested ones.
     return json.dumps({"inputs": digits.reshape(len(digits), -1).tolist()}).encode()
 
 

@@ -406,7 +406,7 @@ def test_mnist_serve_runs_one_worker_per_core_unless_told_and_refuses_zero(capsy
 def test_served_connections_keep_tcp_nodelay_on_a_socket_bound_for_several_workers():
     """`mlflow models serve --workers N` has uvicorn bind the socket and hand it to its workers; on it,
     asyncio's loop leaves Nagle's algorithm on (Kludex/uvicorn#3149), so each keep-alive request waits
-    ~43 ms for a delayed ACK (measured here: 52 ms a digit against 8 ms). uvicorn's auto loop is uvloop,
+    ~43 ms for a delayed ACK (here, by hand: 52 ms a digit against 8 ms). uvicorn's auto loop is uvloop,
     a dependency for this, which sets TCP_NODELAY on every accepted connection: the test fails without it."""
     import asyncio
     import socket

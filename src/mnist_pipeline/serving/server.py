@@ -6,9 +6,8 @@
     mnist-serve [--model models:/mnist@champion] [--port 5001] [--workers N]
 
 Workers default to one per CPU core: each is a process with its own copy of the model, so
-concurrent requests no longer queue behind one Python interpreter (with 4 and 16 clients, 2
-workers served 2.2x and 3x the digits per second of 1 on 2 cores, ``make bench-serving``); the
-price is one model's memory per worker.
+concurrent requests no longer queue behind one Python interpreter (docs/using/serving.md has the
+figures, from ``make bench-serving``); the price is one model's memory per worker.
 """
 
 from __future__ import annotations
