@@ -45,7 +45,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from mnist_pipeline.data.arrays import load_array  # noqa: E402
-from mnist_pipeline.serving.server import default_workers, free_port, running_server, stop_process_group, wait_until_answering  # noqa: E402
+from mnist_pipeline.serving.server import (  # noqa: E402
+    default_workers,
+    free_port,
+    model_problem,
+    running_server,
+    stop_process_group,
+    wait_until_answering,
+)
 
 log = logging.getLogger("bench_serving")
 CLIENTS = (1, 4, 16)
@@ -290,6 +297,8 @@ def main() -> int:
 
     tracking_uri = f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
+    if problem := model_problem(args.model):
+        raise SystemExit(problem)
     pixels = np.asarray(load_array(REPO_ROOT / "data/processed/test/pixels.npy")).reshape(-1, 28, 28)
     model = mlflow.pyfunc.load_model(args.model)
     classifier = model.unwrap_python_model().classifier_

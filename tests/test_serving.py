@@ -403,6 +403,15 @@ def test_mnist_serve_runs_one_worker_per_core_unless_told_and_refuses_zero(capsy
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_mnist_serve_without_a_registered_model_says_so_in_one_line(tmp_path, monkeypatch, caplog):
+    from mnist_pipeline.serving.server import EXIT_UNUSABLE, main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert main(["--port", "5999"]) == EXIT_UNUSABLE
+    assert "cannot serve models:/mnist@champion: Registered Model with name=mnist not found" in caplog.text
+    assert "`make run` registers a champion" in caplog.text
+
+
 def test_served_connections_keep_tcp_nodelay_on_a_socket_bound_for_several_workers():
     """`mlflow models serve --workers N` has uvicorn bind the socket and hand it to its workers; on it,
     asyncio's loop leaves Nagle's algorithm on (Kludex/uvicorn#3149), so each keep-alive request waits

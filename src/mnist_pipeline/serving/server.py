@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "models:/mnist@champion"
 DEFAULT_PORT = 5001
+EXIT_UNUSABLE = 2  # as mnist-predict: nothing to serve
 
 
 def default_workers() -> int:
@@ -130,6 +131,19 @@ def running_server(model_uri: str, tracking_uri: str, port: int | None = None, t
             output.close()
 
 
+def model_problem(model_uri: str) -> str:
+    """Why ``model_uri`` can't be served, or "": a missing champion is one line here, not the server's traceback."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        get_model_info(model_uri)
+    except (MlflowException, OSError) as exc:
+        return (f"cannot serve {model_uri}: {exc}. `make run` registers a champion; --model (SERVE_MODEL) names "
+                "another model, and MLFLOW_TRACKING_URI the store it is in")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mnist-serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default: {DEFAULT_MODEL})")
@@ -139,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     logging.basicConfig(level=logging.INFO, format="mnist-serve: %(message)s")
+    if problem := model_problem(args.model):
+        log.error("%s", problem)
+        return EXIT_UNUSABLE
     command = serve_command(args.model, args.port, args.workers)
     log.info("serving %s on http://127.0.0.1:%d/invocations with %s worker(s)", args.model, args.port, command[-1])
     os.execvpe(command[0], command, serve_env())
