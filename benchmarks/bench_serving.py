@@ -79,14 +79,6 @@ def v2_body(digits: np.ndarray) -> bytes:
     return json.dumps({"inputs": [{"name": "digits", "shape": list(digits.shape), "datatype": "UINT8", "data": digits.ravel().tolist()}]}).encode()
 
 
-def predicted_digits(answer: Any) -> list[int]:
-    """The digits in either server's answer: MLflow's ``predictions`` rows or V2's ``digit`` output."""
-    if "predictions" in answer:
-        return [row["digit"] for row in answer["predictions"]]
-    outputs = {output["name"]: output for output in answer["outputs"]}
-    return [int(value) for value in outputs["digit"]["data"]]
-
-
 class Client:
     """One keep-alive HTTP connection, as one client (a browser, a service) holds it."""
 
@@ -202,7 +194,7 @@ def soak(server_url: str, pid: int, pixels: np.ndarray, expected: np.ndarray, re
             else:
                 text = answer.decode(errors="replace")
                 if kind == "good":
-                    ok = status == 200 and predicted_digits(json.loads(answer)) == check
+                    ok = status == 200 and [row["digit"] for row in json.loads(answer)["predictions"]] == check
                     outcome, problem = ("200 with the in-process digits" if ok else f"{status} to a good input"), f"good input: {status} {text[:200]}"
                 else:
                     ok = status == 400 and check in text

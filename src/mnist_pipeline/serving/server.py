@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.serving.cli import DEFAULT_MODEL, EXIT_UNUSABLE  # mnist-predict's: the same champion, the same exit
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "models:/mnist@champion"
 DEFAULT_PORT = 5001
-EXIT_UNUSABLE = 2  # as mnist-predict: nothing to serve
 
 
 def default_workers() -> int:
