@@ -80,6 +80,10 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 # The variants a campaign runs the default seed under: all of them, or only "default" (--no-variants).
 PLANNED_VARIANTS = list(VARIANTS)
+# Every other seed is also run under this variant: one more degree of freedom per seed for the
+# same-seed spread, pooled over seeds (``noise.summarize``), which narrows the gate's same-seed
+# tolerances far more than more seeds would (docs/gate, the gate's power). None with --no-variants.
+PAIRED_VARIANTS = ["onednn-off"]
 # What each run records: every metric the gate may judge, so the noise model covers them all.
 ROW_METRICS = (
     "accuracy", "loss", "ece", "corruption_mean", "corruption_worst", "ece_corruption_mean", "uci_accuracy",
@@ -294,15 +298,19 @@ def kept_fit(name: str, model: Any, everything: Any = None) -> float | None:
 
 
 def planned_runs(model: Any, variants_only: bool, seeds_override: int | None, default_fit: Any) -> Iterator[tuple[int | None, str]]:
-    """A model's runs in order: the default seed under every variant, then the seeds (how many: ``default_fit()``, asked then)."""
+    """A model's runs in order: the default seed under every variant, the other seeds (how many:
+    ``default_fit()``, asked then), then each of those under the paired variants."""
     if not hasattr(model, "seed"):
         yield None, "default"  # deterministic: one run says it all
         return
     # The default seed under every numeric variant first: the same-seed spread the gate needs most.
     for variant in PLANNED_VARIANTS:
         yield model.seed, variant
-    if not variants_only:
-        yield from ((seed, "default") for seed in seeds_to_measure(model, default_fit(), seeds_override) if seed != model.seed)
+    if variants_only:
+        return
+    others = [seed for seed in seeds_to_measure(model, default_fit(), seeds_override) if seed != model.seed]
+    yield from ((seed, "default") for seed in others)
+    yield from ((seed, variant) for variant in PAIRED_VARIANTS for seed in others)
 
 
 def measure(names: list[str], params: Any, runs_path: Path, seeds_override: int | None, variants_only: bool, train_only: bool) -> None:
@@ -411,7 +419,7 @@ def plan_campaign(study: Any, names: list[str], params: Any, seeds_override: int
         fit = kept_fit(name, model, params) if hasattr(model, "seed") else None
         for seed, variant in planned_runs(model, variants_only, seeds_override, lambda fit=fit: fit):
             run = {"model": name, "params_hash": params_hash(model, without_seed=True), "seed": seed, "variant": variant}
-            conditional = seeds_override is None and fit is None and variant == "default" and seed is not None and seed >= SEEDS_IF_SLOW
+            conditional = seeds_override is None and fit is None and seed is not None and seed >= SEEDS_IF_SLOW
             (if_fast if conditional else needed).append(run | {"if_fast": conditional})
     for run in needed + if_fast:
         if (row := done.get(run_key(run))) is not None:
@@ -532,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SEED", "VARIANT"), help=argparse.SUPPRESS)  # the child of run_in_child
     args = parser.parse_args(argv)
     if args.no_variants:
-        PLANNED_VARIANTS[:] = ["default"]
+        PLANNED_VARIANTS[:], PAIRED_VARIANTS[:] = ["default"], []
     if args.study and args.train_only:
         parser.error("--train-only does not combine with --study")
     if args.storage and not args.study:

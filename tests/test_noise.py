@@ -42,7 +42,7 @@ def test_summarize_keeps_only_runs_of_the_current_params():
 def test_summarize_measures_the_default_seed_over_its_numeric_variants():
     rows = [_row("mlp", seed, 0.97 + seed / 1000) for seed in range(5)]  # no "variant": the default numerics
     rows += [_row("mlp", 0, 0.9705, variant="onednn-off"), _row("mlp", 0, 0.9698, variant="threads-1")]
-    rows += [_row("mlp", 3, 0.9, variant="onednn-off")]  # a variant of another seed: in neither block
+    rows += [_row("mlp", 0, 0.9, variant="onednn-off", params_hash="old")]  # another configuration's: in neither block
     rows += [_row("nb", None, 0.55), _row("nb", None, 0.55, variant="threads-1")]
     models = noise.summarize(rows, {"mlp": "h1", "nb": "h1"}, {"mlp": 0, "nb": None})
     mlp = models["mlp"]
@@ -53,12 +53,32 @@ def test_summarize_measures_the_default_seed_over_its_numeric_variants():
     assert same["metrics"]["accuracy"]["values"] == [0.97, 0.9705, 0.9698]
     assert same["metrics"]["accuracy"]["n"] == 3
     assert same["metrics"]["accuracy"]["sd"] == pytest.approx(np.std([0.97, 0.9705, 0.9698], ddof=1))
-    assert len(mlp["fit_seconds"]) == 8  # every run of the configuration, variants included
+    assert len(mlp["fit_seconds"]) == 7  # every run of the configuration, variants included
     nb = models["nb"]
     assert nb["deterministic"] is True and nb["same_seed"]["metrics"]["accuracy"]["sd"] == 0.0
     # One variant alone is no same-seed measurement.
     single = noise.summarize([_row("mlp", 0, 0.97), _row("mlp", 1, 0.971)], {"mlp": "h1"}, {"mlp": 0})
     assert "same_seed" not in single["mlp"]
+
+
+def test_other_seeds_run_under_a_variant_pool_into_the_same_seed_spread():
+    """sigma_num is one number for every seed: each other seed run twice adds a degree of freedom."""
+    rows = [_row("mlp", seed, 0.97 + seed / 1000) for seed in range(5)]
+    rows += [_row("mlp", 0, 0.9705, variant="onednn-off"), _row("mlp", 0, 0.9698, variant="threads-1")]
+    rows += [_row("mlp", 1, 0.9712, variant="onednn-off"), _row("mlp", 2, 0.9716, variant="onednn-off")]
+    same = noise.summarize(rows, {"mlp": "h1"}, {"mlp": 0})["mlp"]["same_seed"]
+    accuracy = same["metrics"]["accuracy"]
+    assert same["variants"] == ["default", "onednn-off", "threads-1"] and accuracy["n"] == 3  # the default seed's own
+    assert accuracy["sd"] == pytest.approx(np.std([0.97, 0.9705, 0.9698], ddof=1))
+    squares = 2 * np.var([0.97, 0.9705, 0.9698], ddof=1) + np.var([0.971, 0.9712], ddof=1) + np.var([0.972, 0.9716], ddof=1)
+    assert accuracy["pooled"] == {"sd": pytest.approx(np.sqrt(squares / 4)), "df": 4, "seeds": [0, 1, 2]}
+    parsed = noise.parse({"schema": noise.SCHEMA_VERSION, "models": noise.summarize(rows, {"mlp": "h1"}, {"mlp": 0})}, "n")
+    measured = parsed.get_same_seed("mlp", "accuracy")
+    assert (measured.n, measured.df, measured.pooled_seeds) == (3, 4, 2) and measured.sd == pytest.approx(np.sqrt(squares / 4))
+    assert measured.describe() == "3 numeric variants, pooled with 2 seeds' pairs (4 df)"
+    # One other seed's pair is a pool of two: an unpooled default seed stays as it was.
+    alone = noise.summarize(rows[:7], {"mlp": "h1"}, {"mlp": 0})["mlp"]["same_seed"]["metrics"]["accuracy"]
+    assert "pooled" not in alone
 
 
 def test_the_last_row_of_a_run_wins():
@@ -172,6 +192,12 @@ def _v2(**entry):
         (_v2(same_seed=SAME | {"metrics": None}), "models.m.same_seed.metrics: expected a mapping"),
         (_v2(same_seed=SAME | {"metrics": {"accuracy": {"n": 0, "mean": 0.9, "sd": 0}}}), "models.m.same_seed.metrics.accuracy.n"),
         (_v2(same_seed=SAME | {"metrics": {"accuracy": {"n": 2, "mean": 0.9, "sd": float("inf")}}}), "same_seed.metrics.accuracy.sd"),
+        (_v2(same_seed=SAME | {"metrics": {"accuracy": {"n": 2, "mean": 0.9, "sd": 0.001, "pooled": {"sd": 0.001, "df": 1, "seeds": [0, 1]}}}}),
+         "same_seed.metrics.accuracy.pooled: expected the seeds pooled"),
+        (_v2(same_seed=SAME | {"metrics": {"accuracy": {"n": 2, "mean": 0.9, "sd": 0.001, "pooled": {"sd": 0.001, "df": 2, "seeds": [1, 2]}}}}),
+         "the default seed among them"),
+        (_v2(same_seed=SAME | {"metrics": {"accuracy": {"n": 2, "mean": 0.9, "sd": 0.001, "pooled": {"sd": -1, "df": 2, "seeds": [0, 1]}}}}),
+         "pooled.sd: a standard deviation cannot be negative"),
     ],
 )
 def test_a_malformed_noise_model_names_the_key(payload, complaint):
@@ -316,16 +342,21 @@ def test_the_derived_tolerance_has_the_stated_false_alarm_rate(runs, against):
     assert noise.tolerance(_measured(runs, float(sds[0])), alpha, 0.0, against=against) == pytest.approx(tolerances[0])
 
 
-@pytest.mark.parametrize("variants", [3, 6])
-def test_the_same_seed_tolerance_has_the_stated_false_alarm_rate(variants):
-    """A seed's offset, however large, is shared by the two runs of it: only their numerics noise differs."""
+@pytest.mark.parametrize(("variants", "pairs"), [(3, 0), (6, 0), (6, 9)])
+def test_the_same_seed_tolerance_has_the_stated_false_alarm_rate(variants, pairs):
+    """A seed's offset, however large, is shared by the two runs of it: only their numerics noise differs.
+    Other seeds run twice (``pairs``) add one degree of freedom each to the pooled s_num, whatever their offsets."""
     rng = np.random.default_rng(1)
     alpha, sigma_num, offset, trials = 0.05, 0.0005, -0.006, 200_000
-    s_num = (offset + rng.normal(0, sigma_num, size=(trials, variants))).std(axis=1, ddof=1)
+    runs = offset + rng.normal(0, sigma_num, size=(trials, variants))
+    other_seeds = rng.normal(0, 0.002, size=(trials, pairs, 1)) + rng.normal(0, sigma_num, size=(trials, pairs, 2))
+    squares = runs.var(axis=1, ddof=1) * (variants - 1) + other_seeds.var(axis=2, ddof=1).sum(axis=1)
+    s_num = np.sqrt(squares / (variants - 1 + pairs))
     baseline, now = (0.98 + offset + rng.normal(0, sigma_num, size=trials) for _ in range(2))
-    tolerances = noise.critical_t(alpha, variants) * s_num * math.sqrt(2)
+    tolerances = noise.critical_t(alpha, variants - 1 + pairs) * s_num * math.sqrt(2)
     assert np.mean(now < baseline - tolerances) == pytest.approx(alpha, rel=0.05)
-    assert noise.same_seed_tolerance(_same(variants, float(s_num[0])), alpha, 0.0) == pytest.approx(tolerances[0])
+    measured = noise.SameSeedNoise("m", "accuracy", 0, variants, 0.98, float(s_num[0]), ("v",) * variants, "h", pairs, pairs)
+    assert noise.same_seed_tolerance(measured, alpha, 0.0) == pytest.approx(tolerances[0])
 
 
 def test_the_committed_noise_model_covers_every_model_in_params():

@@ -22,6 +22,7 @@ class SimulatedModel:
     sigma_num: float  # sd of the numerics noise, fresh for every run
     seeds: int  # n: seeds measured under the default numerics (2 or more)
     variants: int  # V: numeric variants of the default seed measured (fewer than 2: none)
+    pairs: int = 0  # other seeds of the seed campaign also run under a paired variant (pooled into s_num)
     seed_offset: float = -3.0  # the default seed's own offset, in sigma_seed: shared by every run of it
     drop: float = 0.0  # a real regression of the new run, in metric units
 
@@ -45,7 +46,7 @@ def measured_models(
                 continue
             sigma_seed = max(seeds.sd**2 - same.sd**2, 0.0) ** 0.5
             offset = -stress_sds * seeds.sd / sigma_seed if sigma_seed > 0 else 0.0
-            found[f"{name}:{metric}"] = SimulatedModel(sigma_seed, same.sd, seeds.n, same.n, seed_offset=offset)
+            found[f"{name}:{metric}"] = SimulatedModel(sigma_seed, same.sd, seeds.n, same.n, same.pooled_seeds, seed_offset=offset)
     return found
 
 
@@ -69,9 +70,9 @@ def simulate_gates(
     numerics; with ``default_seed_measured`` the default seed, offset ``seed_offset * sigma_seed``,
     is one of them, as in ``make noise``, else all n are other seeds), a same-seed campaign (V
     variants of the default seed, the first being the seed campaign's default-seed run when it has
-    one), and the baseline run and the new run of the default seed, each with fresh numerics noise
-    (and the new run ``drop`` lower). So the noise model's s and s_num carry their
-    estimation error. Which rule applies and its factor come from ``derive_tolerances`` itself, on
+    one; pooled with ``pairs`` other seeds of the campaign, each rerun under a variant), and the
+    baseline run and the new run of the default seed, each with fresh numerics noise (and the new
+    run ``drop`` lower). So the noise model's s and s_num carry their estimation error. Which rule applies and its factor come from ``derive_tolerances`` itself, on
     a noise model with unit sds (tolerance = factor * estimated sd, at least ``resolution``).
     ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
     """
@@ -83,7 +84,8 @@ def simulate_gates(
         {name: {"accuracy": noise_model.ModelNoise(name, "accuracy", m.seeds, 0.0, 1.0, False, hashes[name].config)} for name, m in models.items()},
         "simulation", {},
         {
-            name: {"accuracy": noise_model.SameSeedNoise(name, "accuracy", 0, m.variants, 0.0, 1.0, ("v",) * m.variants, hashes[name].config)}
+            name: {"accuracy": noise_model.SameSeedNoise(
+                name, "accuracy", 0, m.variants, 0.0, 1.0, ("v",) * m.variants, hashes[name].config, m.pairs, m.pairs)}
             for name, m in models.items() if same_seed_measured and m.variants >= 2
         },
     )
@@ -103,8 +105,13 @@ def simulate_gates(
         baseline = offset + rng.normal(0.0, m.sigma_num, size=gates)
         now = offset + rng.normal(0.0, m.sigma_num, size=gates) - m.drop
         rule = factors[(name, "accuracy")]
-        # Rule 1 scales the same-seed sd; every other rule the sd over seeds.
-        sd = (variants if rule.kind == SAME_SEED and rule.expected is None else campaign).std(axis=1, ddof=1)
+        # Rule 1 scales the same-seed sd (pooled with the paired seeds'); every other rule the sd over seeds.
+        if rule.kind == SAME_SEED and rule.expected is None:
+            paired = campaign[:, 1:1 + m.pairs] - (seed_offsets[:, 1:1 + m.pairs] + rng.normal(0.0, m.sigma_num, size=(gates, m.pairs)))
+            squares = variants.var(axis=1, ddof=1) * (variants.shape[1] - 1) + (paired**2 / 2).sum(axis=1)
+            sd = np.sqrt(squares / (variants.shape[1] - 1 + m.pairs))
+        else:
+            sd = campaign.std(axis=1, ddof=1)
         tolerance = np.maximum(rule.value * sd, resolution)
         reference = baseline if rule.expected is None else campaign.mean(axis=1)
         failed = now < reference - tolerance

@@ -17,7 +17,10 @@ gate reads (``load``). Per model and metric:
 - ``seeds``: n seeds under the default numerics (variant ``"default"``). Their mean estimates
   ``mu_config``, their sd ``s`` estimates ``sigma_total = sqrt(sigma_seed^2 + sigma_num^2)``;
 - ``same_seed``: the default seed rerun under V numeric variants (``"default"``, ``"onednn-off"``,
-  ``"threads-1"``, ...). Their sd ``s_num`` estimates ``sigma_num``.
+  ``"threads-1"``, ...). Their sd ``s_num`` estimates ``sigma_num``. Where the other seeds were
+  also run under a paired variant, ``s_num`` is pooled over all those seeds: the model's e does not
+  depend on the seed, and each pair adds a degree of freedom (``df = V - 1 + pairs``), which
+  narrows the same-seed tolerance far more than more seeds would.
 
 Tolerances
 ----------
@@ -29,7 +32,7 @@ judged by what it is a draw of (``reporting.tolerances`` picks the case):
 1. the baseline run's configuration and seed (CI reruns the committed params elsewhere): the two
    runs differ by ``e_now - e_base`` only, sd ``sigma_num * sqrt(2)`` (``same_seed_tolerance``)::
 
-       t(1 - alpha/k, V - 1) * s_num * sqrt(2)          against the baseline run
+       t(1 - alpha/k, df) * s_num * sqrt(2)             against the baseline run (df = V - 1 unpooled)
 
 2. another seed of the measured configuration: a fresh draw over seeds, whose deviation from the
    mean of n has sd ``sigma_total * sqrt(1 + 1/n)`` (``tolerance(..., against="mean")``)::
@@ -91,7 +94,11 @@ class ModelNoise:
 
 @dataclass(frozen=True)
 class SameSeedNoise:
-    """One model's default seed rerun under ``n`` numeric variants: its sd estimates sigma_num."""
+    """One model's default seed rerun under ``n`` numeric variants: sd estimates sigma_num.
+
+    Where other seeds were also run under a variant, sd is pooled over those seeds and the default
+    seed (noise.json's ``pooled``), and each adds its runs less one to the degrees of freedom.
+    """
 
     model: str
     metric: str
@@ -101,6 +108,18 @@ class SameSeedNoise:
     sd: float
     variants: tuple[str, ...]
     params_hash: str
+    pooled_seeds: int = 0  # other seeds whose variants sd pools
+    pooled_df: int = 0  # the degrees of freedom they add
+
+    @property
+    def df(self) -> int:
+        return self.n - 1 + self.pooled_df
+
+    def describe(self) -> str:
+        """Where sd comes from, as the gate's tolerances name it."""
+        if not self.pooled_seeds:
+            return f"{self.n} numeric variants"
+        return f"{self.n} numeric variants, pooled with {self.pooled_seeds} seeds' pairs ({self.df} df)"
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,17 @@ def _metric_values(runs: list[Mapping[str, Any]], metric: str, label: Callable[[
     return [float(row[metric]) for row in present], [label(row) for row in present]
 
 
+def _pooled(by_seed: Mapping[Any, list[float]]) -> dict[str, Any]:
+    """The within-seed sd pooled over every seed run under 2 or more variants, and its degrees of freedom."""
+    runs = {seed: values for seed, values in by_seed.items() if len(values) >= 2}
+    squares = sum(sum((value - statistics.fmean(values)) ** 2 for value in values) for values in runs.values())
+    df = sum(len(values) - 1 for values in runs.values())
+    return {"sd": math.sqrt(squares / df), "df": df, "seeds": sorted(runs, key=lambda seed: -1 if seed is None else seed)}
+
+
 def _same_seed(runs: list[Mapping[str, Any]], seed: int | None) -> dict[str, Any] | None:
+    """The default seed's variants; and, where other seeds were also run under a variant, the
+    numerics sd pooled over all those seeds (``pooled``): sigma_num is one number for every seed."""
     mine = sorted((row for row in runs if row["seed"] == seed), key=lambda row: (variant_of(row) != DEFAULT_VARIANT, variant_of(row)))
     if len(mine) < 2:
         return None
@@ -158,6 +187,11 @@ def _same_seed(runs: list[Mapping[str, Any]], seed: int | None) -> dict[str, Any
         if values:
             stats = summarize_values(values)
             metrics[metric] = {"n": len(values), "mean": stats["mean"], "sd": stats["sd"], "values": values, "variants": variants}
+            by_seed: dict[Any, list[float]] = {}
+            for value, other in zip(*_metric_values(runs, metric, lambda row: row["seed"]), strict=True):
+                by_seed.setdefault(other, []).append(value)
+            if len(values) >= 2 and sum(len(found) >= 2 for found in by_seed.values()) >= 2:
+                metrics[metric]["pooled"] = _pooled(by_seed)
     return {"seed": seed, "variants": [variant_of(row) for row in mine], "metrics": metrics}
 
 
@@ -288,7 +322,18 @@ def _parse_schema_2(
         raise ArtifactError(f"{where}.same_seed.variants: expected a list of 2 or more variant names, got {variants!r}; {FIX}")
     for metric, stats in _mapping(block.get("metrics"), f"{where}.same_seed.metrics", "metric to statistics").items():
         n, mean, sd = _stats(stats, f"{where}.same_seed.metrics.{metric}", counted=True)
-        same[metric] = SameSeedNoise(name, metric, seed, n, mean, sd, tuple(variants), params)
+        pooled_seeds = pooled_df = 0
+        if "pooled" in stats:
+            pooled = _mapping(stats["pooled"], f"{where}.same_seed.metrics.{metric}.pooled", "sd, df and seeds")
+            sd = _stats(pooled | {"mean": 0.0}, f"{where}.same_seed.metrics.{metric}.pooled")[2]
+            df, seeds = pooled.get("df"), pooled.get("seeds")
+            if not isinstance(seeds, list) or seed not in seeds or isinstance(df, bool) or not isinstance(df, int) or df < n - 1 + len(seeds) - 1:
+                raise ArtifactError(
+                    f"{where}.same_seed.metrics.{metric}.pooled: expected the seeds pooled (the default seed among them) and "
+                    f"their degrees of freedom (at least {n - 1} + 1 per other seed), got {pooled!r}; {FIX}"
+                )
+            pooled_seeds, pooled_df = len(seeds) - 1, df - (n - 1)
+        same[metric] = SameSeedNoise(name, metric, seed, n, mean, sd, tuple(variants), params, pooled_seeds, pooled_df)
     return seeds, same
 
 
@@ -364,11 +409,11 @@ def per_model_alpha(false_alarm_rate: float, models_checked: int) -> float:
     return false_alarm_rate / max(models_checked, 1)
 
 
-def critical_t(alpha: float, runs: int) -> float:
-    """The one-sided Student t quantile for a new run, sigma estimated from ``runs`` runs."""
+def critical_t(alpha: float, df: int) -> float:
+    """The one-sided Student t quantile for a new run, sigma estimated with ``df`` degrees of freedom."""
     from scipy.stats import t
 
-    return float(t.ppf(1.0 - alpha, runs - 1))
+    return float(t.ppf(1.0 - alpha, df))
 
 
 AGAINST_MEAN, AGAINST_RUN = "mean", "run"
@@ -392,7 +437,7 @@ def tolerance(noise: ModelNoise, alpha: float, resolution: float, against: str =
         return resolution
     if noise.n < 2:
         raise ValueError(f"{noise.model}: a spread needs at least 2 runs, got {noise.n}")
-    return max(critical_t(alpha, noise.n) * compared_sd(noise.sd, noise.n, against), resolution)
+    return max(critical_t(alpha, noise.n - 1) * compared_sd(noise.sd, noise.n, against), resolution)
 
 
 def same_seed_tolerance(noise: SameSeedNoise, alpha: float, resolution: float) -> float:
@@ -401,4 +446,4 @@ def same_seed_tolerance(noise: SameSeedNoise, alpha: float, resolution: float) -
         return resolution
     if noise.n < 2:
         raise ValueError(f"{noise.model}: a same-seed spread needs at least 2 variants, got {noise.n}")
-    return max(critical_t(alpha, noise.n) * compared_sd(noise.sd, noise.n, AGAINST_RUN), resolution)
+    return max(critical_t(alpha, noise.df) * compared_sd(noise.sd, noise.n, AGAINST_RUN), resolution)

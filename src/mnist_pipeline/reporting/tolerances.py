@@ -4,7 +4,8 @@ A run is judged by what it is a draw of (the rules and their derivation: ``repor
 
 1. ``SAME_SEED``: its params, seed included, are the baseline commit's (``ParamsHashes.run``
    equal), and the noise model measured this configuration's default seed under 2 or more numeric
-   variants for the metric: judged against the baseline run, ``t(V-1) * s_num * sqrt(2)``;
+   variants for the metric: judged against the baseline run, ``t(df) * s_num * sqrt(2)`` (df = V-1,
+   plus one per other seed run under a paired variant);
 2. ``ANOTHER_SEED``: the baseline's configuration with another seed, which the noise model
    measured: a fresh draw over seeds, judged against the measured mean, ``t(n-1) * s * sqrt(1+1/n)``;
 3. ``OTHER_CONFIG``: its params changed (seed aside). Against the measured mean of the baseline's
@@ -133,7 +134,7 @@ def derive_tolerances(
             same = noise.get_same_seed(model, metric) if noise is not None else None
             if same_run and same is not None and same.n >= 2 and same.params_hash and same.params_hash == now.config:
                 value = noise_model.same_seed_tolerance(same, alpha, gate.resolution)
-                source = f"same seed: {same.n} numeric variants, sd {same.sd:.4f}, against the baseline run"
+                source = f"same seed: {same.describe()}, sd {same.sd:.4f}, against the baseline run"
                 tolerances[(model, metric)] = Tolerance(value, source, kind=SAME_SEED)
             elif measured is None or not measured.measured_spread:
                 tolerances[(model, metric)] = Tolerance(
