@@ -122,6 +122,6 @@ bench-training: env  ## s/epoch vs the seed's own script, MLflow overhead, peak 
 bench-pipeline: env  ## from-scratch repro over pure fit time; no-op repro
 	$(UV) run --locked python benchmarks/bench_pipeline.py
 
-noise: env  ## measure the gate's noise model: every model over 10-20 seeds and its seed 0 under 6 numeric variants, every test set (hours; resumes)
+noise: env  ## measure the gate's noise model: every model over 10-20 seeds, its seed 0 under 6 numeric variants and every other seed with oneDNN off, every test set (hours; resumes)
 	$(UV) run --locked dvc repro testsets
 	$(UV) run --locked python benchmarks/seed_spread.py

@@ -9,7 +9,9 @@ set and every validation set exactly as `evaluate@<m>` scores it (``evaluation.s
 - the default seed under every numeric variant in ``VARIANTS`` (oneDNN on or off, 1, 2 or 4
   threads): the spread of one seed across machines, which judges a rerun of the committed params;
 - more seeds under the default numerics: 20 where one fit takes under 30 s, 10 otherwise, a single
-  run for a model without a seed (GaussianNB is deterministic): the spread over seeds.
+  run for a model without a seed (GaussianNB is deterministic): the spread over seeds;
+- each of those seeds again under ``PAIRED_VARIANTS`` (oneDNN off): a degree of freedom each for
+  the same-seed spread, which ``noise.summarize`` pools over seeds.
 
 An ensemble's run of seed s is made of its members' runs of seed s (kept, or trained then), so
 measuring it costs scoring only, once its members are measured; its fit time is theirs summed.

@@ -150,14 +150,16 @@ def test_the_committed_noise_model_was_measured_on_the_test_sets_params_yaml_mak
 def test_the_summary_table_shows_seeds_and_same_seed_spread():
     rows = [_row("mlp", seed, 0.97 + seed / 1000, corruption_mean=0.9) for seed in range(3)]
     rows += [_row("mlp", 0, 0.9704, variant="onednn-off"), _row("nb", None, 0.5558)]
-    table = noise.format_summary(noise.summarize(rows, {"mlp": "h1", "nb": "h1"}, {"mlp": 0, "nb": None}))
+    rows += [_row("cnn", seed, 0.99) for seed in range(2)] + [_row("cnn", seed, 0.9904, variant="onednn-off") for seed in range(2)]
+    table = noise.format_summary(noise.summarize(rows, {"mlp": "h1", "nb": "h1", "cnn": "h1"}, {"mlp": 0, "nb": None, "cnn": 0}))
     lines = table.splitlines()
     assert lines[0] == (
-        "| model | accuracy: seeds, mean ± sd (n) | accuracy: same seed, sd (V) "
-        "| corruption_mean: seeds, mean ± sd (n) | corruption_mean: same seed, sd (V) |"
+        "| model | accuracy: seeds, mean ± sd (n) | accuracy: same seed, sd (V + seeds paired) "
+        "| corruption_mean: seeds, mean ± sd (n) | corruption_mean: same seed, sd (V + seeds paired) |"
     )
     assert lines[2] == "| `mlp` | 97.10 ± 0.10 (3) | 0.03 (2) | 90.00 ± 0.00 (3) | - |"
     assert lines[3] == "| `nb` | 55.58 ± 0.00 (1) | - | - | - |"
+    assert lines[4] == "| `cnn` | 99.00 ± 0.00 (2) | 0.03 (2 + 1) | - | - |"  # seed 1's pair pooled in
 
 
 SEEDS = {"accuracy": {"n": 3, "mean": 0.9, "sd": 0.01}}

@@ -242,11 +242,12 @@ def summarize(
 
 
 def format_summary(models: Mapping[str, Any]) -> str:
-    """A Markdown table of ``summarize``'s models: per metric, mean ± sd over seeds (n) and the same-seed sd (V), in percent."""
+    """A Markdown table of ``summarize``'s models: per metric, mean ± sd over seeds (n) and the same-seed sd (V variants of
+    the default seed, plus the other seeds run in pairs when pooled), in percent."""
     shown = [metric for metric in TABLE_METRICS if any(metric in entry.get("seeds", {}) for entry in models.values())]
     header = ["model"]
     for metric in shown:
-        header += [f"{metric}: seeds, mean ± sd (n)", f"{metric}: same seed, sd (V)"]
+        header += [f"{metric}: seeds, mean ± sd (n)", f"{metric}: same seed, sd (V + seeds paired)"]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for name, entry in models.items():
         cells = [f"`{name}`"]
@@ -254,7 +255,12 @@ def format_summary(models: Mapping[str, Any]) -> str:
             seeds = entry.get("seeds", {}).get(metric)
             same = entry.get("same_seed", {}).get("metrics", {}).get(metric)
             cells.append("-" if seeds is None else f"{100 * seeds['mean']:.2f} ± {100 * seeds['sd']:.2f} ({seeds['n']})")
-            cells.append("-" if same is None or same["n"] < 2 else f"{100 * same['sd']:.2f} ({same['n']})")
+            if same is None or same["n"] < 2:
+                cells.append("-")
+            elif "pooled" in same:  # the sd the gate uses, pooled with the other seeds' pairs
+                cells.append(f"{100 * same['pooled']['sd']:.2f} ({same['n']} + {len(same['pooled']['seeds']) - 1})")
+            else:
+                cells.append(f"{100 * same['sd']:.2f} ({same['n']})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
