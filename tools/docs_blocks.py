@@ -251,11 +251,23 @@ def numerics_spread(measured: noise.NoiseModel) -> str:
     cnn_same, cnn_seeds = measured.get_same_seed("cnn", "accuracy"), measured.get("cnn", "accuracy")
     uci = [found for model in measured.same_seed if (found := measured.get_same_seed(model, "uci_accuracy")) and found.n >= 2]
     widest = max(uci, key=lambda found: found.sd)
-    return (
+    text = (
         f"The measured numerics are not small everywhere (`noise/noise.json`, {_machine(measured)}; sd in points): "
         f"oneDNN and thread settings move a CNN run of one seed by {100 * cnn_same.sd:.2f} "
         f"({cnn_same.describe()}), against {100 * cnn_seeds.sd:.2f} from one seed to the next ({cnn_seeds.n} seeds), "
         f"and the UCI digits (1,797 of them) by up to {100 * widest.sd:.2f} (`{widest.model}`), so those same-seed tolerances are wide.\n"
+    )
+    if cnn_same.unpooled_sd is None:
+        return text
+    # Pooling assumes one sigma_num for every seed: seed 0's variants and the other seeds' pairs should agree.
+    own_df = cnn_same.n - 1
+    pairs_variance = (cnn_same.sd**2 * cnn_same.df - cnn_same.unpooled_sd**2 * own_df) / cnn_same.pooled_df
+    ratio = cnn_same.unpooled_sd**2 / pairs_variance
+    p_value = 2 * min(stats.f.cdf(ratio, own_df, cnn_same.pooled_df), stats.f.sf(ratio, own_df, cnn_same.pooled_df))
+    return text + (
+        f"Pooling assumes one numerics spread for every seed: the CNN's seed {cnn_same.seed} under its {cnn_same.n} variants "
+        f"gives {100 * cnn_same.unpooled_sd:.2f}, its other {cnn_same.pooled_seeds} seeds' pairs {100 * pairs_variance**0.5:.2f} "
+        f"(F test of equal variances: p = {min(p_value, 1.0):.2f}).\n"
     )
 
 

@@ -110,6 +110,7 @@ class SameSeedNoise:
     params_hash: str
     pooled_seeds: int = 0  # other seeds whose variants sd pools
     pooled_df: int = 0  # the degrees of freedom they add
+    unpooled_sd: float | None = None  # the default seed's variants' own sd, where sd is pooled
 
     @property
     def df(self) -> int:
@@ -329,7 +330,9 @@ def _parse_schema_2(
     for metric, stats in _mapping(block.get("metrics"), f"{where}.same_seed.metrics", "metric to statistics").items():
         n, mean, sd = _stats(stats, f"{where}.same_seed.metrics.{metric}", counted=True)
         pooled_seeds = pooled_df = 0
+        unpooled_sd = None
         if "pooled" in stats:
+            unpooled_sd = sd
             pooled = _mapping(stats["pooled"], f"{where}.same_seed.metrics.{metric}.pooled", "sd, df and seeds")
             sd = _stats(pooled | {"mean": 0.0}, f"{where}.same_seed.metrics.{metric}.pooled")[2]
             df, seeds = pooled.get("df"), pooled.get("seeds")
@@ -339,7 +342,7 @@ def _parse_schema_2(
                     f"their degrees of freedom (at least {n - 1} + 1 per other seed), got {pooled!r}; {FIX}"
                 )
             pooled_seeds, pooled_df = len(seeds) - 1, df - (n - 1)
-        same[metric] = SameSeedNoise(name, metric, seed, n, mean, sd, tuple(variants), params, pooled_seeds, pooled_df)
+        same[metric] = SameSeedNoise(name, metric, seed, n, mean, sd, tuple(variants), params, pooled_seeds, pooled_df, unpooled_sd)
     return seeds, same
 
 
