@@ -77,6 +77,7 @@ def test_other_seeds_run_under_a_variant_pool_into_the_same_seed_spread():
     assert (measured.n, measured.df, measured.pooled_seeds) == (3, 4, 2) and measured.sd == pytest.approx(np.sqrt(squares / 4))
     assert measured.describe() == "3 numeric variants, pooled with 2 seeds' pairs (4 df)"
     assert measured.unpooled_sd == pytest.approx(accuracy["sd"])  # seed 0's own, kept beside the pooled
+    assert parsed.get("mlp", "accuracy").n == 5  # the spread over seeds reads as before
     # One other seed's pair is a pool of two: an unpooled default seed stays as it was.
     alone = noise.summarize(rows[:7], {"mlp": "h1"}, {"mlp": 0})["mlp"]["same_seed"]["metrics"]["accuracy"]
     assert "pooled" not in alone

@@ -335,13 +335,14 @@ def _parse_schema_2(
             unpooled_sd = sd
             pooled = _mapping(stats["pooled"], f"{where}.same_seed.metrics.{metric}.pooled", "sd, df and seeds")
             sd = _stats(pooled | {"mean": 0.0}, f"{where}.same_seed.metrics.{metric}.pooled")[2]
-            df, seeds = pooled.get("df"), pooled.get("seeds")
-            if not isinstance(seeds, list) or seed not in seeds or isinstance(df, bool) or not isinstance(df, int) or df < n - 1 + len(seeds) - 1:
+            df, pooled_over = pooled.get("df"), pooled.get("seeds")
+            if (not isinstance(pooled_over, list) or seed not in pooled_over or isinstance(df, bool) or not isinstance(df, int)
+                    or df < n - 1 + len(pooled_over) - 1):
                 raise ArtifactError(
                     f"{where}.same_seed.metrics.{metric}.pooled: expected the seeds pooled (the default seed among them) and "
                     f"their degrees of freedom (at least {n - 1} + 1 per other seed), got {pooled!r}; {FIX}"
                 )
-            pooled_seeds, pooled_df = len(seeds) - 1, df - (n - 1)
+            pooled_seeds, pooled_df = len(pooled_over) - 1, df - (n - 1)
         same[metric] = SameSeedNoise(name, metric, seed, n, mean, sd, tuple(variants), params, pooled_seeds, pooled_df, unpooled_sd)
     return seeds, same
 
