@@ -89,8 +89,11 @@ def spread(tmp_path, monkeypatch):
 
 
 def expected_plan(seeds_of_mlp=3, seeds_of_sgd=6) -> list[tuple]:
-    plan = [("mlp", 0, variant) for variant in VARIANTS] + [("mlp", seed, "default") for seed in range(1, seeds_of_mlp)]
-    plan += [("sgd", 0, variant) for variant in VARIANTS] + [("sgd", seed, "default") for seed in range(1, seeds_of_sgd)]
+    """Per model: the default seed under every variant, the other seeds, then each of those again with oneDNN off (pooled)."""
+    plan = []
+    for name, seeds in (("mlp", seeds_of_mlp), ("sgd", seeds_of_sgd)):
+        plan += [(name, 0, variant) for variant in VARIANTS] + [(name, seed, "default") for seed in range(1, seeds)]
+        plan += [(name, seed, "onednn-off") for seed in range(1, seeds)]
     return plan + [("gaussian_nb", None, "default")]
 
 
@@ -168,7 +171,7 @@ def test_the_run_of_a_dead_worker_is_done_by_another(spread):
     assert study._storage.get_trial(dead._trial_id).state == TrialState.FAIL
     ran = collections.Counter(spread.calls)
     assert ran[(taken["model"], taken["seed"], taken["variant"])] == 1
-    plan = [("sgd", 0, variant) for variant in VARIANTS] + [("sgd", 1, "default"), ("gaussian_nb", None, "default")]
+    plan = [("sgd", 0, variant) for variant in VARIANTS] + [("sgd", 1, "default"), ("sgd", 1, "onednn-off"), ("gaussian_nb", None, "default")]
     assert sorted(ran, key=str) == sorted(plan, key=str) and set(ran.values()) == {1}
     assert rows_by_run(spread) == collections.Counter(plan)
 
