@@ -248,7 +248,7 @@ def gate_power(params, measured: noise.NoiseModel) -> str:
 
 def _t_quantiles(alpha: float, cnn) -> str:
     """The critical values behind the same-seed tolerances: how much of them is the sd's own uncertainty."""
-    few, pooled = stats.t.ppf(1.0 - alpha, [5, cnn.df])
+    few, pooled = noise.critical_t(alpha, 5), noise.critical_t(alpha, cnn.df)
     return (f"At {alpha:.3%} per check, Student's t is {few:.1f} with 5 degrees of freedom (seed 0's 6 variants alone), "
             f"{pooled:.1f} with the cnn's {cnn.df}, and {stats.norm.ppf(1.0 - alpha):.1f} for a spread known exactly.\n")
 

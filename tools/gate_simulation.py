@@ -72,8 +72,9 @@ def simulate_gates(
     variants of the default seed, the first being the seed campaign's default-seed run when it has
     one; pooled with ``pairs`` other seeds of the campaign, each rerun under a variant), and the
     baseline run and the new run of the default seed, each with fresh numerics noise (and the new
-    run ``drop`` lower). So the noise model's s and s_num carry their estimation error. Which rule applies and its factor come from ``derive_tolerances`` itself, on
-    a noise model with unit sds (tolerance = factor * estimated sd, at least ``resolution``).
+    run ``drop`` lower). So the noise model's s and s_num carry their estimation error. Which rule
+    applies and its factor come from ``derive_tolerances`` itself, on a noise model with unit sds
+    (tolerance = factor * estimated sd, at least ``resolution``).
     ``same_seed_measured=False`` leaves the same-seed block out, as a schema-1 noise model does.
     """
     gate = GateParams.model_validate(
