@@ -51,6 +51,13 @@ CANDIDATES: dict[str, dict] = {
     "+ convs 32 and 64 wide": {"conv_layers": WIDER},
     "+ label smoothing 0.1": {"label_smoothing": 0.1},
     "+ batch norm": {"conv_layers": WIDER_NORMALISED},
+    # Random erasing (Zhong et al. 2017) of half the digits, without batch norm (over the fit budget).
+    "+ random erasing (random fill), no batch norm": {
+        "conv_layers": WIDER, "photometric": {"invert_probability": 0.25, "noise_sd": 0.2, "erase_probability": 0.5},
+    },
+    "+ random erasing in the ink's colour": {
+        "photometric": {"invert_probability": 0.25, "noise_sd": 0.2, "erase_probability": 0.5, "erase_fill": 1.0},
+    },
 }
 SEED_CNN = "cnn"
 CHILD = """

@@ -107,6 +107,23 @@ def test_adam_betas_and_label_smoothing_reach_the_compiled_model():
         KerasConvNetParams.model_validate(RAW["models"]["fast"] | {"optimizer": {"name": "rmsprop", "beta_1": 0.7}})
 
 
+def test_random_erasing_erases_while_training_only_and_leaves_identities_alone_while_off():
+    robust = RAW["models"]["robust"]
+    off = KerasConvNetParams.model_validate(robust)
+    # Settings added after a configuration's noise was measured keep its identity while they are off.
+    assert "erase_probability" not in off.model_dump(mode="json")["photometric"]
+    explicit_off = robust | {"photometric": robust["photometric"] | {"erase_probability": 0.0, "erase_fill": None}}
+    assert params_hash(KerasConvNetParams.model_validate(explicit_off)) == params_hash(off)
+    photometric = {"erase_probability": 0.9, "erase_fill": 1.0}
+    on = KerasConvNetParams.model_validate(robust | {"augmentation": None, "photometric": photometric})
+    assert params_hash(on) != params_hash(off)
+    erase = registry.build(on, "robust").layers[0]
+    blank = np.zeros((64, 28, 28, 1), "float32")
+    erased = np.asarray(erase(blank, training=True))
+    assert set(np.unique(erased)) == {0.0, 1.0} and 0.3 < (erased.max(axis=(1, 2, 3)) == 1.0).mean() < 1.0
+    assert not np.asarray(erase(blank, training=False)).any()
+
+
 # -- ensembles -------------------------------------------------------------------------------------
 
 

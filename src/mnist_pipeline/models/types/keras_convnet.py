@@ -9,7 +9,7 @@ keeps its schema, so its models' settings, and the noise measured for them, stay
 For robustness (``robust``, chosen on the validation sets only: benchmarks/tune_robust.py), two
 more settings: ``standardize_input`` (each image to zero mean and unit variance before the first
 conv, a LayerNormalization over the image, in training and prediction alike) and ``photometric``
-augmentation during training (ink inverted with some probability, Gaussian pixel noise), beside
+augmentation during training (ink inverted with some probability, Gaussian pixel noise, random erasing), beside
 the affine ``augmentation``. None of them is a test corruption's code (docs: models).
 """
 
@@ -61,6 +61,12 @@ class PhotometricAugmentationParams(Section):
 
     invert_probability: Fraction = 0.0  # each image's ink inverted (1 - x) with this probability
     noise_sd: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # Gaussian noise on [0, 1] pixels
+    # Random erasing (Zhong et al. 2017): a rectangle of 2-33% of the image replaced, with this probability,
+    # by erase_fill, or by random pixel values (the paper's choice) when erase_fill is None. Both stay out
+    # of the dumped settings while off, so the configurations measured before they existed keep their
+    # params_hash, and with it their rows in the noise model.
+    erase_probability: Fraction = Field(0.0, exclude_if=lambda value: value == 0.0)
+    erase_fill: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class KerasConvNetParams(KerasModelParams):
@@ -99,7 +105,11 @@ def build_convnet(params: KerasConvNetParams, name: str = "convnet") -> Any:
 
     stack: list[Any] = [keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)), *augmentation_layers(params.augmentation, params.seed)]
     if params.photometric is not None:
-        # After the affine jitter, so an inverted image's border (the jitter's zero fill) inverts with it.
+        # After the affine jitter, so an inverted image's border (the jitter's zero fill) inverts with it,
+        # and an erased patch with it.
+        if params.photometric.erase_probability:
+            probability, fill = params.photometric.erase_probability, params.photometric.erase_fill
+            stack.append(layers.RandomErasing(factor=(probability, probability), fill_value=fill, value_range=(0, 1), seed=params.seed + 5))
         if params.photometric.invert_probability:
             stack.append(layers.RandomInvert(factor=(params.photometric.invert_probability,) * 2, value_range=(0, 1), seed=params.seed + 3))
         if params.photometric.noise_sd:
