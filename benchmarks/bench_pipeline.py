@@ -1,5 +1,5 @@
 """Whole-pipeline benchmark: a from-scratch `dvc repro` of every default model as a ratio over the
-models' pure `fit` time in the same run (goal ≤ 1.8×), where the rest of the time goes, stage by
+models' pure `fit` time in the same run (goal ≤ 1.6×), where the rest of the time goes, stage by
 stage, and a no-op `dvc repro` (goal ≤ 2 s).
 
 Each stage logs a ``stage timing: {json}`` line (``mnist_pipeline.stage.report_timing``): its
@@ -29,6 +29,8 @@ import yaml
 from _common import REPO_ROOT, RESULTS, figure, median, project_copy, ratio, timed, write_results
 
 TIMING = re.compile(r"stage timing: (\{.*\})")
+# The pipeline may take at most this many times its models' fits (issue 23: 1.61x before the test sets).
+REPRO_OVER_FIT_GOAL = 1.6
 COLUMNS = ("start-up", "import keras", "import sklearn", "import mlflow", "fit", "tracking set-up", "MLflow logging")
 
 
@@ -71,7 +73,7 @@ def main() -> int:
     print(f"DVC's own work (repro wall time minus the stages' processes): {full.seconds - stage_total:.1f} s")
     print(
         f"from-scratch `dvc repro`: {full.seconds:.1f} s wall; sum of fit times {fit_total:.1f} s; "
-        f"ratio {full.seconds / fit_total:.2f}x (goal ≤ 1.8x)"
+        f"ratio {full.seconds / fit_total:.2f}x (goal ≤ {REPRO_OVER_FIT_GOAL}x)"
     )
     print(f"no-op `dvc repro`: median {median(noop):.2f} s over {len(noop)} runs {[round(s, 2) for s in noop]} (goal ≤ 2 s)")
     write_results(args.output, "pipeline", {
@@ -79,7 +81,7 @@ def main() -> int:
         "in_place": args.in_place,
         "from_scratch_repro_s": round(full.seconds, 1),
         "fit_total_s": round(fit_total, 1),
-        "repro_over_fit": ratio(full.seconds / fit_total, goal_max=1.8),
+        "repro_over_fit": ratio(full.seconds / fit_total, goal_max=REPRO_OVER_FIT_GOAL),
         "stages_total_s": round(stage_total, 1),
         "dvc_own_work_s": round(full.seconds - stage_total, 1),
         "stage_sums_s": {column: round(sums[column], 1) for column in [*COLUMNS, "other"]},

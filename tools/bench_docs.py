@@ -215,7 +215,7 @@ def bench_goals(results: Path) -> str:
 
 # Which stages a row of the time table sums, by the stage's name and the framework it imported.
 STAGE_GROUPS = (
-    ("download, preprocess, testsets", lambda stage: stage["stage"] in ("download", "preprocess", "testsets")),
+    ("download, preprocess, testsets, valsets", lambda stage: stage["stage"] in ("download", "preprocess", "testsets", "valsets")),
     ("train@ (Keras models)", lambda stage: stage["stage"].startswith("train@") and "import keras" in stage),
     ("train@ (scikit-learn models)", lambda stage: stage["stage"].startswith("train@") and "import sklearn" in stage),
     ("evaluate@ (Keras models)", lambda stage: stage["stage"].startswith("evaluate@") and "import keras" in stage),
@@ -236,6 +236,8 @@ def stage_time(results: Path) -> str:
     """Where the from-scratch pipeline's time went, stage group by group (``bench_pipeline.py``)."""
     pipeline = _read(results, "pipeline")
     stages, rows, totals = pipeline["stages"], [], {}
+    if ungrouped := [stage["stage"] for stage in stages if sum(belongs(stage) for _, belongs in STAGE_GROUPS) != 1]:
+        raise ValueError(f"stages in no group of STAGE_GROUPS, or in several: {ungrouped}")
     for label, belongs in (*STAGE_GROUPS, ("**all stages**", lambda stage: True)):
         group = [stage for stage in stages if belongs(stage)]
         sums = {column: sum(stage.get(key, 0.0) for stage in group for key in keys) for column, keys in TIME_COLUMNS.items()}

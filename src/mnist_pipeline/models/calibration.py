@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 
 # Probabilities are floored before the logarithm: GaussianNB's underflow to exact zeros, and log 0
 # would pin them there at any temperature.
@@ -28,12 +26,16 @@ def _log_probabilities(proba: np.ndarray) -> np.ndarray:
 
 def calibrate(proba: np.ndarray, temperature: float) -> np.ndarray:
     """``proba`` (N, classes) at ``temperature``: ``softmax(log proba / temperature)``, rows summing to one."""
+    from scipy.special import log_softmax
+
     if temperature == 1.0:
         return np.asarray(proba, dtype=np.float64)
     return np.exp(log_softmax(_log_probabilities(proba) / temperature, axis=1))
 
 
 def negative_log_likelihood(proba: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    from scipy.special import log_softmax
+
     scaled = log_softmax(_log_probabilities(proba) / temperature, axis=1)
     return float(-scaled[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)].mean())
 
@@ -44,6 +46,8 @@ def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> float:
     A search over log T (the NLL is smooth and, for one scalar, unimodal in practice), rounded to
     four digits so the saved config reads cleanly.
     """
+    from scipy.optimize import minimize_scalar
+
     if len(labels) == 0:
         raise ValueError("no validation digits to fit a temperature on")
     low, high = (math.log(bound) for bound in TEMPERATURE_BOUNDS)

@@ -30,16 +30,20 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.atomic import write_text
+from mnist_pipeline.config import load_params, parse_params
 from mnist_pipeline.data.arrays import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import registry
 from mnist_pipeline.stage import EXIT_INTERRUPTED, EXIT_USER_ERROR, configure_logging, interrupt_on_sigterm, user_error
 from mnist_pipeline.sweep import params as sweep_params
 from mnist_pipeline.sweep import storage as sweep_storage
+from mnist_pipeline.sweep import study as sweep_study
 from mnist_pipeline.sweep.params import check_space
 from mnist_pipeline.sweep.storage import STORAGE_ENV, masked_url, storage_url
+from mnist_pipeline.sweep.study import OBJECTIVE, PARENT_RUN_ATTR, worker_name
 from mnist_pipeline.tracking.provenance import provenance_tags
 from mnist_pipeline.tracking.store import configure_tracking
+from mnist_pipeline.training import targets_for
 from mnist_pipeline.yaml_file import parse_yaml
 
 log = logging.getLogger("mnist_pipeline.sweep")
@@ -55,8 +59,6 @@ PARENT_RUN_WAIT_S = 120.0
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The params, the sweep's model params (its space checked against them) and the storage URL."""
-    from mnist_pipeline.config import load_params
-
     params = load_params(args.params)
     model_params = check_space(params.sweep, params.models)
     return params, model_params, storage_url(args.storage)
@@ -64,8 +66,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 def create(args: argparse.Namespace) -> None:
     """Create the study if absent, and its MLflow parent run (its id a study user attr, so every worker finds it)."""
-    from mnist_pipeline.sweep import study as sweep_study
-
     params, _, url = _load(args)
     sweep = params.sweep
     storage = sweep_storage.open_storage(url, sweep)
@@ -132,9 +132,6 @@ def worker(args: argparse.Namespace) -> None:
     """Join the existing study and run ``--trials`` trials (default ``sweep.trials_per_worker``)."""
     import optuna
 
-    from mnist_pipeline.sweep import study as sweep_study
-    from mnist_pipeline.training import targets_for
-
     params, model_params, url = _load(args)
     sweep = params.sweep
     storage = sweep_storage.open_storage(url, sweep, stale_trial_callback=sweep_study.close_dead_trial_run)
@@ -195,9 +192,6 @@ def _check_parent_run(run_id: str) -> None:
 
 def best(args: argparse.Namespace) -> None:
     """Print the best trial's params (stdout); with ``--apply``, write them into the params file."""
-    from mnist_pipeline.config import parse_params
-    from mnist_pipeline.sweep import study as sweep_study
-
     params, _, url = _load(args)
     sweep = params.sweep
     study = sweep_study.load_study(sweep_storage.open_storage(url, sweep), url, sweep)
@@ -219,7 +213,6 @@ def _record_best(study: Any, trial: Any) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_pipeline.sweep.study import OBJECTIVE, PARENT_RUN_ATTR
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent is None:
@@ -241,7 +234,6 @@ def _record_best(study: Any, trial: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """``create``, then ``--workers`` local worker processes, then ``best``."""
-
     create(args)
     # The URL reaches the workers through their environment, not their command line (ps shows that).
     env = dict(os.environ) | {STORAGE_ENV: storage_url(args.storage)}
@@ -272,7 +264,6 @@ def _configure_logging(command: str) -> None:
     import optuna
 
     configure_logging()
-    from mnist_pipeline.sweep.study import worker_name
 
     label = os.environ.get(WORKER_LABEL_ENV) or (worker_name() if command == "worker" else "")
     if label:
