@@ -40,6 +40,7 @@ from mnist_pipeline.tracking.provenance import machine_facts
 FAST_NET = [{"filters": 16, "kernel_size": 5, "pool": True}, {"filters": 32, "kernel_size": 3, "pool": True}]
 WIDER = [{"filters": 32, "kernel_size": 5, "pool": True}, {"filters": 64, "kernel_size": 3, "pool": True}]
 WIDER_NORMALISED = [block | {"batch_norm": True} for block in WIDER]
+INVERTED_NOISY = {"invert_probability": 0.25, "noise_sd": 0.2}
 CANDIDATES: dict[str, dict] = {
     "fast's net, no robustness": {
         "conv_layers": FAST_NET, "standardize_input": False, "augmentation": None, "photometric": None, "label_smoothing": 0.0,
@@ -47,16 +48,16 @@ CANDIDATES: dict[str, dict] = {
     "+ standardized input": {"standardize_input": True},
     "+ affine jitter (rotate 15°, shift 10%, zoom 10%)": {"augmentation": {"rotation_degrees": 15, "shift_fraction": 0.1, "zoom_fraction": 0.1}},
     "+ pixel noise (sd 0.2)": {"photometric": {"invert_probability": 0.0, "noise_sd": 0.2}},
-    "+ inverted ink (a quarter of the digits)": {"photometric": {"invert_probability": 0.25, "noise_sd": 0.2}},
+    "+ inverted ink (a quarter of the digits)": {"photometric": INVERTED_NOISY},
     "+ convs 32 and 64 wide": {"conv_layers": WIDER},
     "+ label smoothing 0.1": {"label_smoothing": 0.1},
     "+ batch norm": {"conv_layers": WIDER_NORMALISED},
     # Random erasing (Zhong et al. 2017) of half the digits, without batch norm (over the fit budget).
     "+ random erasing (random fill), no batch norm": {
-        "conv_layers": WIDER, "photometric": {"invert_probability": 0.25, "noise_sd": 0.2, "erase_probability": 0.5},
+        "conv_layers": WIDER, "photometric": INVERTED_NOISY | {"erase_probability": 0.5},
     },
     "+ random erasing in the ink's colour": {
-        "photometric": {"invert_probability": 0.25, "noise_sd": 0.2, "erase_probability": 0.5, "erase_fill": 1.0},
+        "photometric": INVERTED_NOISY | {"erase_probability": 0.5, "erase_fill": 1.0},
     },
 }
 SEED_CNN = "cnn"
